@@ -1,0 +1,1 @@
+"""Streamlit dashboard (installed as per_triton.dashboard)."""

@@ -1,0 +1,1 @@
+"""Fused Triton kernels for PER (installed as per_triton.kernels)."""

@@ -1,0 +1,1 @@
+"""Subcommands of the per-triton console command."""

@@ -1,0 +1,1 @@
+"""The paper's networks and the baselines they are compared with."""

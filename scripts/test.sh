@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The README's test command: sets up a fresh machine (CPU torch, the project,
+# Debian's Chromium for the browser test) and runs the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh dev
+bash scripts/install_browser.sh
+export TRITON_INTERPRET=1
+mkdir -p test-artifacts
+python3 -m pytest -n 2 --timeout 900 "$@"
