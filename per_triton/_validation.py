@@ -1,0 +1,76 @@
+"""Argument checks shared by the public functions.
+
+Every error names the argument it is about, and nothing is modified in place.
+"""
+
+from __future__ import annotations
+
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+SEED_LIMIT = 2**63  # seeds are non-negative int64 values
+REDUCTIONS = ("mean", "sum")
+PRECISIONS = ("tf32", "ieee")
+
+
+def check_activations(h: object, name: str = "h") -> torch.Tensor:
+    """Check that ``h`` is a floating tensor of shape ``(b, *)`` with ``b >= 1`` and ``d >= 1``."""
+    if not isinstance(h, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(h).__name__}")
+    if h.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must be a float16, bfloat16, float32 or float64 tensor, got {h.dtype}"
+        )
+    if h.dim() == 0:
+        raise ValueError(f"{name} must have a batch dimension: shape (b, *), got a 0-d tensor")
+    if h.shape[0] == 0:
+        raise ValueError(f"{name} has an empty batch: shape {tuple(h.shape)}")
+    if h.numel() == 0:
+        raise ValueError(f"{name} has no features per sample: shape {tuple(h.shape)}")
+    return h
+
+
+def check_positive_int(value: object, name: str) -> int:
+    """A Python int >= 1 (bool rejected)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def check_reduction(reduction: object) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    return reduction  # type: ignore[return-value]
+
+
+def check_precision(precision: object) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be 'tf32' or 'ieee', got {precision!r}")
+    return precision  # type: ignore[return-value]
+
+
+def seed_tensor(seed: object, device: torch.device) -> torch.Tensor:
+    """The seed as a ``(1,)`` int64 tensor on ``device`` (DESIGN.md section 2).
+
+    ``None`` draws a seed from torch's default generator for that device, so
+    ``torch.manual_seed`` makes a run reproducible; on CUDA the draw happens on the
+    device (CUDA-graph safe, no host sync).
+    """
+    if seed is None:
+        return torch.randint(0, 2**62, (1,), dtype=torch.int64, device=device)
+    if isinstance(seed, torch.Tensor):
+        if seed.dtype != torch.int64 or seed.numel() != 1:
+            raise TypeError(
+                f"seed tensor must hold one int64 value, got dtype {seed.dtype} "
+                f"and shape {tuple(seed.shape)}"
+            )
+        if seed.device.type != device.type:
+            raise ValueError(f"seed tensor is on {seed.device}, but the activations are on {device}")
+        return seed.reshape(1)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be None, an int or an int64 tensor, got {type(seed).__name__}")
+    if not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"seed must be in [0, 2**63), got {seed}")
+    return torch.tensor([seed], dtype=torch.int64, device=device)

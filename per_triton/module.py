@@ -1,0 +1,82 @@
+"""Algorithm 1 as an ``nn.Module``: identity forward, PER gradient added in backward."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._validation import check_positive_int, check_precision, check_reduction
+from .loss import per_loss
+
+__all__ = ["PER"]
+
+
+class _AddLossGradient(torch.autograd.Function):
+    """Returns ``h`` unchanged; in backward sends a gradient of 1 into ``loss``.
+
+    ``loss`` was computed from ``h``, so autograd adds ``d loss / d h`` to the
+    gradient flowing into ``h``: exactly Algorithm 1's ``g + coeff * dL/dh``.
+    """
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+        ctx.loss_dtype = loss.dtype
+        ctx.loss_device = loss.device
+        return h.view_as(h)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, torch.ones((), dtype=ctx.loss_dtype, device=ctx.loss_device)
+
+
+class PER(nn.Module):
+    """PER regularizer layer (Algorithm 1).
+
+    In training mode, with gradients enabled and ``h.requires_grad``, the forward
+    pass computes the PER loss of ``h`` (Eq. 5) and returns ``h`` unchanged; the
+    backward pass adds ``coeff * dL/dh`` (Eq. 6) to the incoming gradient. In eval
+    mode or under ``torch.no_grad`` it is a plain identity. The last loss value is
+    kept, detached, in ``last_loss`` for logging.
+
+    Args:
+        coeff: regularization strength (``lambda`` in the paper).
+        num_slices: number of random directions ``s`` per call.
+        reduction: ``"mean"`` (divide by the batch size) or ``"sum"`` (Algorithm 1
+            as printed, without ``1/b``).
+        precision: ``"tf32"`` or ``"ieee"`` for float32 dots on CUDA.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), PER(1e-4), nn.Linear(256, 10))
+        >>> net(torch.randn(32, 784)).sum().backward()
+        >>> net[2].last_loss
+    """
+
+    def __init__(
+        self,
+        coeff: float = 1e-4,
+        num_slices: int = 256,
+        reduction: str = "mean",
+        precision: str = "tf32",
+    ) -> None:
+        super().__init__()
+        if isinstance(coeff, bool) or not isinstance(coeff, (int, float)):
+            raise TypeError(f"coeff must be a float, got {type(coeff).__name__}")
+        if not coeff >= 0:
+            raise ValueError(f"coeff must be >= 0, got {coeff}")
+        self.coeff = float(coeff)
+        self.num_slices = check_positive_int(num_slices, "num_slices")
+        self.reduction = check_reduction(reduction)
+        self.precision = check_precision(precision)
+        self.last_loss: torch.Tensor | None = None
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if not (self.training and torch.is_grad_enabled() and h.requires_grad):
+            return h
+        loss = per_loss(
+            h, self.num_slices, reduction=self.reduction, precision=self.precision
+        )
+        self.last_loss = loss.detach()
+        return _AddLossGradient.apply(h, loss * self.coeff)
+
+    def extra_repr(self) -> str:
+        return f"coeff={self.coeff}, num_slices={self.num_slices}, reduction={self.reduction!r}"
