@@ -34,7 +34,18 @@ _API = {
 }
 _SUBMODULES = ("reference", "monitor", "ops", "models")
 
-__all__ = [*_API, *_SUBMODULES]
+__all__ = [
+    "PER",
+    "PERHandle",
+    "models",
+    "monitor",
+    "ops",
+    "per_loss",
+    "reference",
+    "regularize",
+    "sample_directions",
+    "sliced_wasserstein_to_normal",
+]
 
 if TYPE_CHECKING:
     from . import models, monitor, ops, reference

@@ -67,7 +67,9 @@ def seed_tensor(seed: object, device: torch.device) -> torch.Tensor:
                 f"and shape {tuple(seed.shape)}"
             )
         if seed.device.type != device.type:
-            raise ValueError(f"seed tensor is on {seed.device}, but the activations are on {device}")
+            raise ValueError(
+                f"seed tensor is on {seed.device}, but the activations are on {device}"
+            )
         return seed.reshape(1)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be None, an int or an int64 tensor, got {type(seed).__name__}")

@@ -72,9 +72,7 @@ class PER(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         if not (self.training and torch.is_grad_enabled() and h.requires_grad):
             return h
-        loss = per_loss(
-            h, self.num_slices, reduction=self.reduction, precision=self.precision
-        )
+        loss = per_loss(h, self.num_slices, reduction=self.reduction, precision=self.precision)
         self.last_loss = loss.detach()
         return _AddLossGradient.apply(h, loss * self.coeff)
 

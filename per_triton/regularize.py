@@ -13,8 +13,21 @@ __all__ = ["regularize", "PERHandle", "DEFAULT_LAYERS"]
 
 #: Module types whose outputs are regularized when neither ``layers`` nor ``names`` is given.
 DEFAULT_LAYERS: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU,
-    nn.SiLU, nn.Mish, nn.Softplus, nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.RNNBase,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Softplus,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Hardtanh,
+    nn.RNNBase,
 )
 
 
@@ -105,10 +118,13 @@ def regularize(
     missing = sorted(wanted_names - modules.keys())
     if missing:
         raise ValueError(f"names not found in model: {missing}")
-    chosen = [n for n, m in modules.items() if n in wanted_names or (types and isinstance(m, types))]
+    chosen = [
+        n for n, m in modules.items() if n in wanted_names or (types and isinstance(m, types))
+    ]
     if not chosen:
         raise ValueError(
-            f"regularize found no module to regularize (layers={types}, names={sorted(wanted_names)})"
+            "regularize found no module to regularize "
+            f"(layers={types}, names={sorted(wanted_names)})"
         )
     handle = PERHandle()
     for name in chosen:

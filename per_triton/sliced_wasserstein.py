@@ -59,6 +59,7 @@ def wasserstein_to_normal_1d(projections: torch.Tensor, p: int = 1) -> torch.Ten
         g_lo = x * cdf_lo + _pdf(lo)
         g_hi = x * cdf_hi + _pdf(hi)
         return (2 * g_m - g_lo - g_hi).sum(dim=0)
+
     # Antiderivative of (x - z)^2 pdf(z): (x^2 + 1)*cdf(z) + 2x*pdf(z) - z*pdf(z).
     def antiderivative(zz: torch.Tensor, cdf: torch.Tensor) -> torch.Tensor:
         return (x * x + 1) * cdf + 2 * x * _pdf(zz) - _z_pdf(zz)
@@ -67,9 +68,7 @@ def wasserstein_to_normal_1d(projections: torch.Tensor, p: int = 1) -> torch.Ten
     return w2_sq.clamp_min(0).sqrt()
 
 
-def project_on_directions(
-    h: torch.Tensor, num_slices: int, seed: torch.Tensor
-) -> torch.Tensor:
+def project_on_directions(h: torch.Tensor, num_slices: int, seed: torch.Tensor) -> torch.Tensor:
     """Projections ``<h_i, theta_k>`` ``(b, s)`` on the directions of ``seed``.
 
     CPU: chunked, never holding ``s x d``. CUDA: the Philox direction kernel of the
