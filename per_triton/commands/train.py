@@ -1,13 +1,331 @@
-"""`per-triton train` (not implemented yet)."""
+"""`per-triton train`: the paper's distribution analysis (section 4.3.2) on real data.
+
+Trains :class:`per_triton.models.small_cnn.SmallCNN` on scikit-learn's bundled 8x8
+digits (no download) with each method (vanilla, BN, VCL, PER) and each seed, on the
+same data order and schedule, while :class:`per_triton.monitor.LayerMonitor`
+records every conv block's pre-activation closeness to N(0, I). Writes, under
+``--out``: ``<method>.jsonl`` (closeness records, docs/CONTRACTS.md) and
+``summary.json`` (test accuracy and loss per method and seed); ``--figure`` draws
+SW1 per layer over training and the accuracy of each method.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+METHODS = ("vanilla", "bn", "vcl", "per")
+MODEL_NAME = "small_cnn_digits"
+
+
+@dataclass
+class Config:
+    """Everything that fixes a run besides the method and the seed."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    width: int = 16
+    init_scale: float = 1.0
+    per_coeff: float = 0.1
+    vcl_coeff: float = 0.1
+    num_slices: int = 256
+    monitor_every: int = 10
+    monitor_slices: int = 256
+    limit: int | None = None
+    device: str = "cpu"
+    monitor: bool = True
+
+
+def vcl_loss(h: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+    """Variance constancy loss (Littwin & Wolf, 2018), the paper's VCL baseline.
+
+    The batch is split into two halves; with per-unit sample variances ``s1``,
+    ``s2`` of the flattened activations, the loss is ``mean_j (1 - s1_j/(s2_j+beta))^2``.
+    """
+    flat = h.reshape(h.shape[0], -1)
+    half = flat.shape[0] // 2
+    s1 = flat[:half].var(dim=0)
+    s2 = flat[half : 2 * half].var(dim=0)
+    return (1 - s1 / (s2 + beta)).pow(2).mean()
+
+
+class _Captures:
+    """Forward hooks keeping the last output of the taps (for VCL's loss)."""
+
+    def __init__(self, model: nn.Module, names: list[str]) -> None:
+        modules = dict(model.named_modules())
+        self.outputs: dict[str, torch.Tensor] = {}
+        self.handles = [modules[n].register_forward_hook(self._hook(n)) for n in names]
+
+    def _hook(self, name: str):
+        def hook(_module: nn.Module, _args: object, output: torch.Tensor) -> None:
+            self.outputs[name] = output
+
+        return hook
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of ``model`` in eval mode."""
+    model.eval()
+    logits = model(x)
+    model.train()
+    return (logits.argmax(1) == y).float().mean().item(), F.cross_entropy(logits, y).item()
+
+
+def train_one(
+    method: str, seed: int, cfg: Config, data, path: str | None, run: str = "digits", log=print
+) -> dict:
+    """Train one (method, seed); return its summary entry. Records go to ``path``."""
+    import per_triton as pt
+    from per_triton.models.small_cnn import SmallCNN
+    from per_triton.monitor import LayerMonitor
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    torch.manual_seed(seed)
+    model = SmallCNN(
+        cfg.width, norm="bn" if method == "bn" else "none", init_scale=cfg.init_scale
+    ).to(cfg.device)
+    taps = model.tap_names
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    handle = (
+        pt.regularize(model, cfg.per_coeff, cfg.num_slices, names=taps) if method == "per" else None
+    )
+    captures = _Captures(model, taps) if method == "vcl" else None
+    monitor = (
+        LayerMonitor(
+            model,
+            taps,
+            every=cfg.monitor_every,
+            num_slices=cfg.monitor_slices,
+            path=path,
+            run=run,
+            model_name=MODEL_NAME,
+            method=method,
+            seed=seed,
+        )
+        if cfg.monitor
+        else None
+    )
+    gen = torch.Generator().manual_seed(seed)
+    n = data.train_x.shape[0]
+    step, start = 0, time.perf_counter()
+    last_losses: list[float] = []
+    for epoch in range(cfg.epochs):
+        order = torch.randperm(n, generator=gen).to(cfg.device)
+        last_losses = []
+        for i in range(0, n - cfg.batch_size + 1, cfg.batch_size):
+            idx = order[i : i + cfg.batch_size]
+            if monitor is not None:
+                monitor.step(step)
+            loss = F.cross_entropy(model(data.train_x[idx]), data.train_y[idx])
+            total = loss
+            if captures is not None:
+                total = loss + cfg.vcl_coeff * sum(vcl_loss(h) for h in captures.outputs.values())
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            last_losses.append(loss.item())
+            step += 1
+        acc, _ = evaluate(model, data.test_x, data.test_y)
+        log(
+            f"  {method:8s} seed {seed} epoch {epoch + 1:3d}/{cfg.epochs} "
+            f"loss {sum(last_losses) / max(len(last_losses), 1):.4f} test acc {acc:.4f}"
+        )
+    seconds = time.perf_counter() - start
+    for extra in (handle, captures):
+        if extra is not None:
+            extra.remove()
+    if monitor is not None:
+        monitor.close()
+    acc, test_loss = evaluate(model, data.test_x, data.test_y)
+    train_acc, _ = evaluate(model, data.train_x, data.train_y)
+    return {
+        "method": method,
+        "seed": seed,
+        "test_accuracy": acc,
+        "final_loss": sum(last_losses) / max(len(last_losses), 1),
+        "test_loss": test_loss,
+        "train_accuracy": train_acc,
+        "steps": step,
+        "seconds_per_step": seconds / max(step, 1),
+    }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    d = Config()
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help="comma-separated subset of " + ",".join(METHODS),
+    )
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
+    parser.add_argument("--epochs", type=int, default=d.epochs)
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--lr", type=float, default=d.lr, help="SGD learning rate")
+    parser.add_argument("--width", type=int, default=d.width, help="channels of block 1")
+    parser.add_argument(
+        "--init-scale",
+        type=float,
+        default=d.init_scale,
+        help="factor on the initial conv weights (>1: drifting start)",
+    )
+    parser.add_argument(
+        "--per-coeff",
+        type=float,
+        default=d.per_coeff,
+        help="PER coefficient (reduction='mean', per layer)",
+    )
+    parser.add_argument("--vcl-coeff", type=float, default=d.vcl_coeff)
+    parser.add_argument("--num-slices", type=int, default=d.num_slices, help="directions for PER")
+    parser.add_argument("--monitor-every", type=int, default=d.monitor_every)
+    parser.add_argument(
+        "--monitor-slices",
+        type=int,
+        default=d.monitor_slices,
+        help="directions for the monitor's sliced W1",
+    )
+    parser.add_argument("--device", default=d.device)
+    parser.add_argument(
+        "--out", default="closeness-run", help="output folder (<method>.jsonl, summary.json)"
+    )
+    parser.add_argument("--figure", default=None, help="write the closeness figure (PNG)")
+    parser.add_argument(
+        "--overhead-steps",
+        type=int,
+        default=0,
+        help="also time this many steps with and without the monitor",
+    )
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="smoke size: 1 epoch on 256 samples, width 4, 16 directions",
+    )
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The run's :class:`Config`, with ``--tiny`` overriding the sizes."""
+    cfg = Config(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        width=args.width,
+        init_scale=args.init_scale,
+        per_coeff=args.per_coeff,
+        vcl_coeff=args.vcl_coeff,
+        num_slices=args.num_slices,
+        monitor_every=args.monitor_every,
+        monitor_slices=args.monitor_slices,
+        device=args.device,
+    )
+    if args.tiny:
+        cfg.epochs, cfg.width, cfg.limit, cfg.batch_size = 1, 4, 256, 32
+        cfg.num_slices = cfg.monitor_slices = 16
+        cfg.monitor_every = 2
+    return cfg
+
+
+def measure_overhead(cfg: Config, data, steps: int) -> dict:
+    """Seconds per vanilla training step with and without the monitor, interleaved."""
+    from dataclasses import replace
+
+    times: dict[str, list[float]] = {"off": [], "on": []}
+    for _ in range(3):
+        for key in ("off", "on"):
+            c = replace(cfg, epochs=1, monitor=key == "on")
+            sub = type(data)(
+                data.train_x[: steps * cfg.batch_size],
+                data.train_y[: steps * cfg.batch_size],
+                data.test_x,
+                data.test_y,
+            )
+            times[key].append(
+                train_one("vanilla", 0, c, sub, None, log=lambda *_: None)["seconds_per_step"]
+            )
+    off, on = min(times["off"]), min(times["on"])
+    return {
+        "seconds_per_step_off": off,
+        "seconds_per_step_on": on,
+        "overhead": on / off - 1,
+        "monitor_every": cfg.monitor_every,
+        "monitor_slices": cfg.monitor_slices,
+        "steps": steps,
+        "width": cfg.width,
+        "batch_size": cfg.batch_size,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("per-triton train: not implemented yet")
+    from per_triton.digits import load_digits
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = config_from_args(args)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise SystemExit(f"per-triton train: unknown method(s) {bad}; choose from {METHODS}")
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    data = load_digits(limit=cfg.limit).to(cfg.device)
+    os.makedirs(args.out, exist_ok=True)
+    print(
+        f"per-triton train: {MODEL_NAME}, {data.train_x.shape[0]} train / "
+        f"{data.test_x.shape[0]} test images, methods {methods}, seeds {seeds}"
+    )
+    summary = []
+    for method in methods:
+        path = os.path.join(args.out, f"{method}.jsonl")
+        if os.path.exists(path):
+            os.remove(path)
+        for seed in seeds:
+            entry = train_one(method, seed, cfg, data, path)
+            print(
+                f"{method:8s} seed {seed}: test accuracy {entry['test_accuracy']:.4f}, "
+                f"{1e3 * entry['seconds_per_step']:.1f} ms/step"
+            )
+            summary.append(entry)
+    with open(os.path.join(args.out, "summary.json"), "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=1)
+    with open(os.path.join(args.out, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(
+            dict(
+                asdict(cfg),
+                methods=methods,
+                seeds=seeds,
+                torch=torch.__version__,
+                threads=torch.get_num_threads(),
+            ),
+            f,
+            indent=1,
+        )
+    if args.overhead_steps:
+        overhead = measure_overhead(cfg, data, args.overhead_steps)
+        print(
+            f"monitor overhead: {100 * overhead['overhead']:.1f}% per step "
+            f"(every {cfg.monitor_every} steps)"
+        )
+        with open(os.path.join(args.out, "overhead.json"), "w", encoding="utf-8") as f:
+            json.dump(overhead, f, indent=1)
+    if args.figure:
+        from per_triton.commands._closeness_figure import draw
+
+        draw(args.out, args.figure)
+        print(f"figure: {args.figure}")
+    print(f"wrote {args.out}")
+    return 0
