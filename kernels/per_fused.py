@@ -1,0 +1,437 @@
+"""Fused PER forward and backward kernels (Eq. 5, Eq. 6, Algorithm 1).
+
+Forward, for activations ``H`` ``(b, d)`` and the Philox directions ``v_k`` of
+:mod:`per_triton.kernels.philox_directions`:
+
+1. ``_per_fwd_partial_kernel``: the grid is (slice tiles, splits of ``d``, batch
+   tiles). Each program walks its split of ``d`` tile by tile, draws the Gaussian
+   tile ``v[k-tile, j-tile]`` in registers, and accumulates the projections
+   ``H @ V^T`` and the squared norms ``||v_k||^2`` together. It writes one partial
+   per split to a small workspace; the ``s x d`` matrix is never stored.
+2. ``_per_fwd_finish_kernel``: sums the partials in split order (fixed, so the
+   result is bitwise reproducible), normalises ``p_ik = <h_i, v_k> / ||v_k||``, and
+   writes the coefficients ``erf(p_ik/sqrt2) / (s * ||v_k||)`` that Eq. 6 needs and
+   one partial of the loss ``sum psi(p_ik) / s`` (Eq. 5) per program, summed in a
+   fixed order by the launcher.
+
+Backward (``_per_bwd_kernel``): grid (coordinate tiles, batch tiles); each program
+regenerates ``v[:, j-tile]`` slice tile by slice tile and forms
+``dL/dh[:, j-tile] = C @ V[:, j-tile]`` (Eq. 6, Algorithm 1) with ``C`` the
+coefficients already scaled by the incoming gradient. No cross-program reduction.
+
+Precision (DESIGN.md section 5): float32 activations use ``tl.dot`` with
+``input_precision`` ``"tf32"`` (default) or ``"ieee"``; float16/bfloat16 activations
+are projected in their dtype with float32 accumulation; coefficients, norms and the
+loss are float32. float64 is not handled here (``per_triton.cuda_ops`` runs it on
+materialised column chunks).
+
+Kernels first, then the launchers, which take plain tensors, check shapes,
+allocate, build the grid and launch (no autograd here).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from .philox_directions import PHILOX_ROUNDS, gaussian_tile
+
+__all__ = [
+    "per_fwd",
+    "per_bwd",
+    "plan_splits",
+    "INTERPRET",
+    "WORKSPACE_BYTES",
+    "SPLIT_ALIGN",
+]
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+#: Upper bound on the forward's split workspace (``n_split * b * s`` float32).
+WORKSPACE_BYTES = 2 * 1024 * 1024
+#: A split of ``d`` is a multiple of this (the largest ``BLOCK_D`` of any config).
+SPLIT_ALIGN = 256
+
+_SQRT1_2 = 1.0 / math.sqrt(2.0)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+@triton.jit
+def _per_fwd_partial_kernel(
+    # pointers
+    h_ptr,
+    seed_ptr,
+    part_proj_ptr,
+    part_sq_ptr,
+    # sizes
+    B,
+    D,
+    S,
+    split_d,
+    # strides
+    stride_hb,
+    # meta-parameters
+    BLOCK_B: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr,
+    N_ROUNDS: tl.constexpr,
+):
+    """Partial projections ``sum_{j in split} h_ij v_kj`` and ``sum_{j in split} v_kj^2``.
+
+    Writes ``part_proj[split, i, k]`` (float32) for this program's batch and slice
+    tiles, and ``part_sq[split, k]`` from the first batch tile only.
+    """
+    pid_s = tl.program_id(0)
+    pid_split = tl.program_id(1)
+    pid_b = tl.program_id(2)
+    seed = tl.load(seed_ptr)
+
+    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    offs_k = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
+    mask_b = offs_b < B
+    mask_k = offs_k < S
+    h_rows = h_ptr + offs_b.to(tl.int64)[:, None] * stride_hb
+
+    acc = tl.zeros((BLOCK_B, BLOCK_S), dtype=tl.float32)
+    sq = tl.zeros((BLOCK_S,), dtype=tl.float32)
+    d_lo = pid_split * split_d
+    d_hi = tl.minimum(d_lo + split_d, D)
+    for j0 in range(d_lo, d_hi, BLOCK_D):
+        offs_j = j0 + tl.arange(0, BLOCK_D)
+        mask_j = offs_j < D
+        v = gaussian_tile(seed, offs_k, j0, BLOCK_D, N_ROUNDS)
+        v = tl.where(mask_k[:, None] & mask_j[None, :], v, 0.0)
+        sq += tl.sum(v * v, axis=1)
+        h = tl.load(h_rows + offs_j[None, :], mask=mask_b[:, None] & mask_j[None, :], other=0.0)
+        if h.dtype == tl.float32:
+            acc = tl.dot(h, tl.trans(v), acc, input_precision=PRECISION)
+        else:
+            acc = tl.dot(h, tl.trans(v.to(h.dtype)), acc)
+
+    base = pid_split.to(tl.int64) * B * S
+    ptrs = part_proj_ptr + base + offs_b.to(tl.int64)[:, None] * S + offs_k[None, :]
+    tl.store(ptrs, acc, mask=mask_b[:, None] & mask_k[None, :])
+    if pid_b == 0:
+        tl.store(part_sq_ptr + pid_split.to(tl.int64) * S + offs_k, sq, mask=mask_k)
+
+
+@triton.jit
+def _per_fwd_finish_kernel(
+    # pointers
+    part_proj_ptr,
+    part_sq_ptr,
+    coeff_ptr,
+    loss_part_ptr,
+    # sizes
+    B,
+    S,
+    n_split,
+    # meta-parameters
+    BLOCK_B: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+):
+    """Eq. 5 terms and Eq. 6 coefficients from the split partials, summed in split order.
+
+    ``p_ik = proj_ik / ||v_k||``; ``coeff_ik = erf(p_ik/sqrt2) / (S ||v_k||)``;
+    ``loss_part[program] = sum_tile psi(p_ik) / S`` with
+    ``psi(p) = p erf(p/sqrt2) + sqrt(2/pi) exp(-p^2/2)``.
+    """
+    pid_b = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    offs_k = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
+    mask_b = offs_b < B
+    mask_k = offs_k < S
+    mask = mask_b[:, None] & mask_k[None, :]
+    tile = offs_b.to(tl.int64)[:, None] * S + offs_k[None, :]
+
+    proj = tl.zeros((BLOCK_B, BLOCK_S), dtype=tl.float32)
+    sq = tl.zeros((BLOCK_S,), dtype=tl.float32)
+    for t in range(0, n_split):
+        proj += tl.load(part_proj_ptr + t * B * S + tile, mask=mask, other=0.0)
+        sq += tl.load(part_sq_ptr + t * S + offs_k, mask=mask_k, other=0.0)
+
+    norm = tl.where(mask_k, tl.sqrt(sq), 1.0)
+    p = proj / norm[None, :]
+    erf_p = tl.math.erf(p * 0.7071067811865476)
+    psi = p * erf_p + 0.7978845608028654 * tl.exp(-0.5 * p * p)
+    coeff = erf_p / (S * norm)[None, :]
+    tl.store(coeff_ptr + tile, coeff, mask=mask)
+    total = tl.sum(tl.sum(tl.where(mask, psi, 0.0), axis=1), axis=0) / S
+    tl.store(loss_part_ptr + pid_b * tl.num_programs(1) + pid_s, total)
+
+
+@triton.jit
+def _per_bwd_kernel(
+    # pointers
+    coeff_ptr,
+    seed_ptr,
+    grad_ptr,
+    # sizes
+    B,
+    D,
+    S,
+    # strides
+    stride_cb,
+    stride_gb,
+    # meta-parameters
+    BLOCK_B: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr,
+    N_ROUNDS: tl.constexpr,
+):
+    """``grad[i, j] = sum_k coeff[i, k] v_kj`` for one coordinate tile (Eq. 6, Algorithm 1).
+
+    ``coeff`` is float32 ``(B, S)``, already ``erf(p/sqrt2) / (S ||v_k||)`` times the
+    incoming gradient; ``grad`` takes its pointer's dtype.
+    """
+    pid_d = tl.program_id(0)
+    pid_b = tl.program_id(1)
+    seed = tl.load(seed_ptr)
+
+    j0 = pid_d * BLOCK_D
+    offs_j = j0 + tl.arange(0, BLOCK_D)
+    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    mask_j = offs_j < D
+    mask_b = offs_b < B
+    c_rows = coeff_ptr + offs_b.to(tl.int64)[:, None] * stride_cb
+
+    acc = tl.zeros((BLOCK_B, BLOCK_D), dtype=tl.float32)
+    for s0 in range(0, S, BLOCK_S):
+        offs_k = s0 + tl.arange(0, BLOCK_S)
+        mask_k = offs_k < S
+        v = gaussian_tile(seed, offs_k, j0, BLOCK_D, N_ROUNDS)
+        v = tl.where(mask_k[:, None] & mask_j[None, :], v, 0.0)
+        c = tl.load(c_rows + offs_k[None, :], mask=mask_b[:, None] & mask_k[None, :], other=0.0)
+        acc = tl.dot(c, v, acc, input_precision=PRECISION)
+
+    ptrs = grad_ptr + offs_b.to(tl.int64)[:, None] * stride_gb + offs_j[None, :]
+    tl.store(ptrs, acc.to(grad_ptr.dtype.element_ty), mask=mask_b[:, None] & mask_j[None, :])
+
+
+# ------------------------------------------------------------------ autotune configs
+
+# One small config under the interpreter (tiles >= 16 wherever tl.dot is used);
+# a few on the GPU. BLOCK_B is chosen by the launcher, not tuned.
+if INTERPRET:
+    _FWD_CONFIGS = [triton.Config({"BLOCK_S": 16, "BLOCK_D": 32}, num_warps=4)]
+    _BWD_CONFIGS = [triton.Config({"BLOCK_S": 16, "BLOCK_D": 32}, num_warps=4)]
+else:
+    _FWD_CONFIGS = [
+        triton.Config({"BLOCK_S": bs, "BLOCK_D": bd}, num_warps=w, num_stages=st)
+        for bs, bd, w, st in [
+            (16, 64, 4, 2),
+            (16, 128, 4, 2),
+            (32, 64, 4, 2),
+            (32, 128, 8, 2),
+            (64, 64, 8, 2),
+            (32, 256, 8, 1),
+        ]
+    ]
+    _BWD_CONFIGS = [
+        triton.Config({"BLOCK_S": bs, "BLOCK_D": bd}, num_warps=w, num_stages=st)
+        for bs, bd, w, st in [
+            (16, 64, 4, 2),
+            (32, 64, 4, 2),
+            (32, 128, 8, 2),
+            (64, 128, 8, 2),
+            (16, 256, 8, 2),
+        ]
+    ]
+
+#: The tile used when autotuning is off (``PER_TRITON_AUTOTUNE=0``): fixed configs
+#: make results bitwise identical across processes without Triton's autotune cache.
+FIXED_FWD_CONFIG = {"BLOCK_S": 16, "BLOCK_D": 64 if not INTERPRET else 32, "num_warps": 4}
+FIXED_BWD_CONFIG = {"BLOCK_S": 32, "BLOCK_D": 64 if not INTERPRET else 32, "num_warps": 4}
+
+
+def _autotune(configs: list[triton.Config], key: list[str]):
+    kwargs = {}
+    # Cache the chosen config on disk where Triton supports it, so that a later
+    # process picks the same tiles (and so the same reduction order).
+    if "cache_results" in inspect.signature(triton.autotune).parameters:
+        kwargs["cache_results"] = True
+    return triton.autotune(configs=configs, key=key, **kwargs)
+
+
+_per_fwd_partial_tuned = _autotune(_FWD_CONFIGS, ["B", "D", "S"])(_per_fwd_partial_kernel)
+_per_bwd_tuned = _autotune(_BWD_CONFIGS, ["B", "D", "S"])(_per_bwd_kernel)
+
+_FINISH_TILE = {"BLOCK_B": 32, "BLOCK_S": 64}
+
+
+def _autotune_enabled() -> bool:
+    return os.environ.get("PER_TRITON_AUTOTUNE", "1") != "0"
+
+
+# ------------------------------------------------------------------------- launchers
+
+# Every buffer is allocated through this name, so tests can poison all of them.
+_empty = torch.empty
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 4
+
+
+def _block_b(b: int) -> int:
+    """Batch tile: the whole batch up to 128 rows, so each direction tile is drawn once."""
+    return min(128, max(16, triton.next_power_of_2(b)))
+
+
+def plan_splits(b: int, d: int, s: int, device: torch.device) -> tuple[int, int]:
+    """``(split_d, n_split)``: how the forward cuts ``d`` (a pure function of shapes and GPU).
+
+    Aims for about two programs per SM at the smallest slice tile (16), with the
+    workspace ``n_split * b * s * 4`` bytes under :data:`WORKSPACE_BYTES`; every
+    split is a multiple of :data:`SPLIT_ALIGN`. Not tuned by timing, so the
+    reduction order is fixed for given shapes and GPU.
+    """
+    b_tiles = triton.cdiv(b, _block_b(b))
+    s_tiles = triton.cdiv(s, 16)
+    want = triton.cdiv(2 * _sm_count(device), s_tiles * b_tiles)
+    by_memory = max(1, WORKSPACE_BYTES // (4 * b * s))
+    n = max(1, min(want, by_memory, triton.cdiv(d, SPLIT_ALIGN)))
+    split_d = triton.cdiv(triton.cdiv(d, n), SPLIT_ALIGN) * SPLIT_ALIGN
+    return split_d, triton.cdiv(d, split_d)
+
+
+def _check_common(seed: torch.Tensor, device: torch.device, precision: str) -> None:
+    if not isinstance(seed, torch.Tensor) or seed.dtype != torch.int64 or seed.numel() != 1:
+        raise TypeError("seed must be a (1,) int64 tensor")
+    if seed.device != device:
+        raise ValueError(f"seed is on {seed.device}, expected {device}")
+    if precision not in ("tf32", "ieee"):
+        raise ValueError(f"precision must be 'tf32' or 'ieee', got {precision!r}")
+
+
+def per_fwd(
+    h: torch.Tensor,
+    seed: torch.Tensor,
+    num_slices: int,
+    precision: str = "tf32",
+    *,
+    config: dict | None = None,
+    split_d: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused forward: ``(loss_sum, coeff)`` as in docs/CONTRACTS.md ``per_fwd``.
+
+    Args:
+        h: ``(b, d)`` float32/float16/bfloat16 with unit column stride.
+        seed: ``(1,)`` int64 tensor on ``h``'s device.
+        num_slices: ``s >= 1``.
+        precision: ``"tf32"`` or ``"ieee"`` for float32 ``h`` (ignored otherwise).
+        config: explicit tile ``{"BLOCK_S", "BLOCK_D"[, "num_warps"]}`` instead of
+            autotuning (tests, and ``PER_TRITON_AUTOTUNE=0``).
+        split_d: override of :func:`plan_splits` (a multiple of ``config``'s BLOCK_D).
+
+    Returns:
+        ``loss_sum`` (0-d float32) ``= sum_i (1/s) sum_k psi(p_ik)`` (Eq. 5 without
+        ``1/b``) and ``coeff`` ``(b, s)`` float32 ``= erf(p_ik/sqrt2) / (s ||v_k||)``.
+    """
+    _check_common(seed, h.device, precision)
+    if h.dim() != 2 or h.stride(1) != 1:
+        raise ValueError(f"h must be 2-d (b, d) with unit column stride, got {tuple(h.shape)}")
+    if h.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise TypeError(f"h must be float32, float16 or bfloat16, got {h.dtype}")
+    b, d = h.shape
+    s = int(num_slices)
+    if b < 1 or d < 1 or s < 1:
+        raise ValueError(f"need b, d, num_slices >= 1, got {b}, {d}, {s}")
+    if d >= 2**31 or s >= 2**31:
+        raise ValueError("d and num_slices must be < 2**31")
+
+    if split_d is None:
+        split_d, n_split = plan_splits(b, d, s, h.device)
+    else:
+        n_split = triton.cdiv(d, split_d)
+    block_b = _block_b(b)
+    part_proj = _empty((n_split, b, s), dtype=torch.float32, device=h.device)
+    part_sq = _empty((n_split, s), dtype=torch.float32, device=h.device)
+    args = (h, seed, part_proj, part_sq, b, d, s, split_d, h.stride(0))
+    meta = {"BLOCK_B": block_b, "PRECISION": precision, "N_ROUNDS": PHILOX_ROUNDS}
+    if config is None and not _autotune_enabled():
+        config = FIXED_FWD_CONFIG
+    if config is None:
+        grid = lambda m: (triton.cdiv(s, m["BLOCK_S"]), n_split, triton.cdiv(b, block_b))
+        _per_fwd_partial_tuned[grid](*args, **meta)
+    else:
+        if split_d % config["BLOCK_D"]:
+            raise ValueError(f"split_d {split_d} is not a multiple of BLOCK_D {config['BLOCK_D']}")
+        grid = (triton.cdiv(s, config["BLOCK_S"]), n_split, triton.cdiv(b, block_b))
+        _per_fwd_partial_kernel[grid](*args, **meta, **config)
+
+    fb, fs = _FINISH_TILE["BLOCK_B"], _FINISH_TILE["BLOCK_S"]
+    fgrid = (triton.cdiv(b, fb), triton.cdiv(s, fs))
+    coeff = _empty((b, s), dtype=torch.float32, device=h.device)
+    loss_part = _empty((fgrid[0] * fgrid[1],), dtype=torch.float32, device=h.device)
+    _per_fwd_finish_kernel[fgrid](
+        part_proj, part_sq, coeff, loss_part, b, s, n_split, BLOCK_B=fb, BLOCK_S=fs
+    )
+    # A fixed-size, fixed-order sum: deterministic on a given GPU.
+    return loss_part.sum(), coeff
+
+
+def per_bwd(
+    coeff: torch.Tensor,
+    seed: torch.Tensor,
+    dim: int,
+    out_dtype: torch.dtype,
+    precision: str = "tf32",
+    *,
+    config: dict | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Fused backward: ``grad = coeff @ V`` ``(b, dim)`` in ``out_dtype`` (Eq. 6, Algorithm 1).
+
+    Args:
+        coeff: ``(b, s)`` float32 coefficients, already scaled by the incoming gradient.
+        seed: the forward's ``(1,)`` int64 seed tensor.
+        dim: ``d``.
+        out_dtype: float32, float16 or bfloat16.
+        precision: ``"tf32"`` or ``"ieee"`` (the dot runs on float32 operands).
+        config: explicit tile instead of autotuning.
+        out: optional preallocated ``(b, dim)`` output with unit column stride.
+    """
+    _check_common(seed, coeff.device, precision)
+    if coeff.dim() != 2 or coeff.dtype != torch.float32:
+        raise ValueError(f"coeff must be float32 (b, s), got {coeff.dtype} {tuple(coeff.shape)}")
+    if out_dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise TypeError(f"out_dtype must be float32, float16 or bfloat16, got {out_dtype}")
+    b, s = coeff.shape
+    d = int(dim)
+    if b < 1 or s < 1 or d < 1:
+        raise ValueError(f"need b, s, dim >= 1, got {b}, {s}, {d}")
+    if d >= 2**31 or s >= 2**31:
+        raise ValueError("dim and s must be < 2**31")
+    coeff = coeff.contiguous()
+    if out is None:
+        out = _empty((b, d), dtype=out_dtype, device=coeff.device)
+    elif out.shape != (b, d) or out.dtype != out_dtype or out.stride(1) != 1:
+        raise ValueError(f"out must be ({b}, {d}) {out_dtype} with unit column stride")
+    block_b = _block_b(b)
+    args = (coeff, seed, out, b, d, s, coeff.stride(0), out.stride(0))
+    meta = {"BLOCK_B": block_b, "PRECISION": precision, "N_ROUNDS": PHILOX_ROUNDS}
+    if config is None and not _autotune_enabled():
+        config = FIXED_BWD_CONFIG
+    if config is None:
+        grid = lambda m: (triton.cdiv(d, m["BLOCK_D"]), triton.cdiv(b, block_b))
+        _per_bwd_tuned[grid](*args, **meta)
+    else:
+        grid = (triton.cdiv(d, config["BLOCK_D"]), triton.cdiv(b, block_b))
+        _per_bwd_kernel[grid](*args, **meta, **config)
+    return out
