@@ -17,12 +17,12 @@ from .reference import psi, psi_grad
 
 __all__ = ["forward", "backward", "projections", "default_chunk"]
 
-# Budget for one chunk of directions, in float32 elements (16 MiB).
-_CHUNK_ELEMENTS = 4 * 1024 * 1024
+# Budget for one chunk of directions, in float32 elements (4 MiB).
+_CHUNK_ELEMENTS = 1024 * 1024
 
 
 def default_chunk(num_slices: int) -> int:
-    """Coordinates per working chunk: about 16 MiB of directions, whole stream blocks."""
+    """Coordinates per working chunk: about 4 MiB of directions, whole stream blocks."""
     blocks = max(1, _CHUNK_ELEMENTS // (num_slices * STREAM_BLOCK))
     return blocks * STREAM_BLOCK
 
@@ -46,10 +46,11 @@ def projections(
     chunk = chunk or default_chunk(num_slices)
     proj = torch.zeros(b, num_slices, dtype=acc)
     sq_norm = torch.zeros(num_slices, dtype=acc)
+    buffer = torch.empty(num_slices, min(chunk, dim))
     for start, stop in _chunks(dim, chunk):
-        v = draw_columns(seed, num_slices, start, stop).to(acc)
+        v = draw_columns(seed, num_slices, start, stop, out=buffer).to(acc)
         proj.addmm_(h[:, start:stop].to(acc), v.T)
-        sq_norm.add_(v.square().sum(dim=1))
+        sq_norm.add_(torch.linalg.vector_norm(v, dim=1).square())
     return proj, sq_norm.sqrt()
 
 
@@ -78,8 +79,9 @@ def backward(
     b, num_slices = coeff.shape
     chunk = chunk or default_chunk(num_slices)
     grad = torch.empty(b, dim, dtype=out_dtype)
+    buffer = torch.empty(num_slices, min(chunk, dim))
     for start, stop in _chunks(dim, chunk):
-        v = draw_columns(seed, num_slices, start, stop).to(coeff.dtype)
+        v = draw_columns(seed, num_slices, start, stop, out=buffer).to(coeff.dtype)
         grad[:, start:stop] = coeff @ v
     return grad
 

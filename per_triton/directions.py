@@ -33,21 +33,36 @@ def block_seed(seed: int, block: int) -> int:
     return z ^ (z >> 31)
 
 
-def draw_block(seed: int, num_slices: int, block: int) -> torch.Tensor:
+def draw_block(
+    seed: int, num_slices: int, block: int, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """Unnormalised Gaussian tile ``(s, STREAM_BLOCK)`` of block ``block`` (float32, CPU)."""
     gen = torch.Generator()
     gen.manual_seed(block_seed(seed, block))
-    return torch.randn(num_slices, STREAM_BLOCK, generator=gen)
+    if out is None:
+        return torch.randn(num_slices, STREAM_BLOCK, generator=gen)
+    return torch.randn(num_slices, STREAM_BLOCK, generator=gen, out=out)
 
 
-def draw_columns(seed: int, num_slices: int, start: int, stop: int) -> torch.Tensor:
-    """Unnormalised directions ``v[:, start:stop]`` (float32, CPU); ``start`` is block-aligned."""
+def draw_columns(
+    seed: int, num_slices: int, start: int, stop: int, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Unnormalised directions ``v[:, start:stop]`` (float32, CPU); ``start`` is block-aligned.
+
+    With ``out`` (float32, at least ``(s, stop - start)``), the columns are written
+    there and a view of it is returned: no allocation proportional to the width.
+    """
     if start % STREAM_BLOCK:
         raise ValueError(f"start must be a multiple of {STREAM_BLOCK}, got {start}")
-    first, last = start // STREAM_BLOCK, (stop + STREAM_BLOCK - 1) // STREAM_BLOCK
-    tiles = [draw_block(seed, num_slices, c) for c in range(first, last)]
-    cols = tiles[0] if len(tiles) == 1 else torch.cat(tiles, dim=1)
-    return cols[:, : stop - start]
+    width = stop - start
+    if out is None:
+        out = torch.empty(num_slices, width)
+    tile = torch.empty(num_slices, STREAM_BLOCK)
+    for offset in range(0, width, STREAM_BLOCK):
+        draw_block(seed, num_slices, (start + offset) // STREAM_BLOCK, out=tile)
+        cols = min(STREAM_BLOCK, width - offset)
+        out[:, offset : offset + cols].copy_(tile[:, :cols])
+    return out[:, :width]
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:

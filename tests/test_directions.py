@@ -1,0 +1,82 @@
+"""The CPU direction stream (DESIGN.md section 2): unit rows, purity, distribution."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+import per_triton as pt
+from per_triton import cpu_path
+from per_triton.directions import STREAM_BLOCK, draw_columns
+
+from .assertions import assert_close
+
+
+@pytest.mark.parametrize("s,d", [(1, 1), (5, 17), (64, 1023), (3, 2 * STREAM_BLOCK + 5)])
+def test_rows_are_unit_vectors(s: int, d: int):
+    theta = pt.sample_directions(s, d, seed=3)
+    assert theta.shape == (s, d) and theta.dtype == torch.float32
+    assert_close("row norms", theta.double().norm(dim=1), torch.ones(s), 1e-6, 0)
+
+
+def test_same_seed_same_directions_other_seed_other_directions():
+    a = pt.sample_directions(8, 3000, seed=123)
+    assert torch.equal(a, pt.sample_directions(8, 3000, seed=123))
+    assert torch.equal(a, pt.sample_directions(8, 3000, seed=torch.tensor([123])))
+    assert not torch.allclose(a, pt.sample_directions(8, 3000, seed=124))
+
+
+def test_direction_is_a_pure_function_of_seed_slice_and_coordinate():
+    """Unnormalised v[k, j] does not depend on s or d (prefix rows, prefix columns)."""
+    big = draw_columns(9, 40, 0, 3 * STREAM_BLOCK)
+    assert torch.equal(draw_columns(9, 7, 0, 2 * STREAM_BLOCK + 3), big[:7, : 2 * STREAM_BLOCK + 3])
+    # Any block regenerates on its own.
+    assert torch.equal(draw_columns(9, 40, STREAM_BLOCK, 3 * STREAM_BLOCK), big[:, STREAM_BLOCK:])
+
+
+def test_dtypes_see_the_same_directions():
+    base = pt.sample_directions(6, 500, seed=5, dtype=torch.float64)
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        low = pt.sample_directions(6, 500, seed=5, dtype=dtype)
+        assert_close(str(dtype), low, base, 0, 1e-2 if dtype != torch.float32 else 1e-6)
+
+
+@pytest.mark.parametrize("chunk", [STREAM_BLOCK, 3 * STREAM_BLOCK, 64 * STREAM_BLOCK])
+def test_chunk_size_does_not_change_loss_or_gradient(chunk: int):
+    h = torch.randn(5, 5 * STREAM_BLOCK + 77, dtype=torch.float64)
+    loss_ref, coeff_ref = cpu_path.forward(h, 42, 33, chunk=2 * STREAM_BLOCK)
+    loss, coeff = cpu_path.forward(h, 42, 33, chunk=chunk)
+    assert_close("loss", loss, loss_ref, 0, 1e-13)
+    assert_close("coeff", coeff, coeff_ref, 1e-15, 1e-12)
+    grad_ref = cpu_path.backward(coeff_ref, 42, h.shape[1], torch.float64, chunk=2 * STREAM_BLOCK)
+    grad = cpu_path.backward(coeff_ref, 42, h.shape[1], torch.float64, chunk=chunk)
+    assert_close("grad", grad, grad_ref, 1e-15, 1e-12)
+
+
+def test_uniform_on_the_sphere_ks_on_d3_coordinates():
+    """For d = 3 each coordinate of a uniform unit vector is uniform on [-1, 1] (Archimedes)."""
+    theta = pt.sample_directions(20000, 3, seed=2024).double().numpy()
+    for j in range(3):
+        result = stats.kstest(theta[:, j], stats.uniform(loc=-1, scale=2).cdf)
+        assert result.pvalue > 1e-3, f"coordinate {j}: KS p = {result.pvalue:.2e}"
+    # Different coordinates are uncorrelated, mean zero.
+    assert np.abs(np.corrcoef(theta.T) - np.eye(3)).max() < 0.04
+    assert np.abs(theta.mean(axis=0)).max() < 0.03
+
+
+def test_raw_normals_have_standard_moments():
+    v = draw_columns(77, 256, 0, 4 * STREAM_BLOCK).double().flatten().numpy()
+    assert abs(v.mean()) < 0.01 and abs(v.var() - 1) < 0.01
+    assert abs(stats.skew(v)) < 0.02 and abs(stats.kurtosis(v)) < 0.04
+    assert stats.kstest(v[:200000], "norm").pvalue > 1e-3
+
+
+def test_seed_none_follows_torch_manual_seed():
+    torch.manual_seed(0)
+    a = pt.per_loss(torch.ones(2, 9), 4)
+    torch.manual_seed(0)
+    b = pt.per_loss(torch.ones(2, 9), 4)
+    c = pt.per_loss(torch.ones(2, 9), 4)
+    assert torch.equal(a, b) and not torch.equal(b, c)
