@@ -281,7 +281,7 @@ def _autotune_enabled() -> bool:
 _empty = torch.empty
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sm_count(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count

@@ -1,0 +1,101 @@
+"""CUDA implementations of ``per_triton::per_fwd`` and ``per_triton::per_bwd``.
+
+Registered with ``register_kernel("cuda")`` on the custom ops of
+:mod:`per_triton.ops` (docs/CONTRACTS.md), so CUDA tensors take the fused Triton
+kernels of :mod:`per_triton.kernels.per_fused` in ``per_loss``, ``PER`` and
+``regularize``, with the autograd, fake implementation and torch.compile support
+that ``ops.py`` registers. The op stays opaque to the compiler: no graph break, and
+the seed is a device tensor read by the kernels, so no recompile per step and CUDA
+graph replays read whatever seed the graph's own ``torch.randint`` drew.
+
+float16/bfloat16/float32 run the fused kernels. float64 (an exactness check, not
+a fast path) runs on column chunks of the same Philox directions, materialised by
+the sampling kernel and projected with float64 torch matmuls.
+
+The ``*_impl`` functions do not look at the device type, so tests call them on CPU
+tensors under ``TRITON_INTERPRET=1`` to run the exact CUDA code path.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .kernels import per_fused
+from .kernels.philox_directions import philox_normals
+from .ops import per_bwd, per_fwd
+from .reference import psi, psi_grad
+
+__all__ = ["per_fwd_impl", "per_bwd_impl", "FLOAT64_CHUNK_ELEMENTS"]
+
+#: float64 path: directions are materialised ``s x chunk`` float32 at a time.
+FLOAT64_CHUNK_ELEMENTS = 4 * 1024 * 1024
+
+
+def _float64_chunk(num_slices: int, dim: int) -> int:
+    chunk = max(4, (FLOAT64_CHUNK_ELEMENTS // num_slices) // 4 * 4)
+    return min(chunk, dim)
+
+
+def _fwd_float64(
+    h: torch.Tensor, seed: torch.Tensor, num_slices: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    b, dim = h.shape
+    proj = torch.zeros((b, num_slices), dtype=torch.float64, device=h.device)
+    sq = torch.zeros((num_slices,), dtype=torch.float64, device=h.device)
+    chunk = _float64_chunk(num_slices, dim)
+    for start in range(0, dim, chunk):
+        stop = min(dim, start + chunk)
+        v = philox_normals(num_slices, start, stop, seed).to(torch.float64)
+        proj.addmm_(h[:, start:stop], v.T)
+        sq.add_(v.square().sum(dim=1))
+    norm = sq.sqrt()
+    p = proj / norm
+    loss_sum = psi(p).sum() / num_slices
+    coeff = psi_grad(p) / (num_slices * norm)
+    return loss_sum, coeff
+
+
+def _bwd_float64(coeff: torch.Tensor, seed: torch.Tensor, dim: int) -> torch.Tensor:
+    b, s = coeff.shape
+    grad = torch.empty((b, dim), dtype=torch.float64, device=coeff.device)
+    chunk = _float64_chunk(s, dim)
+    for start in range(0, dim, chunk):
+        stop = min(dim, start + chunk)
+        v = philox_normals(s, start, stop, seed).to(torch.float64)
+        torch.mm(coeff, v, out=grad[:, start:stop])
+    return grad
+
+
+def per_fwd_impl(
+    h: torch.Tensor, seed: torch.Tensor, num_slices: int, precision: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``per_fwd`` on the Philox stream: ``(loss_sum, coeff)`` (Eq. 5 without ``1/b``)."""
+    h = h.contiguous()
+    seed = seed.reshape(1)
+    if h.dtype == torch.float64:
+        return _fwd_float64(h, seed, num_slices)
+    return per_fused.per_fwd(h, seed, num_slices, precision)
+
+
+def per_bwd_impl(
+    coeff: torch.Tensor, seed: torch.Tensor, dim: int, out_dtype: torch.dtype, precision: str
+) -> torch.Tensor:
+    """``per_bwd`` on the Philox stream: ``coeff @ V`` in ``out_dtype`` (Eq. 6)."""
+    seed = seed.reshape(1)
+    if coeff.dtype == torch.float64 or out_dtype == torch.float64:
+        return _bwd_float64(coeff.to(torch.float64).contiguous(), seed, dim).to(out_dtype)
+    return per_fused.per_bwd(coeff.to(torch.float32).contiguous(), seed, dim, out_dtype, precision)
+
+
+@per_fwd.register_kernel("cuda")
+def _per_fwd_cuda(
+    h: torch.Tensor, seed: torch.Tensor, num_slices: int, precision: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return per_fwd_impl(h, seed, num_slices, precision)
+
+
+@per_bwd.register_kernel("cuda")
+def _per_bwd_cuda(
+    coeff: torch.Tensor, seed: torch.Tensor, dim: int, out_dtype: torch.dtype, precision: str
+) -> torch.Tensor:
+    return per_bwd_impl(coeff, seed, dim, out_dtype, precision)
