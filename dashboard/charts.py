@@ -1,0 +1,154 @@
+"""Altair chart builders: a table in, a chart out, no Streamlit calls."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+from .frames import METHOD_ORDER, PROVIDER_ORDER
+
+WIDTH = "container"
+
+
+def _tip(*fields: str) -> list[alt.Tooltip]:
+    return [alt.Tooltip(f) for f in fields]
+
+
+def _hline(y: float) -> alt.Chart:
+    """A dashed horizontal reference line at ``y``."""
+    return alt.Chart(pd.DataFrame({"ref": [y]})).mark_rule(strokeDash=[4, 4]).encode(y="ref:Q")
+
+
+def training_bars(df: pd.DataFrame) -> alt.LayerChart:
+    """Median time per iteration per method, one bar per series, 20-80 % whiskers."""
+    base = alt.Chart(df).encode(
+        x=alt.X("method:N", sort=METHOD_ORDER, title="method"),
+        xOffset=alt.XOffset("series:N"),
+        color=alt.Color("series:N", legend=alt.Legend(orient="bottom", columns=1)),
+        tooltip=_tip(
+            "series:N",
+            "model:N",
+            "method:N",
+            "batch:Q",
+            "dtype:N",
+            "median_s:Q",
+            "p20_s:Q",
+            "p80_s:Q",
+        ),  # fmt: skip
+    )
+    bars = base.mark_bar().encode(
+        y=alt.Y("median_s:Q", title="seconds per iteration (median)"),
+        opacity=alt.condition(alt.datum.source == "paper", alt.value(0.45), alt.value(1.0)),
+    )
+    whiskers = base.mark_rule(color="black").encode(y="p20_s:Q", y2="p80_s:Q")
+    return (bars + whiskers).properties(width=WIDTH, height=320)
+
+
+def ratio_bars(df: pd.DataFrame) -> alt.LayerChart:
+    """Time per iteration over vanilla's, per method and series."""
+    bars = (
+        alt.Chart(df)
+        .mark_bar()
+        .encode(
+            x=alt.X("method:N", sort=METHOD_ORDER, title="method"),
+            xOffset=alt.XOffset("series:N"),
+            y=alt.Y("ratio:Q", title="time / vanilla time"),
+            color=alt.Color("series:N", legend=None),
+            tooltip=_tip("series:N", "method:N", "ratio:Q", "median_s:Q", "vanilla_s:Q"),
+        )
+    )
+    return (bars + _hline(1.0)).properties(width=WIDTH, height=260)
+
+
+def kernel_lines(
+    df: pd.DataFrame,
+    axis: str,
+    y: str,
+    title: str,
+    *,
+    band: bool = True,
+    log_y: bool = True,
+    ref: float | None = None,
+) -> alt.LayerChart:
+    """One line per provider against ``axis`` (log x), optional 20-80 % whiskers.
+
+    ``ref`` draws a dashed horizontal line (1.0 for ratios).
+    """
+    scale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
+    base = alt.Chart(df).encode(
+        x=alt.X(f"{axis}:Q", scale=alt.Scale(type="log", base=2), title=axis),
+        color=alt.Color("provider:N", sort=PROVIDER_ORDER),
+        tooltip=_tip(
+            "series:N",
+            "provider:N",
+            "mode:N",
+            "b:Q",
+            "d:Q",
+            "s:Q",
+            "dtype:N",
+            f"{y}:Q",
+        ),  # fmt: skip
+    )
+    chart = base.mark_line(point=True).encode(y=alt.Y(f"{y}:Q", scale=scale, title=title))
+    if band:
+        chart = chart + base.mark_rule().encode(y="p20_s:Q", y2="p80_s:Q")
+    if ref is not None:
+        chart = chart + _hline(ref)
+    return chart.properties(width=WIDTH, height=300)
+
+
+def compare_bars(df: pd.DataFrame) -> alt.LayerChart:
+    """Run B's median over run A's, one bar per matched benchmark."""
+    bars = (
+        alt.Chart(df)
+        .mark_bar()
+        .encode(
+            y=alt.Y("label:N", title=None, sort=None),
+            x=alt.X("ratio_b_over_a:Q", title="B / A (median time)"),
+            color=alt.Color("method:N", title="method / provider"),
+            tooltip=_tip(
+                "suite:N",
+                "method:N",
+                "case:N",
+                "median_s_a:Q",
+                "median_s_b:Q",
+                "ratio_b_over_a:Q",
+            ),  # fmt: skip
+        )
+    )
+    one = alt.Chart(pd.DataFrame({"x": [1.0]})).mark_rule(strokeDash=[4, 4]).encode(x="x:Q")
+    return (bars + one).properties(width=WIDTH, height=alt.Step(18))
+
+
+def closeness_lines(df: pd.DataFrame) -> alt.Chart:
+    """Sliced W1 to N(0, I) over training steps, one line per method and seed."""
+    return (
+        alt.Chart(df)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("step:Q", title="training step"),
+            y=alt.Y("sw1:Q", title="sliced W1 to N(0, I)"),
+            color=alt.Color("method:N"),
+            detail="run:N",
+            tooltip=_tip(
+                "run:N", "method:N", "seed:Q", "layer:N", "step:Q", "sw1:Q", "mean:Q", "var:Q"
+            ),  # fmt: skip
+        )
+        .properties(width=WIDTH, height=300)
+    )
+
+
+def closeness_by_layer(df: pd.DataFrame) -> alt.Chart:
+    """Last recorded sliced W1 per layer and method (mean over seeds)."""
+    return (
+        alt.Chart(df)
+        .mark_bar()
+        .encode(
+            x=alt.X("layer:N", sort=None),
+            xOffset="method:N",
+            y=alt.Y("sw1:Q", title="sliced W1 at the last step"),
+            color="method:N",
+            tooltip=_tip("layer:N", "method:N", "sw1:Q", "step:Q"),
+        )
+        .properties(width=WIDTH, height=260)
+    )

@@ -1,0 +1,122 @@
+"""Cached loaders: find result files, read them once, return typed, checked data.
+
+Each file is cached by (path, mtime, size), so a file written while the app runs is
+picked up on the next rerun. Uploaded files are cached by their bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import streamlit as st
+
+from .parse import parse_benchmark_file, parse_closeness_lines, parse_summary
+from .schema import ClosenessRecord, Problem, Run, Source, SummaryRow
+
+CLOSENESS_DIR = "closeness"
+
+
+@dataclass
+class Results:
+    """Everything the pages show: checked runs and the files that were skipped."""
+
+    runs: list[Run] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    def extend(self, other: Results) -> None:
+        self.runs.extend(other.runs)
+        self.problems.extend(other.problems)
+
+
+@dataclass
+class Closeness:
+    """Closeness records, the training summary, and the files that were skipped."""
+
+    records: list[ClosenessRecord] = field(default_factory=list)
+    summary: list[SummaryRow] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+
+def benchmark_files(results_dir: Path) -> list[Path]:
+    """The ``*.json`` files under ``results_dir``, except the closeness folder."""
+    if not results_dir.is_dir():
+        return []
+    skip = results_dir / CLOSENESS_DIR
+    return sorted(p for p in results_dir.rglob("*.json") if skip not in p.parents and p.is_file())
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def _read_benchmark(path: str, name: str, source: str, mtime_ns: int, size: int) -> Results:
+    """Read and check one file; ``mtime_ns`` and ``size`` only key the cache."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        return Results(problems=[Problem(name, f"cannot be read ({err.strerror})")])
+    run, problems = parse_benchmark_file(name, data, source)  # type: ignore[arg-type]
+    return Results(runs=[run] if run else [], problems=problems)
+
+
+def _read(path: Path, name: str, source: Source) -> Results:
+    try:
+        stat = path.stat()
+    except OSError as err:
+        return Results(problems=[Problem(name, f"cannot be read ({err.strerror})")])
+    return _read_benchmark(str(path), name, source, stat.st_mtime_ns, stat.st_size)
+
+
+def load_results(results_dir: Path | None, extras: Sequence[Path] = ()) -> Results:
+    """The committed runs under ``results_dir`` plus the extra files named."""
+    out = Results()
+    if results_dir is not None:
+        for path in benchmark_files(results_dir):
+            out.extend(_read(path, path.relative_to(results_dir).as_posix(), "committed"))
+    for path in extras:
+        if path.is_file():
+            out.extend(_read(path, path.name, "extra"))
+        else:
+            out.problems.append(Problem(str(path), "no such file"))
+    return out
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def parse_upload(name: str, data: bytes) -> Results:
+    """Check one uploaded file (cached by its bytes)."""
+    run, problems = parse_benchmark_file(f"upload:{name}", data, "uploaded")
+    return Results(runs=[run] if run else [], problems=problems)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _read_closeness(folder: str, fingerprint: tuple[tuple[str, int, int], ...]) -> Closeness:
+    """Read every closeness file in ``folder``; ``fingerprint`` keys the cache."""
+    out = Closeness()
+    for name, _, _ in fingerprint:
+        path = Path(folder) / name
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            out.problems.append(Problem(name, f"cannot be read ({err.strerror})"))
+            continue
+        out.files.append(name)
+        if name.endswith(".jsonl"):
+            records, problems = parse_closeness_lines(name, data)
+            out.records.extend(records)
+        else:
+            rows, problems = parse_summary(name, data)
+            out.summary.extend(rows)
+        out.problems.extend(problems)
+    return out
+
+
+def load_closeness(results_dir: Path | None) -> Closeness:
+    """The records in ``results_dir/closeness/*.jsonl`` and its ``summary.json``."""
+    if results_dir is None or not (results_dir / CLOSENESS_DIR).is_dir():
+        return Closeness()
+    folder = results_dir / CLOSENESS_DIR
+    paths = sorted(folder.glob("*.jsonl"))
+    if (folder / "summary.json").is_file():
+        paths.append(folder / "summary.json")
+    fingerprint = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
+    return _read_closeness(str(folder), fingerprint)

@@ -1,0 +1,50 @@
+"""Closeness page: sliced W1 to N(0, I) per layer over training, where recorded."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+from _per_triton_dashboard import charts, context, frames, widgets
+
+st.title("Closeness to N(0, I)")
+conf = context.settings()
+data = context.closeness()
+widgets.show_problems(data.problems)
+df = frames.closeness_frame(data.records)
+if df.empty:
+    folder = f"{conf.results_dir}/closeness" if conf.results_dir else "bench/results/closeness"
+    widgets.stop_with(
+        f"No closeness records in `{folder}`. `per-triton train` with the layer monitor "
+        "writes them there as JSON lines (one record per step and layer)."
+    )
+st.caption("Files: " + ", ".join(f"`{name}`" for name in data.files))
+
+cols = st.columns(3)
+with cols[0]:
+    model = widgets.select("Model", df["model"], "closeness_model")
+df = df[df["model"] == model]
+with cols[1]:
+    methods = widgets.options(df["method"])
+    picked = st.multiselect("Methods", methods, default=methods, key="closeness_methods")
+df = df[df["method"].isin(picked)]
+if df.empty:
+    widgets.stop_with("Pick at least one method.")
+with cols[2]:
+    layers = list(dict.fromkeys(df["layer"]))  # in recorded order
+    layer = st.selectbox("Layer", layers, key="closeness_layer")
+
+st.subheader(f"Sliced W1 over training, layer `{layer}`")
+steps = df[df["layer"] == layer].sort_values(["run", "step"])
+widgets.chart_with_table(charts.closeness_lines(steps), steps, "closeness_steps")
+
+st.subheader("Sliced W1 per layer at the last recorded step")
+last = df[df["step"] == df.groupby("run")["step"].transform("max")]
+per_layer = last.groupby(["method", "layer"], sort=False, as_index=False).agg(
+    sw1=("sw1", "mean"), step=("step", "max")
+)
+widgets.chart_with_table(charts.closeness_by_layer(per_layer), per_layer, "closeness_layers")
+
+if data.summary:
+    st.subheader("Training summary")
+    summary = pd.DataFrame(data.summary)
+    st.dataframe(summary, hide_index=True, key="closeness_summary")

@@ -1,0 +1,46 @@
+"""Runs page: the result files found, and two runs compared benchmark by benchmark."""
+
+from __future__ import annotations
+
+import streamlit as st
+from _per_triton_dashboard import charts, context, frames, widgets
+
+st.title("Runs: the result files")
+conf = context.settings()
+results = context.results()
+widgets.show_problems(results.problems)
+if not results.runs:
+    widgets.stop_with(
+        f"No result files found in `{conf.results_dir or 'bench/results'}` "
+        "(and none given with --extra or uploaded)."
+    )
+
+st.caption(f"Committed results read from `{conf.results_dir}`.")
+table = frames.runs_frame(results.runs)
+st.dataframe(table, hide_index=True, key="runs_table")
+st.download_button(
+    "Download table (CSV)",
+    table.to_csv(index=False).encode("utf-8"),
+    file_name="per-triton-runs.csv",
+    mime="text/csv",
+    key="download_runs",
+    on_click="ignore",
+)
+
+st.subheader("Compare two runs")
+by_label = {run.label: run for run in results.runs}
+labels = list(by_label)
+first, second = frames.comparable_pair(results.runs)
+cols = st.columns(2)
+with cols[0]:
+    a = st.selectbox("Run A", labels, index=first, key="runs_a")
+with cols[1]:
+    b = st.selectbox("Run B", labels, index=second, key="runs_b")
+if a == b:
+    widgets.stop_with("Pick two different runs to compare.")
+diff = frames.compare_runs(by_label[a], by_label[b])
+if diff.empty:
+    widgets.stop_with("These two runs have no benchmark with the same parameters.")
+diff["label"] = diff["method"] + " | " + diff["case"]
+widgets.chart_with_table(charts.compare_bars(diff), diff, "runs_compare")
+st.caption("Below 1: run B is faster. Benchmarks match on every parameter (model, batch, ...).")

@@ -1,0 +1,59 @@
+"""Training page: time per iteration per method, beside the paper's TITAN X figures."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+from _per_triton_dashboard import charts, context, frames, widgets
+
+st.title("Training: time per iteration")
+results = context.results()
+widgets.show_problems(results.problems)
+df = frames.training_frame(results.runs)
+if df.empty:
+    where = context.settings().results_dir
+    widgets.stop_with(
+        "No training results yet. `per-triton bench` writes pytest-benchmark JSON "
+        f"into `{where or 'bench/results'}`; you can also upload one in the sidebar."
+    )
+
+cols = st.columns(4)
+with cols[0]:
+    gpus = st.multiselect(
+        "GPU", widgets.options(df["gpu"]), default=widgets.options(df["gpu"]), key="training_gpu"
+    )
+df = df[df["gpu"].isin(gpus)]
+if df.empty:
+    widgets.stop_with("Pick at least one GPU.")
+with cols[1]:
+    model = widgets.select("Model", df["model"], "training_model")
+df = df[df["model"] == model]
+with cols[2]:
+    dtype = widgets.select("dtype", df["dtype"], "training_dtype", default="float32")
+df = df[df["dtype"] == dtype]
+with cols[3]:
+    batch = widgets.select(
+        "Batch", df["batch"], "training_batch", default=widgets.most_common(df["batch"])
+    )
+df = df[df["batch"] == batch]
+
+show_paper = st.checkbox(
+    "Show the paper's TITAN X figures (their model and GPU: compare ratios, not seconds)",
+    value=True,
+    key="training_paper",
+)
+table = pd.concat([df, frames.paper_frame(model, batch, dtype)]) if show_paper else df
+table = frames.with_ratio_to_vanilla(table.reset_index(drop=True))
+
+st.subheader("Seconds per iteration (median, whiskers: 20th-80th percentile)")
+widgets.chart_with_table(charts.training_bars(table), table, "training_time")
+st.subheader("Ratio to vanilla")
+widgets.chart_with_table(
+    charts.ratio_bars(table.dropna(subset=["ratio"])), table.dropna(subset=["ratio"]),
+    "training_ratio",
+)  # fmt: skip
+st.caption(
+    "Paper: Joo, Kang & Kim (ICLR 2020), one TITAN X: 0.071 s vanilla, 0.083 s BN, "
+    "0.087 s VCL, 0.093 s PER per iteration. Only GPU timings count as absolute "
+    "figures; CPU files are smoke tests."
+)

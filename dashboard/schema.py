@@ -1,0 +1,169 @@
+"""Typed structures for the result files the dashboard reads (docs/CONTRACTS.md).
+
+The TypedDicts describe the JSON as written; the dataclasses are what the loaders
+return after checking it. Nothing here imports torch, triton or streamlit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, TypedDict
+
+# --- pytest-benchmark JSON (--benchmark-json) ------------------------------------
+
+
+class MachineInfo(TypedDict, total=False):
+    """``machine_info``: pytest-benchmark's keys plus the ones our suites add."""
+
+    node: str
+    machine: str
+    system: str
+    python_version: str
+    gpu: str  # GPU name, or "cpu"
+    torch: str
+    triton: str | None
+    cuda: str | None
+    command: str  # the exact command line that produced the file
+
+
+class CommitInfo(TypedDict, total=False):
+    """``commit_info`` as pytest-benchmark writes it."""
+
+    id: str
+    time: str
+    dirty: bool
+    branch: str
+    project: str
+
+
+class Stats(TypedDict, total=False):
+    """A benchmark's ``stats`` (seconds); only the keys the dashboard uses."""
+
+    min: float
+    max: float
+    mean: float
+    median: float
+    q1: float
+    q3: float
+    rounds: int
+
+
+class TrainingExtra(TypedDict):
+    """``extra_info`` of the training suite: seconds per training iteration."""
+
+    suite: Literal["training"]
+    model: str
+    method: str  # vanilla, bn, vcl, l1, l2, per, per_torch
+    batch: int
+    dtype: str  # "float32" or "bf16-autocast"
+    num_slices: int
+    device: str
+    median_s: float
+    p20_s: float
+    p80_s: float
+
+
+class KernelExtra(TypedDict, total=False):
+    """``extra_info`` of the kernel suite."""
+
+    suite: Literal["kernel"]
+    provider: str  # fused, eager, eager_tf32, compile, floor
+    mode: str  # forward, backward, full
+    b: int
+    d: int
+    s: int
+    dtype: str
+    peak_mem_bytes: int
+    median_s: float
+    p20_s: float
+    p80_s: float
+    floor_s: float  # fused only
+
+
+class Benchmark(TypedDict):
+    """One entry of ``benchmarks``."""
+
+    name: str
+    fullname: str
+    group: str | None
+    stats: Stats
+    extra_info: dict[str, object]
+
+
+class BenchmarkFile(TypedDict):
+    """A whole pytest-benchmark JSON file."""
+
+    machine_info: MachineInfo
+    commit_info: CommitInfo
+    benchmarks: list[Benchmark]
+    datetime: str
+    version: str
+
+
+# --- closeness records (bench/results/closeness/) ---------------------------------
+
+
+class ClosenessRecord(TypedDict):
+    """One JSON line written by ``per_triton.monitor``: one (step, layer)."""
+
+    run: str
+    model: str
+    method: str
+    seed: int
+    step: int
+    layer: str
+    sw1: float
+    mean: float
+    var: float
+    q25: float
+    q50: float
+    q75: float
+
+
+class SummaryRow(TypedDict):
+    """One entry of ``closeness/summary.json``."""
+
+    method: str
+    seed: int
+    test_accuracy: float
+    final_loss: float
+
+
+# --- what the loaders return ------------------------------------------------------
+
+Source = Literal["committed", "extra", "uploaded"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A file (or part of one) that could not be used, and why."""
+
+    file: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.message}"
+
+
+@dataclass
+class Run:
+    """One checked pytest-benchmark file: its context and its usable rows."""
+
+    name: str  # file name relative to where it was found
+    source: Source
+    gpu: str
+    torch: str
+    triton: str
+    cuda: str
+    command: str
+    commit: str
+    dirty: bool
+    datetime: str
+    benchmarks: int
+    training: list[dict[str, object]] = field(default_factory=list)
+    kernel: list[dict[str, object]] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """Short name for legends: GPU and file."""
+        return f"{self.gpu} | {self.name}"

@@ -1,0 +1,60 @@
+"""Page building blocks shared by the pages: messages, filters, chart + table."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, NoReturn
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from .schema import Problem
+
+
+def stop_with(message: str) -> NoReturn:
+    """End the page with an informative message."""
+    st.info(message)
+    st.stop()
+    raise AssertionError("unreachable")  # st.stop() raises
+
+
+def show_problems(problems: Iterable[Problem]) -> None:
+    """One warning per file that could not be (fully) used, naming the file."""
+    for problem in problems:
+        st.warning(f"**{problem.file}** (not shown): {problem.message}", icon=":material/warning:")
+
+
+def options(values: Iterable[Any]) -> list[Any]:
+    """Distinct non-missing values, sorted."""
+    return sorted({v for v in values if pd.notna(v)}, key=lambda v: (str(type(v)), v))
+
+
+def select(label: str, values: Iterable[Any], key: str, default: Any = None) -> Any:
+    """A selectbox over the distinct values, starting at ``default`` if present."""
+    opts = options(values)
+    index = opts.index(default) if default in opts else 0
+    return st.selectbox(label, opts, index=index, key=key)
+
+
+def most_common(series: pd.Series) -> Any:
+    """The most frequent value (ties: the smallest); None for an empty series."""
+    counts = series.dropna().value_counts()
+    return None if counts.empty else sorted(counts[counts == counts.max()].index)[0]
+
+
+def chart_with_table(chart: alt.TopLevelMixin, table: pd.DataFrame, key: str) -> None:
+    """Draw ``chart``; below it, a CSV download of ``table`` and the table itself."""
+    st.altair_chart(chart, width="stretch", key=f"chart_{key}")
+    left, right = st.columns([1, 3])
+    with left:
+        st.download_button(
+            "Download table (CSV)",
+            table.to_csv(index=False).encode("utf-8"),
+            file_name=f"per-triton-{key}.csv",
+            mime="text/csv",
+            key=f"download_{key}",
+            on_click="ignore",
+        )
+    with right, st.expander("Table behind the chart"):
+        st.dataframe(table, hide_index=True, key=f"table_{key}")
