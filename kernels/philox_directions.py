@@ -162,7 +162,9 @@ def _draw_sum_kernel(
     d_hi = tl.minimum(d_lo + split_d, D)
     acc = tl.zeros((BLOCK_S, BLOCK_D), dtype=tl.float32)
     for j0 in range(d_lo, d_hi, BLOCK_D):
-        acc += gaussian_tile(seed, offs_k, j0, BLOCK_D, N_ROUNDS)
+        offs_j = j0 + tl.arange(0, BLOCK_D)
+        v = gaussian_tile(seed, offs_k, j0, BLOCK_D, N_ROUNDS)
+        acc += tl.where((offs_k < S)[:, None] & (offs_j < D)[None, :], v, 0.0)
     total = tl.sum(tl.sum(acc, axis=1), axis=0)
     tl.store(out_ptr + pid_s * tl.num_programs(1) + pid_split, total)
 

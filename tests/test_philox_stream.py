@@ -1,0 +1,250 @@
+"""The CUDA direction stream (kernels/philox_directions.py) against an independent Philox.
+
+Runs the real Triton kernels: under ``TRITON_INTERPRET=1`` on CPU tensors in CI, on
+the GPU when one is present. Checked here:
+
+* the raw Philox4x32-10 words for the project's counter mapping ``(k, m) -> (m, k, 0, 0)``
+  and key ``(seed_lo, seed_hi)`` equal a numpy Philox written from the algorithm;
+* the normals equal Triton's uniform conversion and Box-Muller applied (in numpy) to
+  those words, word ``w`` of call ``(k, m)`` being coordinate ``j = 4m + w``;
+* the values depend on ``(seed, k, j)`` only: not on tiles, windows, ``s`` or ``d``;
+* their distribution (Kolmogorov-Smirnov, moments, correlation inside one call);
+* unit rows from ``sample_directions_triton``; poisoned outputs are fully written.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from per_triton.kernels import philox_directions as pd
+
+from tests.assertions import assert_close
+
+# Tolerances per dtype: kernel normals vs numpy Box-Muller on the same words. Under
+# the interpreter the kernel's float32 math is numpy's (near exact); a GPU's log,
+# sin and cos differ by a few ulp.
+TOLERANCES = {
+    torch.float32: {"atol": 1e-5, "rtol": 1e-5},
+}
+# Unit-norm check of materialised directions.
+NORM_TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+_M32 = np.uint64(0xFFFFFFFF)
+
+
+# ----------------------------------------------------- independent numpy Philox4x32-10
+
+
+def numpy_philox4x32(counter: list[np.ndarray], key: tuple[int, int], rounds: int = 10):
+    """Philox4x32 (Salmon et al., SC'11): ``rounds`` rounds on 4 x uint32 counters.
+
+    Round: ``(c0, c1, c2, c3) -> (hi(B*c2) ^ c1 ^ k0, lo(B*c2), hi(A*c0) ^ c3 ^ k1,
+    lo(A*c0))`` with ``A = 0xD2511F53``, ``B = 0xCD9E8D57``; the key is bumped by the
+    Weyl constants ``(0x9E3779B9, 0xBB67AE85)`` after every round.
+    """
+    c0, c1, c2, c3 = (np.asarray(c, dtype=np.uint64) & _M32 for c in counter)
+    k0, k1 = np.uint64(key[0]), np.uint64(key[1])
+    for _ in range(rounds):
+        prod_a = np.uint64(0xD2511F53) * c0  # < 2**64: exact in uint64
+        prod_b = np.uint64(0xCD9E8D57) * c2
+        c0, c1, c2, c3 = (
+            (prod_b >> np.uint64(32)) ^ c1 ^ k0,
+            prod_b & _M32,
+            (prod_a >> np.uint64(32)) ^ c3 ^ k1,
+            prod_a & _M32,
+        )
+        k0 = (k0 + np.uint64(0x9E3779B9)) & _M32
+        k1 = (k1 + np.uint64(0xBB67AE85)) & _M32
+    return c0, c1, c2, c3
+
+
+def numpy_words(seed: int, k: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Words ``(n, 4)`` of the project's mapping: counter ``(m, k, 0, 0)``, key from ``seed``."""
+    zero = np.zeros_like(np.asarray(k, dtype=np.uint64))
+    key = (seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF)
+    return np.stack(numpy_philox4x32([m, k, zero, zero], key), axis=1).astype(np.int64)
+
+
+def numpy_uniform(words: np.ndarray) -> np.ndarray:
+    """Triton's ``uint_to_uniform_float`` for 32-bit words, in numpy float32."""
+    x = words.astype(np.uint32).view(np.int32)
+    x = np.where(x < 0, ~x, x)
+    return x.astype(np.float32) * np.float32(4.6566127342e-10)
+
+
+def numpy_box_muller(u1: np.ndarray, u2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Triton's ``pair_uniform_to_normal`` in numpy float32."""
+    u1 = np.maximum(np.float32(1.0e-7), u1)
+    th = np.float32(6.283185307179586) * u2
+    r = np.sqrt(np.float32(-2.0) * np.log(u1))
+    return r * np.cos(th), r * np.sin(th)
+
+
+def numpy_normals(seed: int, num_slices: int, col_start: int, col_stop: int) -> np.ndarray:
+    """``v[:num_slices, col_start:col_stop]`` from the numpy Philox (``col_start % 4 == 0``)."""
+    groups = np.arange(col_start // 4, (col_stop + 3) // 4, dtype=np.int64)
+    kk, mm = np.meshgrid(np.arange(num_slices, dtype=np.int64), groups, indexing="ij")
+    w = numpy_words(seed, kk.ravel(), mm.ravel())
+    u = numpy_uniform(w)
+    n0, n1 = numpy_box_muller(u[:, 0], u[:, 1])
+    n2, n3 = numpy_box_muller(u[:, 2], u[:, 3])
+    v = np.stack([n0, n1, n2, n3], axis=1).reshape(num_slices, -1)
+    return v[:, : col_stop - col_start]
+
+
+def seed_t(seed: int) -> torch.Tensor:
+    return torch.tensor([seed], dtype=torch.int64, device=DEVICE)
+
+
+# ------------------------------------------------------------------------------ tests
+
+SEEDS = [
+    pytest.param(0, id="seed0"),
+    pytest.param(12345, id="seed12345"),
+    pytest.param(2**32 + 7, id="seed-hi-word"),
+    pytest.param(2**62 + 987654321, id="seed-2p62"),
+]
+
+
+def test_numpy_philox_known_answer() -> None:
+    """The numpy Philox against the Random123 known-answer vectors for Philox4x32-10."""
+    zero = [np.array([0], dtype=np.uint64)] * 4
+    out = [int(x[0]) for x in numpy_philox4x32(zero, (0, 0))]
+    assert out == [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]
+    ones = [np.array([0xFFFFFFFF], dtype=np.uint64)] * 4
+    out = [int(x[0]) for x in numpy_philox4x32(ones, (0xFFFFFFFF, 0xFFFFFFFF))]
+    assert out == [0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_words_match_numpy_philox(seed: int) -> None:
+    """Kernel words for counters with large slice and group indices (no 32-bit wrap)."""
+    k = np.array([0, 0, 1, 4, 63, 2**20 + 3, 2**31 - 1, 2**31 - 1], dtype=np.int64)
+    m = np.array([0, 1, 0, 255, 2**31, 17, 2**32 - 1, 0], dtype=np.int64)
+    got = pd.philox_words(seed_t(seed), torch.from_numpy(k), torch.from_numpy(m)).cpu().numpy()
+    want = numpy_words(seed, k, m)
+    bad = np.argwhere(got != want)
+    assert bad.size == 0, f"words differ at (call, word) {bad[:4].tolist()}: {got[bad[0][0]]}"
+
+
+@pytest.mark.parametrize("seed", SEEDS[:3])
+def test_normals_match_numpy_box_muller(seed: int) -> None:
+    """``v[k, 4m + w]`` is Box-Muller of word pairs (0, 1), (2, 3) of call ``(k, m)``."""
+    got = pd.philox_normals(5, 0, 17, seed_t(seed))
+    want = torch.from_numpy(numpy_normals(seed, 5, 0, 17))
+    assert_close("normals", got, want, **TOLERANCES[torch.float32])
+
+
+def test_high_coordinates_match_numpy() -> None:
+    """A window far out in ``d`` and ``s`` (counter words near their limits)."""
+    seed = 777
+    start = 2**31 - 4096  # j close to the 2**31 limit on d
+    got = pd.philox_normals(3, start, start + 37, seed_t(seed))
+    want = torch.from_numpy(numpy_normals(seed, 3, start, start + 37))
+    assert_close("normals far in d", got, want, **TOLERANCES[torch.float32])
+
+
+@pytest.mark.parametrize(
+    "tile",
+    [
+        pytest.param((16, 16), id="S16-D16"),
+        pytest.param((32, 64), id="S32-D64"),
+        pytest.param((16, 256), id="S16-D256"),
+    ],
+)
+def test_tile_independence(tile: tuple[int, int]) -> None:
+    """Same values, bit for bit, whatever the tile of the sampling kernel."""
+    seed = seed_t(42)
+    base = pd.philox_normals(7, 0, 1023, seed)
+    other = pd.philox_normals(7, 0, 1023, seed, block_s=tile[0], block_d=tile[1])
+    assert torch.equal(base, other)
+
+
+def test_prefix_and_window_independence() -> None:
+    """Row ``k`` does not depend on ``s`` or ``d``; a column window is a slice of the whole."""
+    seed = seed_t(3)
+    big = pd.philox_normals(64, 0, 1023, seed)
+    assert torch.equal(pd.philox_normals(5, 0, 17, seed), big[:5, :17])
+    assert torch.equal(pd.philox_normals(1, 0, 1, seed), big[:1, :1])
+    assert torch.equal(pd.philox_normals(64, 500, 1023, seed), big[:, 500:])
+
+
+def test_seed_repeatability_and_key_words() -> None:
+    """Same seed, same values; seeds differing in either 32-bit key word differ."""
+    a = pd.philox_normals(5, 0, 64, seed_t(2**33 + 1))
+    assert torch.equal(a, pd.philox_normals(5, 0, 64, seed_t(2**33 + 1)))
+    for other in (2**33 + 2, 2**34 + 1, 1):
+        b = pd.philox_normals(5, 0, 64, seed_t(other))
+        assert not torch.isclose(a, b).any(), f"seed {other} repeats values of seed 2**33+1"
+
+
+def test_distribution() -> None:
+    """64 x 1023 normals: KS against N(0, 1), moments, and no correlation inside a call."""
+    stats = pytest.importorskip("scipy.stats")
+    v = pd.philox_normals(64, 0, 1024, seed_t(2024)).cpu().double()
+    x = v.flatten().numpy()
+    n = x.size
+    assert stats.kstest(x, "norm").pvalue > 1e-3
+    # Moments within 5 standard errors of N(0, 1)'s.
+    assert abs(x.mean()) < 5 / math.sqrt(n)
+    assert abs(x.var() - 1) < 5 * math.sqrt(2 / n)
+    assert abs(stats.skew(x)) < 5 * math.sqrt(6 / n)
+    assert abs(stats.kurtosis(x)) < 5 * math.sqrt(24 / n)
+    # Each output word position (cos and sin branches of Box-Muller) on its own.
+    lanes = v.reshape(64, 256, 4).reshape(-1, 4).numpy()
+    for w in range(4):
+        assert stats.kstest(lanes[:, w], "norm").pvalue > 1e-3, f"word {w}"
+    corr = np.corrcoef(lanes.T)
+    off = corr[~np.eye(4, dtype=bool)]
+    assert np.abs(off).max() < 5 / math.sqrt(lanes.shape[0]), f"within-call correlation {off}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_sample_directions_unit_rows(dtype: torch.dtype) -> None:
+    """``theta_k = v_k / ||v_k||``, normalised in float64 for float64, float32 otherwise."""
+    seed = seed_t(11)
+    theta = pd.sample_directions_triton(5, 1023, seed, dtype)
+    assert theta.shape == (5, 1023) and theta.dtype == dtype
+    norms = torch.linalg.vector_norm(theta.double(), dim=1)
+    assert_close("row norms", norms, torch.ones(5, dtype=torch.float64), NORM_TOL[dtype], 0.0)
+    v = pd.philox_normals(5, 0, 1023, seed).double()
+    assert_close("directions", theta, v / v.norm(dim=1, keepdim=True), NORM_TOL[dtype], 0.0)
+
+
+def test_poisoned_output_fully_written() -> None:
+    out = torch.full((7, 1023), float("nan"), device=DEVICE)
+    pd.philox_normals(7, 0, 1023, seed_t(5), out=out, block_s=16, block_d=64)
+    assert torch.isfinite(out).all()
+    assert torch.equal(out, pd.philox_normals(7, 0, 1023, seed_t(5)))
+
+
+def test_draw_and_sum_draws_the_same_stream() -> None:
+    """The benchmark floor kernel sums exactly the normals the fused kernels use."""
+    seed = seed_t(9)
+    parts = pd.draw_and_sum(5, 1023, seed, split_d=256, block_s=16, block_d=64)
+    total = pd.philox_normals(5, 0, 1023, seed).double().sum()
+    assert_close("sum of normals", parts.double().sum(), total, 1e-3, 1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        pytest.param({"col_start": 2, "col_stop": 9}, ValueError, id="unaligned-start"),
+        pytest.param({"col_start": 8, "col_stop": 8}, ValueError, id="empty-window"),
+    ],
+)
+def test_bad_windows(kwargs: dict, error: type) -> None:
+    with pytest.raises(error):
+        pd.philox_normals(3, seed=seed_t(0), **kwargs)
+
+
+def test_bad_seed() -> None:
+    with pytest.raises(TypeError, match="seed"):
+        pd.philox_normals(3, 0, 8, torch.tensor([1], dtype=torch.int32))
+    with pytest.raises(TypeError, match="seed"):
+        pd.sample_directions_triton(3, 8, torch.tensor([1, 2]))
