@@ -22,9 +22,9 @@ def _hline(y: float) -> alt.Chart:
 def training_bars(df: pd.DataFrame) -> alt.LayerChart:
     """Median time per iteration per method, one bar per series, 20-80 % whiskers."""
     base = alt.Chart(df).encode(
-        x=alt.X("method:N", sort=METHOD_ORDER, title="method"),
+        x=alt.X("method:N", sort=METHOD_ORDER, title="method", axis=alt.Axis(labelAngle=0)),
         xOffset=alt.XOffset("series:N"),
-        color=alt.Color("series:N", legend=alt.Legend(orient="bottom", columns=1)),
+        color=alt.Color("series:N", legend=alt.Legend(orient="right", labelLimit=420)),
         tooltip=_tip(
             "series:N",
             "model:N",
@@ -50,7 +50,7 @@ def ratio_bars(df: pd.DataFrame) -> alt.LayerChart:
         alt.Chart(df)
         .mark_bar()
         .encode(
-            x=alt.X("method:N", sort=METHOD_ORDER, title="method"),
+            x=alt.X("method:N", sort=METHOD_ORDER, title="method", axis=alt.Axis(labelAngle=0)),
             xOffset=alt.XOffset("series:N"),
             y=alt.Y("ratio:Q", title="time / vanilla time"),
             color=alt.Color("series:N", legend=None),

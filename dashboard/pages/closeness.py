@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
-from _per_triton_dashboard import charts, context, frames, widgets
+from per_triton.dashboard import charts, context, frames, widgets
 
 st.title("Closeness to N(0, I)")
 conf = context.settings()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import streamlit as st
-from _per_triton_dashboard import charts, context, frames, widgets
+from per_triton.dashboard import charts, context, frames, widgets
 
 AXES = {"d": "dimension d", "s": "slices s", "b": "batch b"}
 

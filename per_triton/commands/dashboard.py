@@ -1,13 +1,83 @@
-"""`per-triton dashboard` (not implemented yet)."""
+"""`per-triton dashboard`: start the Streamlit performance dashboard.
+
+Runs ``python -m streamlit run <dashboard/app.py> --server.address HOST
+--server.port PORT --server.headless true -- [--results DIR] [--extra FILE ...]``
+and waits for it (Ctrl-C stops it).
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
+
+
+def app_path() -> Path:
+    """The dashboard's entry script, wherever the package is installed."""
+    spec = importlib.util.find_spec("per_triton.dashboard")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("per-triton dashboard: the per_triton.dashboard package is missing")
+    return Path(list(spec.submodule_search_locations)[0]) / "app.py"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve on (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8501, help="port to serve on (8501)")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder of committed result files (default: the repository's bench/results)",
+    )
+    parser.add_argument(
+        "--extra",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="another pytest-benchmark JSON to show, e.g. the run just made (repeatable)",
+    )
+
+
+def build_command(args: argparse.Namespace) -> list[str]:
+    """The ``streamlit run`` command line for these arguments."""
+    results = args.results
+    if results is None and REPO_RESULTS.is_dir():
+        results = REPO_RESULTS
+    app_args: list[str] = []
+    if results is not None:
+        app_args += ["--results", str(Path(results).resolve())]
+    for extra in args.extra:
+        app_args += ["--extra", str(Path(extra).resolve())]
+    return [
+        sys.executable, "-m", "streamlit", "run", str(app_path()),
+        "--server.address", args.host,
+        "--server.port", str(args.port),
+        "--server.headless", "true",
+        "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "viewer",
+        "--", *app_args,
+    ]  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("per-triton dashboard: not implemented yet")
+    missing = [str(p) for p in args.extra if not Path(p).is_file()]
+    if missing:
+        print(
+            f"per-triton dashboard: --extra file not found: {', '.join(missing)}", file=sys.stderr
+        )
+        return 2
+    if args.results is not None and not Path(args.results).is_dir():
+        print(f"per-triton dashboard: --results is not a folder: {args.results}", file=sys.stderr)
+        return 2
+    command = build_command(args)
+    print(f"per-triton dashboard: http://{args.host}:{args.port}", flush=True)
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,126 @@
+"""Serve the dashboard and drive headless Chromium over it (tests and README image).
+
+``python -m per_triton.dashboard.screenshot --out docs/img/dashboard-training.png``
+starts ``per-triton dashboard`` on a free local port, waits for the Training
+page's charts and saves a screenshot. Needs the ``playwright`` package and Debian's
+Chromium (``scripts/install_browser.sh``); no browser is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+CHART = '[data-testid="stVegaLiteChart"]'
+ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the dashboard exited with code {proc.returncode}")
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply,
+        ):
+            if reply.status == 200:
+                return
+        time.sleep(0.3)
+    raise TimeoutError(f"the dashboard did not answer on {url} within {timeout:.0f} s")
+
+
+@contextlib.contextmanager
+def serve(
+    results: Path | None, extras: list[Path] = (), *, log: Path | None = None, timeout: float = 90
+) -> Iterator[str]:
+    """Run ``per-triton dashboard`` on a free port; yield its URL; always stop it."""
+    port = free_port()
+    command = [sys.executable, "-m", "per_triton.cli", "dashboard", "--port", str(port)]
+    if results is not None:
+        command += ["--results", str(results)]
+    for extra in extras:
+        command += ["--extra", str(extra)]
+    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
+    proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc, timeout)
+        yield url
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)  # the command and its streamlit child
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        if log:
+            out.close()
+
+
+@contextlib.contextmanager
+def browser_page(width: int = 1400, height: int = 1250) -> Iterator[object]:
+    """A Playwright page in Debian's headless Chromium."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=60_000)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.set_default_timeout(60_000)
+            yield page
+        finally:
+            browser.close()
+
+
+def open_page(page: object, url: str, charts: int, timeout_ms: int = 60_000) -> int:
+    """Load ``url``, wait until ``charts`` charts have drawn; return the error count."""
+    page.goto(url, wait_until="domcontentloaded")
+    page.wait_for_function(
+        """([sel, n]) => [...document.querySelectorAll(sel)]
+               .filter(c => c.querySelector('canvas, svg')).length >= n""",
+        arg=[CHART, charts],
+        timeout=timeout_ms,
+    )
+    page.wait_for_timeout(500)  # let the last chart finish its layout
+    return page.locator(ERRORS).count()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=None)
+    parser.add_argument("--extra", type=Path, action="append", default=[])
+    parser.add_argument("--out", type=Path, default=Path("docs/img/dashboard-training.png"))
+    args = parser.parse_args(argv)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with serve(args.results, args.extra) as url, browser_page() as page:
+        errors = open_page(page, url, charts=2)
+        page.screenshot(path=str(args.out), full_page=True)
+    print(f"wrote {args.out} ({errors} error elements on the page)")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
