@@ -1,0 +1,96 @@
+"""The registered ops under torch.compile and torch.library.opcheck (CPU implementation)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import per_triton as pt
+from per_triton import ops
+
+
+class _Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(12, 32)
+        self.fc2 = nn.Linear(32, 3)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = torch.relu(self.fc1(x))
+        return self.fc2(h), h
+
+
+def test_compiled_training_step_no_graph_break_no_recompile():
+    torch.manual_seed(0)
+    net = _Net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+
+    def step_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logits, h = net(x)
+        return nn.functional.cross_entropy(logits, y) + 0.1 * pt.per_loss(h, 16)
+
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    torch._dynamo.reset()
+    # fullgraph: any graph break raises; AOTAutograd compiles the backward too.
+    compiled = torch.compile(step_loss, fullgraph=True)
+    x, y = torch.randn(8, 12), torch.randint(0, 3, (8,))
+    losses = []
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for _ in range(20):  # seed=None: a fresh seed every step, drawn inside the graph
+            opt.zero_grad()
+            loss = compiled(x, y)
+            loss.backward()
+            losses.append(loss.item())
+            opt.step()
+    assert counters["stats"]["unique_graphs"] == 1
+    assert not counters["graph_break"]
+    assert losses[-1] < losses[0]
+
+
+def test_compiled_seed_none_draws_new_directions_every_call():
+    torch._dynamo.reset()
+    fn = torch.compile(lambda x: pt.per_loss(x, 4), fullgraph=True)
+    h = torch.randn(3, 10)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        values = {fn(h).item() for _ in range(20)}
+    assert len(values) == 20, "every call must see new directions"
+    torch.manual_seed(1)
+    first = fn(h)
+    torch.manual_seed(1)
+    assert torch.equal(fn(h), first), "torch.manual_seed must make compiled runs reproducible"
+
+
+def test_compiled_per_loss_matches_eager_on_fixed_seed():
+    h = torch.randn(6, 30, requires_grad=True)
+    seed = torch.tensor([5])
+    fn = torch.compile(lambda x, s: pt.per_loss(x, 8, seed=s), fullgraph=True)
+    out = fn(h, seed)
+    out.backward()
+    grad_compiled = h.grad.clone()
+    h.grad = None
+    eager = pt.per_loss(h, 8, seed=seed)
+    eager.backward()
+    torch.testing.assert_close(out, eager)
+    torch.testing.assert_close(grad_compiled, h.grad)
+
+
+def test_compiled_per_module_no_graph_break():
+    net = nn.Sequential(nn.Linear(10, 20), nn.ELU(), pt.PER(1e-2, 8), nn.Linear(20, 1))
+    compiled = torch.compile(net, fullgraph=True)
+    x = torch.randn(4, 10)
+    compiled(x).sum().backward()
+    assert net[2].last_loss is not None and torch.isfinite(net[2].last_loss)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_opcheck_per_fwd(dtype: torch.dtype):
+    h = torch.randn(5, 19, dtype=dtype, requires_grad=True)
+    torch.library.opcheck(ops.per_fwd, (h, torch.tensor([3]), 7, "tf32"))
+
+
+def test_opcheck_per_bwd():
+    coeff = torch.randn(5, 7)
+    torch.library.opcheck(ops.per_bwd, (coeff, torch.tensor([3]), 19, torch.float32, "ieee"))
+    torch.library.opcheck(ops.per_bwd, (coeff, torch.tensor([3]), 19, torch.bfloat16, "tf32"))

@@ -1,0 +1,101 @@
+"""PER (Algorithm 1) and regularize(): identity forward, exact gradient added in backward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import per_triton as pt
+from per_triton import reference
+
+from .assertions import assert_close
+
+
+def _next_seed(generator_seed: int) -> int:
+    """The seed that seed=None will draw after torch.manual_seed(generator_seed)."""
+    torch.manual_seed(generator_seed)
+    return int(torch.randint(0, 2**62, (1,)).item())
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_per_layer_adds_coeff_times_gradient(reduction: str):
+    coeff, s = 0.3, 11
+    h = torch.randn(6, 4, 5, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn_like(h)
+    seed = _next_seed(123)
+    torch.manual_seed(123)
+    layer = pt.PER(coeff, s, reduction)
+    out = layer(h)
+    assert torch.equal(out, h), "forward must be the identity"
+    out.backward(upstream)
+    theta = pt.sample_directions(s, 20, seed, dtype=torch.float64)
+    expected = upstream + coeff * reference.per_grad(h.detach(), theta, reduction)
+    assert_close("grad", h.grad, expected, 1e-14, 1e-10)
+    assert_close(
+        "last_loss", layer.last_loss, reference.per_loss(h.detach(), theta, reduction), 0, 1e-12
+    )
+
+
+def test_per_layer_is_plain_identity_in_eval_and_no_grad():
+    layer = pt.PER(1.0, 8)
+    h = torch.randn(3, 5, requires_grad=True)
+    with torch.no_grad():
+        assert layer(h) is h
+    layer.eval()
+    assert layer(h) is h
+    assert layer.last_loss is None
+    assert "coeff=1.0" in repr(layer)
+
+
+def test_regularize_matches_explicit_per_layers_and_removes_cleanly():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 7), nn.ELU(), nn.Linear(7, 7), nn.ReLU(), nn.Linear(7, 2))
+    x = torch.randn(9, 5)
+
+    def grads() -> list[torch.Tensor]:
+        net.zero_grad()
+        net(x).square().sum().backward()
+        return [p.grad.clone() for p in net.parameters()]
+
+    plain = grads()
+    handle = pt.regularize(net, coeff=0.5, num_slices=16)
+    assert sorted(handle.layers) == ["1", "3"]
+    torch.manual_seed(42)
+    with_per = grads()
+    losses = handle.losses()
+    assert set(losses) == {"1", "3"} and all(torch.isfinite(v) for v in losses.values())
+    assert any(not torch.allclose(a, b) for a, b in zip(plain, with_per, strict=True))
+
+    # The same gradients from explicit Algorithm-1 layers with the same seed stream.
+    explicit = nn.Sequential(
+        net[0], net[1], pt.PER(0.5, 16), net[2], net[3], pt.PER(0.5, 16), net[4]
+    )
+    handle.remove()
+    torch.manual_seed(42)
+    explicit.zero_grad()
+    explicit(x).square().sum().backward()
+    for a, p in zip(with_per, net.parameters(), strict=True):
+        assert_close("grad", p.grad, a, 1e-6, 1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(plain, grads(), strict=True)), "remove() restores"
+
+
+def test_regularize_by_name_and_recurrent_layers():
+    lstm = nn.LSTM(4, 6, batch_first=True)
+    model = nn.ModuleDict({"rnn": lstm, "head": nn.Linear(6, 1)})
+    with pt.regularize(model, coeff=1.0, num_slices=8, names=["rnn"]) as handle:
+        out, _ = model["rnn"](torch.randn(3, 5, 4))
+        model["head"](out).sum().backward()
+        loss = handle.losses()["rnn"]
+        # each (time step, sample) pair is one sample of dimension hidden_size
+        assert loss is not None and torch.isfinite(loss)
+    assert not lstm._forward_hooks
+
+
+def test_regularize_no_change_to_eval_outputs():
+    net = nn.Sequential(nn.Linear(5, 5), nn.Tanh())
+    x = torch.randn(4, 5)
+    before = net(x)
+    handle = pt.regularize(net, coeff=10.0, num_slices=4)
+    assert torch.equal(net(x), before)
+    handle.remove()
