@@ -21,7 +21,7 @@ import pytest
 import torch
 from per_triton.kernels import philox_directions as pd
 
-from tests.assertions import assert_close
+from .assertions import assert_close
 
 # Tolerances per dtype: kernel normals vs numpy Box-Muller on the same words. Under
 # the interpreter the kernel's float32 math is numpy's (near exact); a GPU's log,
