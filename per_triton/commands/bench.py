@@ -1,13 +1,181 @@
-"""`per-triton bench` (not implemented yet)."""
+"""`per-triton bench`: run the pytest-benchmark suites and write the result JSON.
+
+Runs ``pytest`` on ``bench/bench_training.py`` (``--suite training``) and/or
+``bench/bench_kernels.py`` (``--suite kernel``) in a subprocess with
+``--benchmark-json``, streaming pytest's progress, then adds the ``machine_info``
+keys of docs/CONTRACTS.md (GPU name, torch / triton / CUDA versions, commit, this
+command) and prints, for the training suite, the time per iteration of each method
+and its ratio to ``vanilla``.
+
+The file goes to ``<out>/<gpu-or-cpu>/<suite>[-quick]-<UTC time>.json`` (``<out>``
+defaults to ``bench/results``), or exactly to ``--out`` when it ends in ``.json``.
+Timing is synchronised: CUDA events on a GPU (bench/common.py).
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import importlib.util
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+SUITE_FILES = {"training": ("bench_training.py",), "kernel": ("bench_kernels.py",)}
+SUITE_FILES["all"] = SUITE_FILES["kernel"] + SUITE_FILES["training"]
+METHOD_ORDER = ("vanilla", "bn", "vcl", "l1", "l2", "per", "per_torch")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument(
+        "--suite", choices=sorted(SUITE_FILES), default="training", help="suite to run"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny shapes, 3 rounds: a smoke run (e.g. on CPU)"
+    )
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda if any"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results folder (default bench/results; the file goes to <out>/<gpu-or-cpu>/) "
+        "or a file path ending in .json",
+    )
+    parser.add_argument("-k", dest="keyword", default=None, help="pytest -k expression")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds per benchmark")
+    parser.add_argument(
+        "--bench-dir", type=Path, default=None, help="folder holding the suites (default: bench/)"
+    )
+
+
+def _find_bench_dir(given: Path | None) -> Path:
+    candidates = [given] if given else [Path.cwd() / "bench", Path(__file__).parents[2] / "bench"]
+    for path in candidates:
+        if path is not None and (path / "common.py").is_file():
+            return path.resolve()
+    raise SystemExit(
+        "per-triton bench: no bench/ folder with the suites found; run it from the "
+        "repository root or pass --bench-dir"
+    )
+
+
+def _load_common(bench_dir: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "_per_triton_bench_common", bench_dir / "common.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    parts = ["per-triton", "bench", "--suite", args.suite, "--device", args.device]
+    if args.quick:
+        parts.append("--quick")
+    if args.out is not None:
+        parts += ["--out", str(args.out)]
+    if args.keyword:
+        parts += ["-k", args.keyword]
+    if args.rounds is not None:
+        parts += ["--rounds", str(args.rounds)]
+    return shlex.join(parts)
+
+
+def _result_path(args: argparse.Namespace, common: ModuleType, device: str) -> Path:
+    if args.out is not None and args.out.suffix == ".json":
+        return args.out
+    root = args.out if args.out is not None else common.RESULTS_ROOT
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    name = f"{args.suite}{'-quick' if args.quick else ''}-{stamp}.json"
+    return Path(root) / common.machine_folder(device) / name
+
+
+def training_table(benchmarks: list[dict[str, Any]]) -> str:
+    """Time per iteration of every training benchmark and its ratio to vanilla."""
+    groups: dict[tuple[str, str], dict[str, float]] = {}
+    for b in benchmarks:
+        info = b.get("extra_info", {})
+        if info.get("suite") != "training":
+            continue
+        median = info.get("median_s", b["stats"]["median"])
+        groups.setdefault((info["model"], info["dtype"]), {})[info["method"]] = median
+    lines = []
+    header = f"{'model':<10} {'dtype':<14} {'method':<10} {'ms/iter':>10} {'x vanilla':>10}"
+    for (model, dtype), times in groups.items():
+        lines += ["", header, "-" * len(header)]
+        base = times.get("vanilla")
+        for method in sorted(times, key=lambda m: (METHOD_ORDER + (m,)).index(m)):
+            ratio = f"{times[method] / base:10.3f}" if base else f"{'-':>10}"
+            lines.append(
+                f"{model:<10} {dtype:<14} {method:<10} {times[method] * 1e3:10.3f} {ratio}"
+            )
+        if "per" in times and "per_torch" in times:
+            lines.append(f"per speed-up over per_torch: {times['per_torch'] / times['per']:.2f}x")
+    return "\n".join(lines)
+
+
+def _other_table(benchmarks: list[dict[str, Any]]) -> str:
+    rows = [b for b in benchmarks if b.get("extra_info", {}).get("suite") != "training"]
+    return "\n".join(f"{b['name']:<70} {b['stats']['median'] * 1e3:10.4f} ms" for b in rows)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("per-triton bench: not implemented yet")
+    import torch
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        print("per-triton bench: --device cuda but torch sees no CUDA device", file=sys.stderr)
+        return 2
+    bench_dir = _find_bench_dir(args.bench_dir)
+    common = _load_common(bench_dir)
+    files = [bench_dir / f for f in SUITE_FILES[args.suite] if (bench_dir / f).is_file()]
+    missing = [f for f in SUITE_FILES[args.suite] if not (bench_dir / f).is_file()]
+    if missing:
+        print(f"per-triton bench: suite file(s) not found, skipped: {', '.join(missing)}")
+    if not files:
+        return 2
+
+    env = dict(os.environ)
+    env[common.ENV_DEVICE] = device
+    env[common.ENV_QUICK] = "1" if args.quick else "0"
+    if args.rounds is not None:
+        env[common.ENV_ROUNDS] = str(args.rounds)
+    if not torch.cuda.is_available():
+        env.setdefault("TRITON_INTERPRET", "1")
+    out_path = _result_path(args, common, device)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "result.json"
+        cmd = [
+            sys.executable, "-m", "pytest", *map(str, files),
+            "-v", "-p", "no:cacheprovider", "--benchmark-only",
+            f"--benchmark-json={raw}", "--benchmark-columns=median,iqr,rounds",
+            "--benchmark-sort=name",
+        ]  # fmt: skip
+        if args.keyword:
+            cmd += ["-k", args.keyword]
+        print(f"[bench] {device}: {' '.join(f.name for f in files)}", flush=True)
+        rc = subprocess.run(cmd, cwd=bench_dir.parent, env=env).returncode
+        if not raw.is_file():
+            print(f"per-triton bench: pytest wrote no result (exit {rc})", file=sys.stderr)
+            return rc or 1
+        data = common.stamp_result_file(raw, common.machine_extras(device, _command_line(args)))
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(data, indent=2) + "\n")
+    benchmarks = data.get("benchmarks", [])
+    print(training_table(benchmarks))
+    other = _other_table(benchmarks)
+    if other:
+        print("\n" + other)
+    print(f"\n[bench] {len(benchmarks)} results written to {out_path}")
+    return rc

@@ -19,7 +19,7 @@ from torch import nn
 
 from .cnn11 import CNN11, cnn11, cnn11_64
 from .lstm_lm import LSTMLM, LoopLSTM, lstm_lm
-from .resnet import ResNetCIFAR, resnet56, resnet110
+from .resnet import ResNetCIFAR, resnet, resnet56, resnet110
 
 __all__ = [
     "CNN11",
@@ -31,6 +31,7 @@ __all__ = [
     "cnn11",
     "cnn11_64",
     "lstm_lm",
+    "resnet",
     "resnet56",
     "resnet110",
 ]
@@ -38,6 +39,7 @@ __all__ = [
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "cnn11": cnn11,
     "cnn11_64": cnn11_64,
+    "resnet": resnet,
     "resnet56": resnet56,
     "resnet110": resnet110,
     "lstm": lstm_lm,

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from ..regularizers import check_method, make_regularizer
 
-__all__ = ["ResNetCIFAR", "resnet56", "resnet110"]
+__all__ = ["ResNetCIFAR", "resnet", "resnet56", "resnet110"]
 
 
 def _shortcut(x: Tensor, out_channels: int, stride: int) -> Tensor:
@@ -156,3 +156,8 @@ def resnet56(num_classes: int = 10, method: str = "bn", **kw: object) -> ResNetC
 def resnet110(num_classes: int = 10, method: str = "bn", **kw: object) -> ResNetCIFAR:
     """ResNet-110 (n = 18)."""
     return ResNetCIFAR(110, num_classes, method, **kw)
+
+
+def resnet(depth: int = 56, num_classes: int = 10, method: str = "bn", **kw: object) -> ResNetCIFAR:
+    """ResNet of any depth ``6n + 2`` (small ones for tests and smoke benchmarks)."""
+    return ResNetCIFAR(depth, num_classes, method, **kw)
