@@ -166,6 +166,69 @@ def train_one(
     }
 
 
+COLORS = {"vanilla": "#d62728", "bn": "#1f77b4", "vcl": "#7f7f7f", "per": "#2ca02c"}
+
+
+def draw_figure(out: str, figure: str) -> None:
+    """SW1 per layer over training (mean over seeds, min-max band) and test accuracy.
+
+    Reads ``<out>/<method>.jsonl`` and ``<out>/summary.json``; needs matplotlib.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from per_triton.monitor import read_records
+
+    with open(os.path.join(out, "summary.json"), encoding="utf-8") as f:
+        summary = json.load(f)
+    methods = [m for m in METHODS if any(e["method"] == m for e in summary)]
+    records = {m: read_records(os.path.join(out, f"{m}.jsonl")) for m in methods}
+    layers = sorted({r["layer"] for recs in records.values() for r in recs})
+    fig, axes = plt.subplots(1, len(layers) + 1, figsize=(4 * (len(layers) + 1), 3.4))
+    for ax, layer in zip(axes, layers, strict=False):
+        for m in methods:
+            by_step: dict[int, list[float]] = {}
+            for r in records[m]:
+                if r["layer"] == layer and r["sw1"] is not None:
+                    by_step.setdefault(r["step"], []).append(r["sw1"])
+            steps = np.array(sorted(by_step))
+            vals = [by_step[s] for s in steps]
+            style = {
+                "color": COLORS[m],
+                "lw": 1.0 if m == "vcl" else 1.6,
+                "ls": "--" if m == "vcl" else "-",
+            }
+            ax.plot(steps, [np.mean(v) for v in vals], label=m, **style)
+            ax.fill_between(
+                steps,
+                [min(v) for v in vals],
+                [max(v) for v in vals],
+                color=COLORS[m],
+                alpha=0.15,
+                lw=0,
+            )
+        ax.set_title(f"{layer}: SW1 to N(0, I)")
+        ax.set_xlabel("training step")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    axes[0].legend(frameon=False)
+    ax = axes[-1]
+    for i, m in enumerate(methods):
+        accs = [100 * e["test_accuracy"] for e in summary if e["method"] == m]
+        ax.errorbar(i, np.mean(accs), yerr=np.std(accs), fmt="o", color=COLORS[m], capsize=4)
+        ax.scatter([i + 0.15] * len(accs), accs, s=10, color=COLORS[m], alpha=0.6)
+    ax.set_xticks(range(len(methods)), methods)
+    ax.set_title(f"test accuracy (%), {len(summary) // max(len(methods), 1)} seeds")
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(figure)), exist_ok=True)
+    fig.savefig(figure, dpi=110)
+    plt.close(fig)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = Config()
     parser.add_argument(
@@ -323,9 +386,7 @@ def run(args: argparse.Namespace) -> int:
         with open(os.path.join(args.out, "overhead.json"), "w", encoding="utf-8") as f:
             json.dump(overhead, f, indent=1)
     if args.figure:
-        from per_triton.commands._closeness_figure import draw
-
-        draw(args.out, args.figure)
+        draw_figure(args.out, args.figure)
         print(f"figure: {args.figure}")
     print(f"wrote {args.out}")
     return 0

@@ -1,0 +1,199 @@
+"""per_triton.monitor: what it records, when, in which format, and that it changes nothing."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import per_triton as pt
+from per_triton.models.small_cnn import PreActivation, SmallCNN
+from per_triton.monitor import (
+    RECORD_KEYS,
+    LayerMonitor,
+    check_record,
+    read_records,
+    record_seed,
+    select_units,
+)
+
+# Statistics are float32 on the same values: they must agree to rounding.
+STAT_ATOL = {"sw1": 1e-5, "mean": 1e-6, "var": 1e-5, "q25": 1e-6, "q50": 1e-6, "q75": 1e-6}
+TAPS = ["block1.pre", "block2.pre", "block3.pre"]
+
+
+def _net(seed: int = 0, **kw) -> SmallCNN:
+    torch.manual_seed(seed)
+    return SmallCNN(width=4, **kw)
+
+
+def _x(b: int = 16, seed: int = 1) -> torch.Tensor:
+    return torch.randn(b, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+
+
+def test_records_follow_the_contract_and_the_schedule(tmp_path) -> None:
+    net, path = _net(), tmp_path / "sub" / "run.jsonl"
+    with LayerMonitor(
+        net,
+        TAPS,
+        every=3,
+        num_slices=16,
+        units=8,
+        path=path,
+        run="r",
+        model_name="small_cnn",
+        method="vanilla",
+        seed=5,
+    ) as mon:
+        for _ in range(7):  # automatic steps 0..6: records at 0, 3, 6
+            net(_x())
+        records = mon.records
+    assert [(r["step"], r["layer"]) for r in records] == [(s, n) for s in (0, 3, 6) for n in TAPS]
+    for rec in records:
+        check_record(rec)
+        assert list(rec) == list(RECORD_KEYS)
+        assert (rec["run"], rec["model"], rec["method"], rec["seed"]) == (
+            "r",
+            "small_cnn",
+            "vanilla",
+            5,
+        )
+        assert rec["var"] >= 0 and rec["q25"] <= rec["q50"] <= rec["q75"] and rec["sw1"] > 0
+    assert read_records(path) == records  # the file holds exactly the same records
+    assert all(json.loads(line) for line in path.read_text().splitlines())
+
+
+def test_values_match_a_direct_computation() -> None:
+    net, x = _net(), _x(b=32)
+    seen = {}
+    net.block2.pre.register_forward_hook(lambda m, a, out: seen.setdefault("h", out.detach()))
+    with LayerMonitor(
+        net, ["block2.pre"], every=1, num_slices=32, units=20, direction_seed=9
+    ) as mon:
+        mon.step(4)
+        net(x)
+        (rec,) = mon.records
+    h = seen["h"].reshape(32, -1)
+    vals = h[:, select_units(h.shape[1], 20, 9, "block2.pre")].reshape(-1)
+    expected = {
+        "sw1": pt.sliced_wasserstein_to_normal(h, 32, seed=record_seed(9, 4)).item(),
+        "mean": vals.mean().item(),
+        "var": vals.var(correction=0).item(),
+        **{
+            k: torch.quantile(vals, q).item()
+            for k, q in (("q25", 0.25), ("q50", 0.5), ("q75", 0.75))
+        },
+    }
+    for key, tol in STAT_ATOL.items():
+        assert rec[key] == pytest.approx(expected[key], abs=tol), key
+
+
+def test_unit_choice_is_fixed_and_covers_small_layers() -> None:
+    a = select_units(1000, 64, 0, "block1.pre")
+    assert torch.equal(a, select_units(1000, 64, 0, "block1.pre"))
+    assert a.numel() == 64 and a.unique().numel() == 64 and int(a.max()) < 1000
+    assert not torch.equal(a, select_units(1000, 64, 1, "block1.pre"))
+    assert torch.equal(select_units(10, 64, 0, "x"), torch.arange(10))
+
+
+def test_methods_are_measured_on_the_same_directions() -> None:
+    """Two runs (different metadata, same direction_seed) see the same directions."""
+    x = _x()
+    recs = []
+    for method in ("vanilla", "per"):
+        net = _net()
+        with LayerMonitor(net, TAPS, every=1, num_slices=16, method=method) as mon:
+            net(x)
+            recs.append(mon.records)
+    for a, b in zip(*recs, strict=True):
+        assert a["sw1"] == b["sw1"] and a["method"] != b["method"]
+    assert record_seed(0, 0) != record_seed(0, 10) != record_seed(1, 0)
+
+
+def test_explicit_steps_eval_forwards_and_repeated_forwards() -> None:
+    net = _net()
+    with LayerMonitor(net, ["block1.pre"], every=2, num_slices=8) as mon:
+        for step in range(5):
+            mon.step(step)
+            net(_x())
+            net(_x(seed=2))  # a second forward in the same step is not recorded again
+        net.eval()
+        mon.step(6)
+        net(_x())  # eval mode: ignored
+        net.train()
+        assert [r["step"] for r in mon.records] == [0, 2, 4]
+
+
+def test_monitor_changes_no_output_or_gradient_and_close_removes_hooks() -> None:
+    x = _x()
+    outs, grads = [], []
+    for monitored in (False, True):
+        net = _net()
+        mon = LayerMonitor(net, TAPS, every=1, num_slices=8) if monitored else None
+        out = net(x)
+        out.square().sum().backward()
+        outs.append(out.detach())
+        grads.append(net.block1.conv.weight.grad.clone())
+        if mon is not None:
+            n = len(mon.records)
+            mon.close()
+            mon.close()  # idempotent
+            net(x)
+            assert len(mon.records) == n == 3
+            assert not net._forward_hooks and not net.block1.pre._forward_hooks
+    assert torch.equal(outs[0], outs[1]) and torch.equal(grads[0], grads[1])
+
+
+def test_layers_by_type_and_with_per_attached() -> None:
+    net = _net()
+    handle = pt.regularize(net, 0.1, 16, names=TAPS)
+    with LayerMonitor(net, PreActivation, every=1, num_slices=8) as mon:
+        net(_x()).sum().backward()
+        assert [r["layer"] for r in mon.records] == TAPS
+    handle.remove()
+
+
+def test_non_finite_values_become_null(tmp_path) -> None:
+    net = nn.Sequential(nn.Linear(4, 4), nn.Identity())
+    with LayerMonitor(net, ["1"], every=1, num_slices=4, path=tmp_path / "r.jsonl"):
+        net(torch.full((3, 4), float("nan")))
+    (rec,) = read_records(tmp_path / "r.jsonl")
+    assert rec["mean"] is None and rec["var"] is None
+    assert not any(isinstance(v, float) and math.isnan(v) for v in rec.values())
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"layers": ["nope"]}, "nope"),
+        ({"layers": []}, "at least one"),
+        ({"layers": nn.LSTM}, "no module of type"),
+        ({"every": 0}, "every"),
+        ({"num_slices": 0}, "num_slices"),
+        ({"units": 0}, "units"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs: dict, match: str) -> None:
+    kwargs = {"layers": TAPS, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        LayerMonitor(_net(), **kwargs)
+
+
+def test_check_record_rejects_malformed_records() -> None:
+    good = (
+        dict.fromkeys(RECORD_KEYS, "x")
+        | {"seed": 0, "step": 1}
+        | dict.fromkeys(("sw1", "mean", "var", "q25", "q50", "q75"), 0.5)
+    )
+    check_record(good)
+    for bad in (
+        {k: v for k, v in good.items() if k != "sw1"},
+        good | {"step": 1.0},
+        good | {"var": "high"},
+        good | {"extra": 1},
+    ):
+        with pytest.raises(ValueError):
+            check_record(bad)
