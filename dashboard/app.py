@@ -23,6 +23,7 @@ PAGES = [
     st.Page(HERE / "pages" / "closeness.py", title="Closeness"),
 ]
 
+page = st.navigation(PAGES)
 with st.sidebar:
     st.file_uploader(
         "Add pytest-benchmark JSON",
@@ -32,4 +33,4 @@ with st.sidebar:
         help="Shown beside the committed runs; only parsed as JSON.",
     )
 
-st.navigation(PAGES).run()
+page.run()

@@ -77,7 +77,7 @@ def kernel_lines(
     scale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
     base = alt.Chart(df).encode(
         x=alt.X(f"{axis}:Q", scale=alt.Scale(type="log", base=2), title=axis),
-        color=alt.Color("provider:N", sort=PROVIDER_ORDER),
+        color=alt.Color("provider:N", scale=alt.Scale(domain=PROVIDER_ORDER)),
         tooltip=_tip(
             "series:N",
             "provider:N",

@@ -58,3 +58,22 @@ def chart_with_table(chart: alt.TopLevelMixin, table: pd.DataFrame, key: str) ->
         )
     with right, st.expander("Table behind the chart"):
         st.dataframe(table, hide_index=True, key=f"table_{key}")
+
+
+def multiselect_all(label: str, values: Iterable[Any], key: str) -> list[Any]:
+    """A multiselect that starts with every value and adds values that appear later.
+
+    So a file uploaded after the first run shows at once, while values the user
+    removed stay removed.
+    """
+    opts = options(values)
+    known_key = f"{key}__known"
+    known = st.session_state.get(known_key)
+    if known != opts:
+        if key in st.session_state and known is not None:
+            kept = [v for v in st.session_state[key] if v in opts]
+            st.session_state[key] = kept + [v for v in opts if v not in known]
+        else:
+            st.session_state[key] = opts
+        st.session_state[known_key] = opts
+    return st.multiselect(label, opts, key=key)

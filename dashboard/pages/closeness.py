@@ -24,8 +24,7 @@ with cols[0]:
     model = widgets.select("Model", df["model"], "closeness_model")
 df = df[df["model"] == model]
 with cols[1]:
-    methods = widgets.options(df["method"])
-    picked = st.multiselect("Methods", methods, default=methods, key="closeness_methods")
+    picked = widgets.multiselect_all("Methods", df["method"], "closeness_methods")
 df = df[df["method"].isin(picked)]
 if df.empty:
     widgets.stop_with("Pick at least one method.")

@@ -12,9 +12,10 @@ results = context.results()
 widgets.show_problems(results.problems)
 df = frames.kernel_frame(results.runs)
 if df.empty:
+    where = context.settings().results_dir
     widgets.stop_with(
-        "No kernel results yet. The kernel suite of `per-triton bench` writes them; "
-        "you can also upload a pytest-benchmark JSON in the sidebar."
+        f"No kernel results in `{where or 'bench/results'}` yet. The kernel suite of "
+        "`per-triton bench` writes them; you can also upload one in the sidebar."
     )
 
 cols = st.columns(4)

@@ -19,9 +19,7 @@ if df.empty:
 
 cols = st.columns(4)
 with cols[0]:
-    gpus = st.multiselect(
-        "GPU", widgets.options(df["gpu"]), default=widgets.options(df["gpu"]), key="training_gpu"
-    )
+    gpus = widgets.multiselect_all("GPU", df["gpu"], "training_gpu")
 df = df[df["gpu"].isin(gpus)]
 if df.empty:
     widgets.stop_with("Pick at least one GPU.")

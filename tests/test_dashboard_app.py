@@ -1,0 +1,169 @@
+"""Every dashboard page under Streamlit's AppTest: fixtures, filters, bad and empty input.
+
+The app reads the folder named by PER_TRITON_DASHBOARD_RESULTS (what ``--results``
+sets when it runs under ``streamlit run``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from per_triton.dashboard.context import ENV_EXTRA, ENV_RESULTS
+from streamlit.testing.v1 import AppTest
+
+APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+FIXTURES = Path(__file__).parent / "fixtures" / "dashboard"
+GOOD = FIXTURES / "results"
+BAD = FIXTURES / "bad"
+CHARTS = {"training": 2, "kernels": 4, "runs": 1, "closeness": 2}
+
+
+def run_page(page: str, results: Path, monkeypatch: pytest.MonkeyPatch, extra: str = "") -> AppTest:
+    """Run the app on ``page`` with ``results`` as the committed folder."""
+    monkeypatch.setenv(ENV_RESULTS, str(results))
+    monkeypatch.setenv(ENV_EXTRA, extra)
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    if page != "training":
+        at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def charts(at: AppTest) -> list:
+    return list(at.get("vega_lite_chart"))
+
+
+def table(at: AppTest, index: int = 0):
+    """The table behind the ``index``-th chart (inside its expander)."""
+    return at.dataframe[index].value
+
+
+@pytest.mark.parametrize("page", list(CHARTS))
+def test_page_draws_its_charts(page: str, monkeypatch: pytest.MonkeyPatch):
+    at = run_page(page, GOOD, monkeypatch)
+    assert len(charts(at)) == CHARTS[page]
+    assert not at.warning and not at.error
+    downloads = [b for b in at.download_button if b.label == "Download table (CSV)"]
+    assert len(downloads) >= CHARTS[page]
+    for chart in charts(at):
+        assert '"tooltip"' in chart.proto.spec  # every chart has tooltips
+
+
+def test_training_filters_change_the_data(monkeypatch: pytest.MonkeyPatch):
+    at = run_page("training", GOOD, monkeypatch)
+    for key in ("training_gpu", "training_model", "training_dtype", "training_batch"):
+        assert at.get("multiselect" if key == "training_gpu" else "selectbox")
+        assert key in at.session_state
+    before = table(at)
+    assert set(before["series"]) == {
+        "Fixture GPU A (synthetic) | fixture-a/training.json",
+        "Fixture GPU B (synthetic) | fixture-b/training.json",
+        "paper, TITAN X (their model)",
+    }
+    paper = before[before["source"] == "paper"].set_index("method")["median_s"]
+    assert paper.to_dict() == {"vanilla": 0.071, "bn": 0.083, "vcl": 0.087, "per": 0.093}
+
+    at.selectbox(key="training_dtype").set_value("bf16-autocast").run()
+    after = table(at)
+    assert set(after["dtype"].dropna()) - {""} == {"bf16-autocast"}
+    assert not after["median_s"].equals(before["median_s"])
+
+    at.multiselect(key="training_gpu").set_value(["Fixture GPU A (synthetic)"]).run()
+    at.checkbox(key="training_paper").uncheck().run()
+    only_a = table(at)
+    assert set(only_a["gpu"]) == {"Fixture GPU A (synthetic)"}
+    at.selectbox(key="training_batch").set_value(256).run()
+    assert set(table(at)["batch"]) == {256}
+
+
+def test_kernels_filters_change_the_data(monkeypatch: pytest.MonkeyPatch):
+    at = run_page("kernels", GOOD, monkeypatch)
+    first = table(at)
+    assert first["d"].nunique() == 5 and first["s"].nunique() == 1  # sweeps d by default
+    assert set(first["provider"]) == {"fused", "eager", "eager_tf32", "compile", "floor"}
+    at.radio(key="kernels_axis").set_value("s").run()
+    by_s = table(at)
+    assert by_s["s"].nunique() == 5 and by_s["d"].nunique() == 1
+    at.selectbox(key="kernels_mode").set_value("forward").run()
+    assert set(table(at)["mode"]) == {"forward"}
+    assert len(charts(at)) == CHARTS["kernels"]
+
+
+def test_runs_table_and_comparison(monkeypatch: pytest.MonkeyPatch):
+    at = run_page("runs", GOOD, monkeypatch)
+    runs = at.dataframe[0].value
+    assert len(runs) == 4 and {"gpu", "torch", "triton", "cuda", "commit", "command"} <= set(runs)
+    compared = table(at, 1)
+    assert set(compared["suite"]) == {"training"} and len(compared) == 7
+    assert compared["ratio_b_over_a"].round(6).eq(1.5).all()
+    labels = at.selectbox(key="runs_b").options
+    at.selectbox(key="runs_b").set_value(next(x for x in labels if "kernel" in x)).run()
+    assert not at.exception and not charts(at)
+    assert "no benchmark with the same parameters" in at.info[0].value
+
+
+def test_closeness_filters_change_the_data(monkeypatch: pytest.MonkeyPatch):
+    at = run_page("closeness", GOOD, monkeypatch)
+    steps = table(at)
+    assert set(steps["layer"]) == {"conv1"} and set(steps["method"]) == {"vanilla", "bn", "per"}
+    at.selectbox(key="closeness_layer").set_value("fc1").run()
+    assert set(table(at)["layer"]) == {"fc1"}
+    at.multiselect(key="closeness_methods").set_value(["per"]).run()
+    assert set(table(at)["method"]) == {"per"}
+    assert len(at.dataframe) == 3  # the two chart tables and the training summary
+
+
+@pytest.mark.parametrize("page", list(CHARTS))
+def test_empty_results_give_a_message(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    at = run_page(page, tmp_path, monkeypatch)
+    assert not charts(at) and len(at.info) == 1
+    assert at.info[0].value.startswith("No ") and str(tmp_path) in at.info[0].value
+
+
+@pytest.mark.parametrize("page", ["training", "runs", "closeness"])
+def test_malformed_files_are_named_and_the_rest_still_shows(
+    page: str, monkeypatch: pytest.MonkeyPatch
+):
+    at = run_page(page, BAD, monkeypatch)
+    warnings = " ".join(w.value for w in at.warning)
+    if page == "closeness":
+        assert "run.jsonl" in warnings and "line 2" in warnings
+        assert "summary.json" in warnings and "not valid JSON" in warnings
+    else:
+        assert "broken.json" in warnings and "not valid JSON" in warnings
+        assert "foreign.json" in warnings and "not a pytest-benchmark file" in warnings
+        assert "empty.json" in warnings and "the file is empty" in warnings
+        assert "partial.json" in warnings and "'method'" in warnings
+    if page == "runs":  # the one usable file is listed; nothing to compare it with
+        assert list(at.dataframe[0].value["file"]) == ["partial.json"]
+    else:
+        assert charts(at)  # the usable records still show
+
+
+def test_uploaded_files_show_beside_committed_runs(monkeypatch: pytest.MonkeyPatch):
+    at = run_page("training", GOOD, monkeypatch)
+    doc = json.loads((GOOD / "fixture-b" / "training.json").read_text())
+    doc["machine_info"]["gpu"] = "Uploaded GPU (synthetic)"
+    at.file_uploader(key="upload").set_value(
+        [
+            ("mine.json", json.dumps(doc).encode(), "application/json"),
+            ("junk.json", b"\x80\x03}q\x00.", "application/json"),  # a pickle
+        ]
+    ).run()
+    assert not at.exception
+    shown = table(at)
+    assert "Uploaded GPU (synthetic) | upload:mine.json" in set(shown["series"])
+    assert "Fixture GPU A (synthetic)" in set(shown["gpu"])  # committed runs still there
+    warnings = [w.value for w in at.warning]
+    assert len(warnings) == 1 and "upload:junk.json" in warnings[0]
+    assert "not UTF-8 text" in warnings[0]
+
+
+def test_extra_files_are_shown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    extra = tmp_path / "just-made.json"
+    extra.write_bytes((GOOD / "cpu" / "smoke.json").read_bytes())
+    at = run_page("runs", tmp_path / "none", monkeypatch, extra=f"{extra}")
+    runs = at.dataframe[0].value
+    assert list(runs["file"]) == ["just-made.json"] and list(runs["source"]) == ["extra"]
