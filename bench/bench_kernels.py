@@ -1,0 +1,118 @@
+"""Kernel benchmark: fused PER vs eager torch vs torch.compile, against a measured floor.
+
+One benchmark per (provider, mode, b, d, s, dtype); the provider and mode are in the
+name and in ``extra_info`` (docs/CONTRACTS.md, kernel suite). Providers and the floor
+are defined in bench/kernel_utils.py: ``fused``, ``eager``, ``eager_tf32``,
+``compile``, ``floor``. Modes: ``forward``, ``backward``, ``full``.
+
+Shapes (full run): the paper's 11-layer CNN layer size ``b=128, d=196608, s=256`` in
+every mode, float32 and bf16; a sweep of ``d`` (300 to 2**20) and of ``s`` (64 to
+1024) in ``full`` mode. ``compile`` runs at the paper shape and in the float32 ``d``
+sweep (each new shape costs a compilation). ``PER_TRITON_BENCH_QUICK=1``: one tiny
+shape, no ``compile`` (a CPU smoke test of the code path, not a measurement).
+
+Each ``fused`` result carries ``floor_s`` (draw-only kernel for the normals it draws,
+plus its projection FLOPs at the tensor-core rate measured in the same run) and
+``over_floor = median_s / floor_s``; every result carries ``peak_mem_bytes``.
+
+Run through ``per-triton bench --suite kernel`` (which writes the result file with
+GPU name, versions, commit and command), or
+``pytest bench/bench_kernels.py --benchmark-json=out.json``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import EventTimer, bench_device, bench_quick, bench_rounds, percentiles  # noqa: E402
+from bench.kernel_utils import (  # noqa: E402
+    DTYPES,
+    PASSES,
+    floor_call,
+    floor_seconds,
+    make_case,
+    peak_extra_memory,
+)
+
+QUICK_MODE = bench_quick()
+DEVICE = bench_device()
+WARMUP = 1 if QUICK_MODE else 3
+ROUNDS = bench_rounds(2 if QUICK_MODE else 15)
+
+PAPER = (128, 196608, 256)
+D_SWEEP = (300, 3072, 32768, 1048576)
+S_SWEEP = (64, 128, 512, 1024)
+
+
+def _shapes() -> list[tuple[str, int, int, int, str, tuple[str, ...]]]:
+    """(mode, b, d, s, dtype, providers) for every benchmark of this run."""
+    every = ("fused", "eager", "eager_tf32", "compile", "floor")
+    no_compile = ("fused", "eager", "eager_tf32", "floor")
+    if QUICK_MODE:
+        return [("full", 4, 300, 16, "float32", no_compile)]
+    shapes = []
+    for dtype in DTYPES:
+        for mode in ("forward", "backward", "full"):
+            shapes.append((mode, *PAPER, dtype, every))
+        for d in D_SWEEP:
+            shapes.append(("full", 128, d, 256, dtype, every if dtype == "float32" else no_compile))
+    for s in S_SWEEP:
+        shapes.append(("full", 128, 196608, s, "float32", no_compile))
+    return shapes
+
+
+def _cases() -> list[Any]:
+    cases = []
+    for mode, b, d, s, dtype, providers in _shapes():
+        for provider in providers:
+            case_id = f"{provider}-{mode}-b{b}-d{d}-s{s}-{dtype}"
+            cases.append(pytest.param(provider, mode, b, d, s, dtype, id=case_id))
+    return cases
+
+
+@pytest.fixture(autouse=True)
+def _free_device_memory():
+    yield
+    if DEVICE.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+@pytest.mark.parametrize(("provider", "mode", "b", "d", "s", "dtype"), _cases())
+def test_kernel(benchmark, provider: str, mode: str, b: int, d: int, s: int, dtype: str) -> None:
+    torch_dtype = DTYPES[dtype]
+    if provider == "floor":
+        call = floor_call(mode, b, d, s, DEVICE)
+    else:
+        call = make_case(provider, mode, b, d, s, torch_dtype, DEVICE)
+    for _ in range(WARMUP):  # JIT, autotuning and compilation happen here
+        call()
+    info: dict[str, Any] = {
+        "suite": "kernel",
+        "provider": provider,
+        "mode": mode,
+        "b": b,
+        "d": d,
+        "s": s,
+        "dtype": dtype,
+        "device": DEVICE.type,
+        "quick": QUICK_MODE,
+        "normals_drawn": PASSES[mode] * s * d if provider in ("fused", "floor") else None,
+        "peak_mem_bytes": peak_extra_memory(call, DEVICE),
+    }
+    if provider in ("fused", "floor"):
+        info.update(floor_seconds(mode, b, d, s, torch_dtype, DEVICE))
+    timer = EventTimer(call, DEVICE)
+    benchmark.group = f"{mode} b{b} d{d} s{s} {dtype}"
+    benchmark.extra_info.update(info)
+    benchmark.pedantic(timer, rounds=ROUNDS, warmup_rounds=1, iterations=1)
+    stats = percentiles(timer.samples(skip=1))
+    benchmark.extra_info.update(stats)
+    if provider == "fused":
+        benchmark.extra_info["over_floor"] = stats["median_s"] / info["floor_s"]

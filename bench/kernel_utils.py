@@ -1,0 +1,209 @@
+"""Helpers of the kernel benchmark (bench/bench_kernels.py): providers, memory, floor.
+
+Providers (docs/CONTRACTS.md, kernel suite):
+
+- ``fused``: ``per_triton.per_loss`` on the device (the fused Triton kernels on CUDA,
+  TF32 dots for float32 by default);
+- ``eager``: the plain torch a user would write: ``torch.randn`` directions,
+  materialised ``s x d``, normalised, ``h @ theta.T``, ``psi``; default matmul
+  precision (full float32 on CUDA unless the user enables TF32);
+- ``eager_tf32``: the same with ``torch.backends.cuda.matmul.allow_tf32 = True``;
+- ``compile``: ``torch.compile`` of the ``eager`` function;
+- ``floor``: the draw-only kernel for the normals the fused kernels draw (``s*d``
+  per pass) plus the projection GEMM FLOPs (``2*b*d*s`` per pass) at the tensor-core
+  rate measured on this GPU in this run (DESIGN.md section 5).
+
+Modes: ``forward`` (loss only), ``backward`` (gradient of a retained graph),
+``full`` (loss and gradient). Peak extra memory: the peak allocated during one call
+minus what was allocated before it, minus the call's outputs (loss and gradient).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+import per_triton as pt
+from per_triton import reference
+
+PROVIDERS = ("fused", "eager", "eager_tf32", "compile", "floor")
+MODES = ("forward", "backward", "full")
+DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16}
+PASSES = {"forward": 1, "backward": 1, "full": 2}
+
+
+def eager_per_loss(h: torch.Tensor, num_slices: int) -> torch.Tensor:
+    """PER loss (Eq. 5, mean) as plain torch: fresh directions, materialised."""
+    v = torch.randn(num_slices, h.shape[1], device=h.device, dtype=torch.float32)
+    theta = (v / torch.linalg.vector_norm(v, dim=1, keepdim=True)).to(h.dtype)
+    p = (h @ theta.T).float()
+    return reference.psi(p).mean()
+
+
+@functools.cache
+def compiled_per_loss() -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """``torch.compile`` of :func:`eager_per_loss` (one compiled function for all shapes)."""
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    return torch.compile(eager_per_loss)
+
+
+@contextmanager
+def matmul_tf32(enabled: bool):
+    """Temporarily set ``torch.backends.cuda.matmul.allow_tf32``."""
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def loss_fn(provider: str) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    if provider == "fused":
+        return lambda h, s: pt.per_loss(h, s)
+    if provider in ("eager", "eager_tf32"):
+        return eager_per_loss
+    if provider == "compile":
+        return compiled_per_loss()
+    raise ValueError(f"no loss function for provider {provider!r}")
+
+
+def make_case(
+    provider: str, mode: str, b: int, d: int, s: int, dtype: torch.dtype, device: torch.device
+) -> Callable[[], Any]:
+    """The call to time for ``provider`` in ``mode``; set-up work happens here, not in it."""
+    torch.manual_seed(0)
+    h = torch.randn(b, d, device=device, dtype=dtype)
+    fn = loss_fn(provider)
+    tf32 = provider == "eager_tf32"
+
+    if mode == "forward":
+
+        def call() -> Any:
+            with matmul_tf32(tf32) if tf32 else _null():
+                return fn(h, s)
+
+        return call
+    h.requires_grad_(True)
+    if mode == "full":
+
+        def call() -> Any:
+            with matmul_tf32(tf32) if tf32 else _null():
+                loss = fn(h, s)
+                return loss, torch.autograd.grad(loss, h)[0]
+
+        return call
+    if mode == "backward":
+        with matmul_tf32(tf32) if tf32 else _null():
+            loss = fn(h, s)
+
+        def call() -> Any:
+            with matmul_tf32(tf32) if tf32 else _null():
+                return torch.autograd.grad(loss, h, retain_graph=True)[0]
+
+        return call
+    raise ValueError(f"unknown mode {mode!r}")
+
+
+@contextmanager
+def _null():
+    yield
+
+
+def _bytes(out: Any) -> int:
+    if isinstance(out, torch.Tensor):
+        return out.numel() * out.element_size()
+    if isinstance(out, (tuple, list)):
+        return sum(_bytes(x) for x in out)
+    return 0
+
+
+def peak_extra_memory(call: Callable[[], Any], device: torch.device) -> int | None:
+    """Peak bytes allocated during ``call()`` beyond what existed before and its outputs."""
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    out = call()
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device)
+    return max(0, peak - before - _bytes(out))
+
+
+def median_time(call: Callable[[], Any], device: torch.device, reps: int = 10) -> float:
+    """Median seconds of ``reps`` synchronised calls after two warm-up calls."""
+    from bench.common import time_call
+
+    for _ in range(2):
+        call()
+    times = sorted(time_call(call, device) for _ in range(reps))
+    return times[len(times) // 2]
+
+
+@functools.cache
+def gemm_rate(dtype: torch.dtype, device: torch.device) -> float:
+    """Measured dense GEMM rate (FLOP/s) on the tensor cores: TF32 for float32, else bf16."""
+    n = 8192 if device.type == "cuda" else 256
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    bm = torch.randn(n, n, device=device, dtype=dtype)
+    with matmul_tf32(True):
+        t = median_time(lambda: a @ bm, device)
+    return 2.0 * n**3 / t
+
+
+def draw_config(b: int, d: int, s: int, device: torch.device) -> list[dict[str, int]]:
+    """Tiles tried for the draw-only kernel (the fastest one sets the floor)."""
+    if device.type != "cuda":
+        return [{"block_s": 16, "block_d": 64, "num_warps": 4}]
+    return [
+        {"block_s": 16, "block_d": 128, "num_warps": 4},
+        {"block_s": 32, "block_d": 128, "num_warps": 8},
+        {"block_s": 16, "block_d": 256, "num_warps": 8},
+    ]
+
+
+@functools.cache
+def best_draw(b: int, d: int, s: int, device: torch.device) -> tuple[float, dict[str, int]]:
+    """Seconds to draw (and sum) the ``s*d`` normals of one pass, and the fastest tile."""
+    from per_triton.kernels.per_fused import plan_splits
+    from per_triton.kernels.philox_directions import draw_and_sum
+
+    seed = torch.tensor([1], dtype=torch.int64, device=device)
+    split_d, _ = plan_splits(b, d, s, device)
+    best: tuple[float, dict[str, int]] = (math.inf, {})
+    for cfg in draw_config(b, d, s, device):
+        t = median_time(lambda cfg=cfg: draw_and_sum(s, d, seed, split_d=split_d, **cfg), device)
+        best = min(best, (t, cfg), key=lambda x: x[0])
+    return best
+
+
+def floor_seconds(
+    mode: str, b: int, d: int, s: int, dtype: torch.dtype, device: torch.device
+) -> dict[str, float]:
+    """The floor of DESIGN.md section 5 for ``mode``: draw time plus GEMM FLOPs at rate."""
+    passes = PASSES[mode]
+    draw = passes * best_draw(b, d, s, device)[0]
+    rate = gemm_rate(torch.float32 if dtype == torch.float32 else dtype, device)
+    gemm = passes * 2.0 * b * d * s / rate
+    return {"floor_s": draw + gemm, "draw_s": draw, "gemm_s": gemm, "gemm_rate_flops": rate}
+
+
+def floor_call(mode: str, b: int, d: int, s: int, device: torch.device) -> Callable[[], Any]:
+    """The draw-only work of ``mode`` as one call (timed as the ``floor`` provider)."""
+    from per_triton.kernels.per_fused import plan_splits
+    from per_triton.kernels.philox_directions import draw_and_sum
+
+    seed = torch.tensor([1], dtype=torch.int64, device=device)
+    split_d, _ = plan_splits(b, d, s, device)
+    cfg = best_draw(b, d, s, device)[1]
+
+    def call() -> Any:
+        return [draw_and_sum(s, d, seed, split_d=split_d, **cfg) for _ in range(PASSES[mode])]
+
+    return call
