@@ -103,7 +103,7 @@ def compare_bars(df: pd.DataFrame) -> alt.LayerChart:
         alt.Chart(df)
         .mark_bar()
         .encode(
-            y=alt.Y("label:N", title=None, sort=None),
+            y=alt.Y("label:N", title=None, sort=None, axis=alt.Axis(labelLimit=320)),
             x=alt.X("ratio_b_over_a:Q", title="B / A (median time)"),
             color=alt.Color("method:N", title="method / provider"),
             tooltip=_tip(
@@ -117,7 +117,7 @@ def compare_bars(df: pd.DataFrame) -> alt.LayerChart:
         )
     )
     one = alt.Chart(pd.DataFrame({"x": [1.0]})).mark_rule(strokeDash=[4, 4]).encode(x="x:Q")
-    return (bars + one).properties(width=WIDTH, height=alt.Step(18))
+    return (bars + one).properties(width=WIDTH, height=alt.Step(22))
 
 
 def closeness_lines(df: pd.DataFrame) -> alt.Chart:
@@ -144,7 +144,7 @@ def closeness_by_layer(df: pd.DataFrame) -> alt.Chart:
         alt.Chart(df)
         .mark_bar()
         .encode(
-            x=alt.X("layer:N", sort=None),
+            x=alt.X("layer:N", sort=None, axis=alt.Axis(labelAngle=0)),
             xOffset="method:N",
             y=alt.Y("sw1:Q", title="sliced W1 at the last step"),
             color="method:N",

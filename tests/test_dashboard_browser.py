@@ -1,0 +1,52 @@
+"""The dashboard in a real browser: `per-triton dashboard` driven by headless Chromium.
+
+Starts the command on a free local port with the fixture results, opens every page
+in Debian's Chromium through Playwright, waits for the Altair charts to draw, checks
+that no Streamlit error element is on the page and saves a screenshot of each page
+under test-artifacts/. Chromium comes from scripts/install_browser.sh (run by
+scripts/test.sh); Playwright never downloads a browser here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from per_triton.dashboard.screenshot import CHART, CHROMIUM, ERRORS, browser_page, open_page, serve
+
+pytest.importorskip("playwright.sync_api")
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+GOOD = Path(__file__).parent / "fixtures" / "dashboard" / "results"
+PAGES = {
+    "training": ("", 2),
+    "kernels": ("kernels", 4),
+    "runs": ("runs", 1),
+    "closeness": ("closeness", 2),
+}
+
+pytestmark = pytest.mark.browser
+
+
+def test_every_page_renders_without_errors() -> None:
+    """One server and one browser for all pages (keeps the test to ~15 s)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `bash scripts/install_browser.sh`")
+    ARTIFACTS.mkdir(exist_ok=True)
+    failures = []
+    with (
+        serve(GOOD, log=ARTIFACTS / "dashboard-server.log", timeout=120) as url,
+        browser_page() as page,
+    ):
+        for name, (path, charts) in PAGES.items():
+            errors = open_page(page, f"{url}/{path}", charts)
+            page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)
+            drawn = page.locator(f"{CHART} canvas, {CHART} svg").count()
+            uploader = page.locator('[data-testid="stFileUploader"]').count()
+            if errors or drawn < charts or uploader != 1:
+                texts = page.locator(ERRORS).all_inner_texts()
+                failures.append(
+                    f"{name}: {errors} errors {texts}, {drawn} charts, {uploader} uploaders"
+                )
+    assert not failures, failures
