@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-METHODS = ("vanilla", "bn", "vcl", "per")
+METHODS = ("vanilla", "bn", "vcl", "l1", "l2", "per")
+DEFAULT_METHODS = ("vanilla", "bn", "vcl", "per")
 MODEL_NAME = "small_cnn_digits"
 
 
@@ -37,44 +38,14 @@ class Config:
     init_scale: float = 1.0
     per_coeff: float = 0.1
     vcl_coeff: float = 0.1
+    l1_coeff: float = 1e-3
+    l2_coeff: float = 1e-3
     num_slices: int = 256
     monitor_every: int = 10
     monitor_slices: int = 256
     limit: int | None = None
     device: str = "cpu"
     monitor: bool = True
-
-
-def vcl_loss(h: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
-    """Variance constancy loss (Littwin & Wolf, 2018), the paper's VCL baseline.
-
-    The batch is split into two halves; with per-unit sample variances ``s1``,
-    ``s2`` of the flattened activations, the loss is ``mean_j (1 - s1_j/(s2_j+beta))^2``.
-    """
-    flat = h.reshape(h.shape[0], -1)
-    half = flat.shape[0] // 2
-    s1 = flat[:half].var(dim=0)
-    s2 = flat[half : 2 * half].var(dim=0)
-    return (1 - s1 / (s2 + beta)).pow(2).mean()
-
-
-class _Captures:
-    """Forward hooks keeping the last output of the taps (for VCL's loss)."""
-
-    def __init__(self, model: nn.Module, names: list[str]) -> None:
-        modules = dict(model.named_modules())
-        self.outputs: dict[str, torch.Tensor] = {}
-        self.handles = [modules[n].register_forward_hook(self._hook(n)) for n in names]
-
-    def _hook(self, name: str):
-        def hook(_module: nn.Module, _args: object, output: torch.Tensor) -> None:
-            self.outputs[name] = output
-
-        return hook
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
 
 
 @torch.no_grad()
@@ -86,28 +57,35 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
     return (logits.argmax(1) == y).float().mean().item(), F.cross_entropy(logits, y).item()
 
 
+def _step_seed(seed: int, step: int) -> int:
+    """Seed of PER's directions at one step: reproducible, distinct per run and step."""
+    return seed * 1_000_003 + step
+
+
 def train_one(
     method: str, seed: int, cfg: Config, data, path: str | None, run: str = "digits", log=print
 ) -> dict:
-    """Train one (method, seed); return its summary entry. Records go to ``path``."""
-    import per_triton as pt
+    """Train one (method, seed); return its summary entry. Records go to ``path``.
+
+    Every method starts from ``torch.manual_seed(seed)`` and sees the same batches;
+    the step is :func:`per_triton.training.train_step` (task loss plus
+    ``coeff * sum`` of the penalties at each pre-activation).
+    """
     from per_triton.models.small_cnn import SmallCNN
     from per_triton.monitor import LayerMonitor
+    from per_triton.training import train_step
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     torch.manual_seed(seed)
-    model = SmallCNN(
-        cfg.width, norm="bn" if method == "bn" else "none", init_scale=cfg.init_scale
-    ).to(cfg.device)
+    model = SmallCNN(cfg.width, method, init_scale=cfg.init_scale, num_slices=cfg.num_slices)
+    model.to(cfg.device)
+    coeff = getattr(cfg, f"{method}_coeff", 0.0)
     taps = model.tap_names
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
-    handle = (
-        pt.regularize(model, cfg.per_coeff, cfg.num_slices, names=taps) if method == "per" else None
-    )
-    captures = _Captures(model, taps) if method == "vcl" else None
-    monitor = (
-        LayerMonitor(
+    monitor = None
+    if cfg.monitor:
+        monitor = LayerMonitor(
             model,
             taps,
             every=cfg.monitor_every,
@@ -118,38 +96,33 @@ def train_one(
             method=method,
             seed=seed,
         )
-        if cfg.monitor
-        else None
-    )
     gen = torch.Generator().manual_seed(seed)
     n = data.train_x.shape[0]
     step, start = 0, time.perf_counter()
-    last_losses: list[float] = []
+    losses: list[float] = []
     for epoch in range(cfg.epochs):
         order = torch.randperm(n, generator=gen).to(cfg.device)
-        last_losses = []
+        losses = []
         for i in range(0, n - cfg.batch_size + 1, cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
             if monitor is not None:
                 monitor.step(step)
-            loss = F.cross_entropy(model(data.train_x[idx]), data.train_y[idx])
-            total = loss
-            if captures is not None:
-                total = loss + cfg.vcl_coeff * sum(vcl_loss(h) for h in captures.outputs.values())
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            opt.step()
-            last_losses.append(loss.item())
+            result = train_step(
+                model,
+                data.train_x[idx],
+                data.train_y[idx],
+                opt,
+                coeff=coeff,
+                seed=_step_seed(seed, step),
+            )
+            losses.append(result.task_loss.item())
             step += 1
         acc, _ = evaluate(model, data.test_x, data.test_y)
         log(
             f"  {method:8s} seed {seed} epoch {epoch + 1:3d}/{cfg.epochs} "
-            f"loss {sum(last_losses) / max(len(last_losses), 1):.4f} test acc {acc:.4f}"
+            f"loss {sum(losses) / max(len(losses), 1):.4f} test acc {acc:.4f}"
         )
     seconds = time.perf_counter() - start
-    for extra in (handle, captures):
-        if extra is not None:
-            extra.remove()
     if monitor is not None:
         monitor.close()
     acc, test_loss = evaluate(model, data.test_x, data.test_y)
@@ -158,7 +131,7 @@ def train_one(
         "method": method,
         "seed": seed,
         "test_accuracy": acc,
-        "final_loss": sum(last_losses) / max(len(last_losses), 1),
+        "final_loss": sum(losses) / max(len(losses), 1),
         "test_loss": test_loss,
         "train_accuracy": train_acc,
         "steps": step,
@@ -166,7 +139,14 @@ def train_one(
     }
 
 
-COLORS = {"vanilla": "#d62728", "bn": "#1f77b4", "vcl": "#7f7f7f", "per": "#2ca02c"}
+COLORS = {
+    "vanilla": "#d62728",
+    "bn": "#1f77b4",
+    "vcl": "#7f7f7f",
+    "l1": "#9467bd",
+    "l2": "#8c564b",
+    "per": "#2ca02c",
+}
 
 
 def draw_figure(out: str, figure: str) -> None:
@@ -198,8 +178,8 @@ def draw_figure(out: str, figure: str) -> None:
             vals = [by_step[s] for s in steps]
             style = {
                 "color": COLORS[m],
-                "lw": 1.0 if m == "vcl" else 1.6,
-                "ls": "--" if m == "vcl" else "-",
+                "lw": 1.0 if m in ("vcl", "l1", "l2") else 1.6,
+                "ls": "--" if m in ("vcl", "l1", "l2") else "-",
             }
             ax.plot(steps, [np.mean(v) for v in vals], label=m, **style)
             ax.fill_between(
@@ -233,7 +213,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = Config()
     parser.add_argument(
         "--methods",
-        default=",".join(METHODS),
+        default=",".join(DEFAULT_METHODS),
         help="comma-separated subset of " + ",".join(METHODS),
     )
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
@@ -254,6 +234,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="PER coefficient (reduction='mean', per layer)",
     )
     parser.add_argument("--vcl-coeff", type=float, default=d.vcl_coeff)
+    parser.add_argument("--l1-coeff", type=float, default=d.l1_coeff)
+    parser.add_argument("--l2-coeff", type=float, default=d.l2_coeff)
     parser.add_argument("--num-slices", type=int, default=d.num_slices, help="directions for PER")
     parser.add_argument("--monitor-every", type=int, default=d.monitor_every)
     parser.add_argument(
@@ -291,6 +273,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         init_scale=args.init_scale,
         per_coeff=args.per_coeff,
         vcl_coeff=args.vcl_coeff,
+        l1_coeff=args.l1_coeff,
+        l2_coeff=args.l2_coeff,
         num_slices=args.num_slices,
         monitor_every=args.monitor_every,
         monitor_slices=args.monitor_slices,
@@ -335,10 +319,18 @@ def measure_overhead(cfg: Config, data, steps: int) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from per_triton.digits import load_digits
-
+    threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from per_triton.digits import load_digits
+
     cfg = config_from_args(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]

@@ -1,14 +1,18 @@
 """A small convolutional network for 8x8 images (scikit-learn's digits).
 
 Three 3x3 convolution blocks and a linear classifier, a reduced-width cousin of the
-paper's CIFAR networks. Each block is ``conv -> norm -> pre-activation tap -> act``:
-the tap is an identity module of its own type (:class:`PreActivation`) so that
-``per_triton.monitor`` and PER can attach to it by name or by type.
+paper's CIFAR networks. Each block is ``conv -> norm -> tap -> regulariser -> act``:
+the tap is an identity module of its own type (:class:`PreActivation`) that
+``per_triton.monitor`` (and :func:`per_triton.regularize`) attach to by name or
+type; the regulariser is :func:`per_triton.regularizers.make_regularizer` for the
+``method`` (identity for vanilla and BN; VCL, L1, L2 or PER penalty otherwise),
+collected by :func:`per_triton.training.train_step`.
 
-PER and the monitor act on the pre-activations, the quantity that batch
-normalisation standardises and that can be close to N(0, I) at all (a ReLU output
-is non-negative, so its distribution is never near N(0, I)). For ``norm="bn"`` the
-tap sits after BatchNorm, the point the BN baseline makes comparable to the others.
+Unlike the paper-scale models in this package, which regularise after the
+activation, this network regularises and monitors the pre-activations: the
+quantity BN standardises, and one that can be close to N(0, I) at all (a ReLU
+output is non-negative, so its law is never near N(0, I)). For ``method="bn"`` the
+tap sits after BatchNorm, the point that makes BN comparable with the others.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..regularizers import check_method, make_regularizer
+
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU}
-NORMS = ("none", "bn")
 
 
 class PreActivation(nn.Identity):
@@ -25,17 +30,20 @@ class PreActivation(nn.Identity):
 
 
 class ConvBlock(nn.Module):
-    """``conv 3x3 -> norm -> PreActivation -> activation``."""
+    """``conv 3x3 -> norm -> PreActivation -> regulariser -> activation``."""
 
-    def __init__(self, c_in: int, c_out: int, norm: str, activation: str) -> None:
+    def __init__(
+        self, c_in: int, c_out: int, method: str, activation: str, num_slices: int
+    ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=norm == "none")
-        self.norm = nn.BatchNorm2d(c_out) if norm == "bn" else nn.Identity()
+        self.conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=method != "bn")
+        self.norm = nn.BatchNorm2d(c_out) if method == "bn" else nn.Identity()
         self.pre = PreActivation()
+        self.reg = make_regularizer(method, c_out, num_slices=num_slices)
         self.act = ACTIVATIONS[activation]()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.pre(self.norm(self.conv(x))))
+        return self.act(self.reg(self.pre(self.norm(self.conv(x)))))
 
 
 class SmallCNN(nn.Module):
@@ -43,16 +51,19 @@ class SmallCNN(nn.Module):
 
     Args:
         width: channels of the first block (the next two have ``2 * width``).
-        norm: ``"none"`` (vanilla, VCL, PER) or ``"bn"`` (BatchNorm2d after each conv).
+        method: one of :data:`per_triton.regularizers.METHODS`; ``"bn"`` puts
+            BatchNorm2d after each conv, the penalty methods a penalty module at
+            each pre-activation.
         activation: one of ``"relu"``, ``"tanh"``, ``"elu"``, ``"gelu"``.
         num_classes: outputs of the classifier.
         in_channels: image channels.
         init_scale: factor on every conv weight after PyTorch's default
             initialisation; values above 1 reproduce a badly scaled start whose
             activations drift (the paper's Figure 4 setting).
+        num_slices: directions per PER call.
 
     Example:
-        >>> net = SmallCNN(width=8)
+        >>> net = SmallCNN(width=8, method="per")
         >>> net(torch.zeros(2, 1, 8, 8)).shape
         torch.Size([2, 10])
     """
@@ -60,23 +71,24 @@ class SmallCNN(nn.Module):
     def __init__(
         self,
         width: int = 16,
-        norm: str = "none",
+        method: str = "vanilla",
         activation: str = "relu",
         num_classes: int = 10,
         in_channels: int = 1,
         init_scale: float = 1.0,
+        num_slices: int = 256,
     ) -> None:
         super().__init__()
-        if norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        self.method = check_method(method)
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         if width < 1:
             raise ValueError(f"width must be >= 1, got {width}")
-        self.block1 = ConvBlock(in_channels, width, norm, activation)
-        self.block2 = ConvBlock(width, 2 * width, norm, activation)
+        args = (method, activation, num_slices)
+        self.block1 = ConvBlock(in_channels, width, *args)
+        self.block2 = ConvBlock(width, 2 * width, *args)
         self.pool2 = nn.MaxPool2d(2)
-        self.block3 = ConvBlock(2 * width, 2 * width, norm, activation)
+        self.block3 = ConvBlock(2 * width, 2 * width, *args)
         self.pool3 = nn.MaxPool2d(2)
         self.fc = nn.Linear(2 * width * 2 * 2, num_classes)
         if init_scale != 1.0:
