@@ -1,0 +1,95 @@
+"""`per-triton bench --quick --device cpu`: runs the training suite and writes a valid
+result file (docs/CONTRACTS.md); helpers of bench/common.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.common import machine_folder, percentile, percentiles
+from per_triton.cli import main
+from per_triton.commands.bench import training_table
+from per_triton.regularizers import METHODS
+
+REPO = Path(__file__).resolve().parents[1]
+TRAINING_KEYS = {
+    "suite", "model", "method", "batch", "dtype", "num_slices", "device",
+    "median_s", "p20_s", "p80_s",
+}  # fmt: skip
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # one thread per xdist worker in CI
+    return subprocess.run(
+        [sys.executable, "-m", "per_triton.cli", "bench", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+
+
+def test_bench_quick_cpu_writes_valid_json(tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    proc = _run("--quick", "--device", "cpu", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "x vanilla" in proc.stdout and "PASSED" in proc.stdout  # table and progress
+
+    data = json.loads(out.read_text())
+    info = data["machine_info"]
+    assert info["gpu"] == "cpu" and info["torch"] == torch.__version__
+    assert info["cuda"] == torch.version.cuda and "triton" in info
+    assert info["command"].startswith("per-triton bench --suite training --device cpu --quick")
+    assert "commit_info" in data
+
+    benches = data["benchmarks"]
+    seen = set()
+    for b in benches:
+        extra = b["extra_info"]
+        assert extra.keys() >= TRAINING_KEYS, b["name"]
+        assert extra["suite"] == "training" and extra["device"] == "cpu"
+        assert 0 < extra["p20_s"] <= extra["median_s"] <= extra["p80_s"]
+        for part in (extra["model"], extra["method"], f"b{extra['batch']}", extra["dtype"],
+                     f"s{extra['num_slices']}", "cpu"):  # fmt: skip
+            assert part in b["name"], (part, b["name"])
+        seen.add((extra["model"], extra["method"], extra["dtype"]))
+    models = {m for m, _, _ in seen}
+    assert len(seen) == len(benches) == len(models) * len(METHODS) * 2
+    assert {m for _, m, _ in seen} == set(METHODS)
+    assert {d for _, _, d in seen} == {"float32", "bf16-autocast"}
+
+
+def test_bench_out_folder_is_named_after_the_machine(tmp_path: Path) -> None:
+    proc = _run("--quick", "--device", "cpu", "--out", str(tmp_path), "-k", "cnn11-vanilla")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    files = list((tmp_path / "cpu").glob("training-quick-*.json"))
+    assert len(files) == 1
+    assert len(json.loads(files[0].read_text())["benchmarks"]) == 2  # float32, bf16
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
+def test_bench_cuda_without_gpu_fails_clearly(capsys: pytest.CaptureFixture) -> None:
+    assert main(["bench", "--device", "cuda"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_training_table_ratios() -> None:
+    def bench(method: str, t: float) -> dict:
+        extra = {"suite": "training", "model": "cnn11", "dtype": "float32", "method": method,
+                 "median_s": t}  # fmt: skip
+        return {"name": method, "extra_info": extra, "stats": {"median": t}}
+
+    table = training_table([bench("per_torch", 0.3), bench("vanilla", 0.1), bench("per", 0.1025)])
+    lines = [line.split() for line in table.splitlines() if line.startswith("cnn11")]
+    assert [row[2] for row in lines] == ["vanilla", "per", "per_torch"]
+    assert [row[4] for row in lines] == ["1.000", "1.025", "3.000"]
+    assert "per speed-up over per_torch: 2.93x" in table
+
+
+def test_percentiles_and_folder() -> None:
+    assert percentile([5, 1, 4, 2, 3], 20) == pytest.approx(1.8)
+    assert percentiles([1.0, 2.0, 3.0]) == {"median_s": 2.0, "p20_s": 1.4, "p80_s": 2.6}
+    assert machine_folder("cpu") == "cpu"
