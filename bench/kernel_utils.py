@@ -165,6 +165,7 @@ def draw_config(b: int, d: int, s: int, device: torch.device) -> list[dict[str, 
         {"block_s": 16, "block_d": 128, "num_warps": 4},
         {"block_s": 32, "block_d": 128, "num_warps": 8},
         {"block_s": 16, "block_d": 256, "num_warps": 8},
+        {"block_s": 64, "block_d": 64, "num_warps": 8},
     ]
 
 
