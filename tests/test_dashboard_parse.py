@@ -136,11 +136,11 @@ def test_closeness_and_summary_parsers():
 
 def test_ratio_to_vanilla_and_paper_series():
     df = frames.training_frame(_runs(TRAINING_A))
-    df = df[(df["model"] == "cifar_cnn") & (df["dtype"] == "float32") & (df["batch"] == 128)]
+    df = df[(df["model"] == "cnn11") & (df["dtype"] == "float32") & (df["batch"] == 128)]
     table = frames.with_ratio_to_vanilla(df.reset_index(drop=True))
     ratio = dict(zip(table["method"], table["ratio"], strict=True))
     assert ratio["vanilla"] == pytest.approx(1.0) and ratio["per_torch"] == pytest.approx(1.35)
-    paper = frames.with_ratio_to_vanilla(frames.paper_frame("cifar_cnn", 128, "float32"))
+    paper = frames.with_ratio_to_vanilla(frames.paper_frame("cnn11", 128, "float32"))
     assert dict(zip(paper["method"], paper["median_s"], strict=True)) == {
         "vanilla": 0.071, "bn": 0.083, "vcl": 0.087, "per": 0.093,
     }  # fmt: skip
