@@ -20,6 +20,7 @@ import importlib.util
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -128,6 +129,27 @@ def _other_table(benchmarks: list[dict[str, Any]]) -> str:
     return "\n".join(f"{b['name']:<70} {b['stats']['median'] * 1e3:10.4f} ms" for b in rows)
 
 
+def _run_pytest(cmd: list[str], cwd: Path, env: dict[str, str]) -> int:
+    """Run pytest; on Ctrl-C / ``timeout -s INT`` let it finish writing partial results.
+
+    GNU ``timeout`` signals the whole process group, so pytest sees the interrupt
+    itself and writes the benchmarks done so far; if only this process was
+    interrupted, the interrupt is passed on.
+    """
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        print("[bench] interrupted: keeping the results written so far", flush=True)
+        for _ in range(2):
+            try:
+                return proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGINT)
+        proc.kill()
+        return proc.wait()
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -165,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
         if args.keyword:
             cmd += ["-k", args.keyword]
         print(f"[bench] {device}: {' '.join(f.name for f in files)}", flush=True)
-        rc = subprocess.run(cmd, cwd=bench_dir.parent, env=env).returncode
+        rc = _run_pytest(cmd, cwd=bench_dir.parent, env=env)
         if not raw.is_file():
             print(f"per-triton bench: pytest wrote no result (exit {rc})", file=sys.stderr)
             return rc or 1
