@@ -62,7 +62,7 @@ def _bwd_float64(coeff: torch.Tensor, seed: torch.Tensor, dim: int) -> torch.Ten
     for start in range(0, dim, chunk):
         stop = min(dim, start + chunk)
         v = philox_normals(s, start, stop, seed).to(torch.float64)
-        torch.mm(coeff, v, out=grad[:, start:stop])
+        grad[:, start:stop] = coeff @ v
     return grad
 
 
