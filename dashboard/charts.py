@@ -5,9 +5,20 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from .frames import METHOD_ORDER, PROVIDER_ORDER
+from .frames import METHOD_ORDER, PAPER_SERIES, PROVIDER_ORDER
 
 WIDTH = "container"
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+PAPER_COLOR = "#9e9e9e"
+
+
+def _series_scale(df: pd.DataFrame) -> alt.Scale:
+    """Our runs in palette colours, the paper's series always grey and last."""
+    ours = [s for s in dict.fromkeys(df["series"]) if s != PAPER_SERIES]
+    colors = [PALETTE[i % len(PALETTE)] for i in range(len(ours))]
+    if (df["series"] == PAPER_SERIES).any():
+        return alt.Scale(domain=[*ours, PAPER_SERIES], range=[*colors, PAPER_COLOR])
+    return alt.Scale(domain=ours, range=colors)
 
 
 def _tip(*fields: str) -> list[alt.Tooltip]:
@@ -24,7 +35,11 @@ def training_bars(df: pd.DataFrame) -> alt.LayerChart:
     base = alt.Chart(df).encode(
         x=alt.X("method:N", sort=METHOD_ORDER, title="method", axis=alt.Axis(labelAngle=0)),
         xOffset=alt.XOffset("series:N"),
-        color=alt.Color("series:N", legend=alt.Legend(orient="right", labelLimit=420)),
+        color=alt.Color(
+            "series:N",
+            scale=_series_scale(df),
+            legend=alt.Legend(orient="right", labelLimit=420),
+        ),
         tooltip=_tip(
             "series:N",
             "model:N",
@@ -38,7 +53,6 @@ def training_bars(df: pd.DataFrame) -> alt.LayerChart:
     )
     bars = base.mark_bar().encode(
         y=alt.Y("median_s:Q", title="seconds per iteration (median)"),
-        opacity=alt.condition(alt.datum.source == "paper", alt.value(0.45), alt.value(1.0)),
     )
     whiskers = base.mark_rule(color="black").encode(y="p20_s:Q", y2="p80_s:Q")
     return (bars + whiskers).properties(width=WIDTH, height=320)
@@ -53,7 +67,7 @@ def ratio_bars(df: pd.DataFrame) -> alt.LayerChart:
             x=alt.X("method:N", sort=METHOD_ORDER, title="method", axis=alt.Axis(labelAngle=0)),
             xOffset=alt.XOffset("series:N"),
             y=alt.Y("ratio:Q", title="time / vanilla time"),
-            color=alt.Color("series:N", legend=None),
+            color=alt.Color("series:N", scale=_series_scale(df), legend=None),
             tooltip=_tip("series:N", "method:N", "ratio:Q", "median_s:Q", "vanilla_s:Q"),
         )
     )

@@ -30,6 +30,8 @@ st.download_button(
 st.subheader("Compare two runs")
 by_label = {run.label: run for run in results.runs}
 labels = list(by_label)
+if len(labels) < 2:
+    widgets.stop_with("Only one result file: add another (--extra or upload) to compare two runs.")
 first, second = frames.comparable_pair(results.runs)
 cols = st.columns(2)
 with cols[0]:
