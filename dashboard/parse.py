@@ -10,12 +10,20 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from typing import Any, cast
 
-from .schema import ClosenessRecord, Problem, Run, Source, SummaryRow
+from .schema import (
+    BenchmarkFile,
+    ClosenessRecord,
+    KernelRow,
+    Problem,
+    Run,
+    Source,
+    SummaryRow,
+    TrainingRow,
+)
 
 MAX_PROBLEMS_PER_FILE = 3
-TRAINING_METHODS = ("vanilla", "bn", "vcl", "l1", "l2", "per", "per_torch")
-KERNEL_PROVIDERS = ("fused", "eager", "eager_tf32", "compile", "floor")
 
 
 class FormatError(ValueError):
@@ -62,7 +70,7 @@ def _float(obj: dict, key: str, *, positive: bool = False) -> float:
     return float(value)
 
 
-def _optional(read: Callable[[dict, str], object], obj: dict, key: str) -> object:
+def _optional(read: Callable[[dict, str], Any], obj: dict, key: str) -> Any:
     return None if obj.get(key) is None else read(obj, key)
 
 
@@ -75,31 +83,31 @@ def _timing(extra: dict) -> dict[str, float]:
     return {"median_s": median, "p20_s": p20, "p80_s": p80}
 
 
-def training_row(extra: dict) -> dict[str, object]:
+def training_row(extra: dict) -> TrainingRow:
     """The chart row for one training-suite benchmark (seconds per iteration)."""
-    return {
-        "model": _text(extra, "model"),
-        "method": _text(extra, "method"),
-        "batch": _int(extra, "batch"),
-        "dtype": _text(extra, "dtype"),
-        "num_slices": _optional(_int, extra, "num_slices"),
+    return TrainingRow(
+        model=_text(extra, "model"),
+        method=_text(extra, "method"),
+        batch=_int(extra, "batch"),
+        dtype=_text(extra, "dtype"),
+        num_slices=_optional(_int, extra, "num_slices"),
         **_timing(extra),
-    }
+    )
 
 
-def kernel_row(extra: dict) -> dict[str, object]:
+def kernel_row(extra: dict) -> KernelRow:
     """The chart row for one kernel-suite benchmark."""
-    return {
-        "provider": _text(extra, "provider"),
-        "mode": _text(extra, "mode"),
-        "b": _int(extra, "b"),
-        "d": _int(extra, "d"),
-        "s": _int(extra, "s"),
-        "dtype": _text(extra, "dtype"),
-        "peak_mem_bytes": _optional(_int, extra, "peak_mem_bytes"),
-        "floor_s": _optional(_float, extra, "floor_s"),
+    return KernelRow(
+        provider=_text(extra, "provider"),
+        mode=_text(extra, "mode"),
+        b=_int(extra, "b"),
+        d=_int(extra, "d"),
+        s=_int(extra, "s"),
+        dtype=_text(extra, "dtype"),
+        peak_mem_bytes=_optional(_int, extra, "peak_mem_bytes"),
+        floor_s=_optional(_float, extra, "floor_s"),
         **_timing(extra),
-    }
+    )
 
 
 def _machine_text(info: dict, key: str) -> str:
@@ -124,6 +132,7 @@ def parse_benchmark_file(
             raise FormatError("not a pytest-benchmark file (no 'machine_info' object)")
     except FormatError as err:
         return None, [Problem(name, str(err))]
+    doc = cast(BenchmarkFile, doc)  # the top level is checked; each benchmark is below
     commit = doc.get("commit_info") if isinstance(doc.get("commit_info"), dict) else {}
     run = Run(
         name=name,

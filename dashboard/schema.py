@@ -100,6 +100,35 @@ class BenchmarkFile(TypedDict):
     version: str
 
 
+class TrainingRow(TypedDict):
+    """What the dashboard keeps of one training benchmark."""
+
+    model: str
+    method: str
+    batch: int
+    dtype: str
+    num_slices: int | None
+    median_s: float
+    p20_s: float
+    p80_s: float
+
+
+class KernelRow(TypedDict):
+    """What the dashboard keeps of one kernel benchmark."""
+
+    provider: str
+    mode: str
+    b: int
+    d: int
+    s: int
+    dtype: str
+    peak_mem_bytes: int | None
+    floor_s: float | None
+    median_s: float
+    p20_s: float
+    p80_s: float
+
+
 # --- closeness records (bench/results/closeness/) ---------------------------------
 
 
@@ -160,8 +189,8 @@ class Run:
     dirty: bool
     datetime: str
     benchmarks: int
-    training: list[dict[str, object]] = field(default_factory=list)
-    kernel: list[dict[str, object]] = field(default_factory=list)
+    training: list[TrainingRow] = field(default_factory=list)
+    kernel: list[KernelRow] = field(default_factory=list)
 
     @property
     def label(self) -> str:
