@@ -168,7 +168,9 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         return 2
 
-    env = dict(os.environ)
+    # a run started from inside an xdist worker (the CLI test) must not look like one:
+    # pytest-benchmark disables itself under xdist
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
     env[common.ENV_DEVICE] = device
     env[common.ENV_QUICK] = "1" if args.quick else "0"
     if args.rounds is not None:
@@ -180,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
         raw = Path(tmp) / "result.json"
         cmd = [
             sys.executable, "-m", "pytest", *map(str, files),
-            "-v", "-p", "no:cacheprovider", "--benchmark-only",
+            "-v", "-p", "no:cacheprovider", "-p", "no:xdist", "--benchmark-only",
             f"--benchmark-json={raw}", "--benchmark-columns=median,iqr,rounds",
             "--benchmark-sort=name",
         ]  # fmt: skip
@@ -188,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
             cmd += ["-k", args.keyword]
         print(f"[bench] {device}: {' '.join(f.name for f in files)}", flush=True)
         rc = _run_pytest(cmd, cwd=bench_dir.parent, env=env)
-        if not raw.is_file():
+        if not raw.is_file() or not raw.read_text().strip():
             print(f"per-triton bench: pytest wrote no result (exit {rc})", file=sys.stderr)
             return rc or 1
         data = common.stamp_result_file(raw, common.machine_extras(device, _command_line(args)))
