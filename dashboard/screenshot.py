@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 CHROMIUM = "/usr/bin/chromium"
@@ -53,7 +53,11 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
 
 @contextlib.contextmanager
 def serve(
-    results: Path | None, extras: list[Path] = (), *, log: Path | None = None, timeout: float = 90
+    results: Path | None,
+    extras: Sequence[Path] = (),
+    *,
+    log: Path | None = None,
+    timeout: float = 90,
 ) -> Iterator[str]:
     """Run ``per-triton dashboard`` on a free port; yield its URL; always stop it."""
     port = free_port()

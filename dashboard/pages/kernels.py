@@ -74,7 +74,7 @@ st.subheader("Fused time over the measured floor")
 floor = df[(df["provider"] == "fused") & df["floor_s"].notna()]
 floor = floor.assign(over_floor=floor["median_s"] / floor["floor_s"])
 if floor.empty:
-    st.info("No floor measured for these results (the floor is measured on GPUs).")
+    st.info("No floor recorded for these results.")
 else:
     widgets.chart_with_table(
         charts.kernel_lines(floor, axis, "over_floor", "fused / floor", band=False, ref=1.0),
