@@ -87,7 +87,7 @@ def layer_statistics(
     Returns:
         A float32 tensor of six values on ``h``'s device.
     """
-    from per_triton import sliced_wasserstein_to_normal  # lazy: no import cycle
+    from per_triton.sliced_wasserstein import sliced_wasserstein_to_normal  # lazy import
 
     flat = h.detach().reshape(h.shape[0], -1)
     sw1 = sliced_wasserstein_to_normal(flat, num_slices, seed=seed)

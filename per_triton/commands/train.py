@@ -98,11 +98,12 @@ def train_one(
         )
     gen = torch.Generator().manual_seed(seed)
     n = data.train_x.shape[0]
-    step, start = 0, time.perf_counter()
+    step, seconds = 0, 0.0
     losses: list[float] = []
     for epoch in range(cfg.epochs):
         order = torch.randperm(n, generator=gen).to(cfg.device)
         losses = []
+        start = time.perf_counter()
         for i in range(0, n - cfg.batch_size + 1, cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
             if monitor is not None:
@@ -117,12 +118,12 @@ def train_one(
             )
             losses.append(result.task_loss.item())
             step += 1
+        seconds += time.perf_counter() - start
         acc, _ = evaluate(model, data.test_x, data.test_y)
         log(
             f"  {method:8s} seed {seed} epoch {epoch + 1:3d}/{cfg.epochs} "
             f"loss {sum(losses) / max(len(losses), 1):.4f} test acc {acc:.4f}"
         )
-    seconds = time.perf_counter() - start
     if monitor is not None:
         monitor.close()
     acc, test_loss = evaluate(model, data.test_x, data.test_y)
@@ -287,31 +288,36 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def measure_overhead(cfg: Config, data, steps: int) -> dict:
-    """Seconds per vanilla training step with and without the monitor, interleaved."""
+def measure_overhead(cfg: Config, data, steps: int, everies=(1, 10, 100)) -> dict:
+    """Seconds per vanilla training step without and with the monitor (every N steps).
+
+    Runs are interleaved and repeated three times; the minimum of each is kept.
+    """
+    import math
     from dataclasses import replace
 
-    times: dict[str, list[float]] = {"off": [], "on": []}
+    per_epoch = data.train_x.shape[0] // cfg.batch_size
+    epochs = max(1, math.ceil(steps / per_epoch))
+    keys = ["off", *everies]
+    times: dict = {k: [] for k in keys}
     for _ in range(3):
-        for key in ("off", "on"):
-            c = replace(cfg, epochs=1, monitor=key == "on")
-            sub = type(data)(
-                data.train_x[: steps * cfg.batch_size],
-                data.train_y[: steps * cfg.batch_size],
-                data.test_x,
-                data.test_y,
-            )
-            times[key].append(
-                train_one("vanilla", 0, c, sub, None, log=lambda *_: None)["seconds_per_step"]
-            )
-    off, on = min(times["off"]), min(times["on"])
+        for key in keys:
+            c = replace(cfg, epochs=epochs, monitor=key != "off")
+            if key != "off":
+                c.monitor_every = key
+            entry = train_one("vanilla", 0, c, data, None, log=lambda *_: None)
+            times[key].append(entry["seconds_per_step"])
+    off = min(times["off"])
     return {
         "seconds_per_step_off": off,
-        "seconds_per_step_on": on,
-        "overhead": on / off - 1,
-        "monitor_every": cfg.monitor_every,
+        # every=1 records each layer at every step: the cost of one record step
+        "seconds_per_record_step": min(times[everies[0]]) - off if everies[0] == 1 else None,
+        "with_monitor": [
+            {"every": e, "seconds_per_step": min(times[e]), "overhead": min(times[e]) / off - 1}
+            for e in everies
+        ],
         "monitor_slices": cfg.monitor_slices,
-        "steps": steps,
+        "steps": epochs * per_epoch,
         "width": cfg.width,
         "batch_size": cfg.batch_size,
         "threads": torch.get_num_threads(),
@@ -365,16 +371,15 @@ def _run(args: argparse.Namespace) -> int:
                 seeds=seeds,
                 torch=torch.__version__,
                 threads=torch.get_num_threads(),
+                arguments={k: v for k, v in vars(args).items() if not k.startswith("_")},
             ),
             f,
             indent=1,
         )
     if args.overhead_steps:
         overhead = measure_overhead(cfg, data, args.overhead_steps)
-        print(
-            f"monitor overhead: {100 * overhead['overhead']:.1f}% per step "
-            f"(every {cfg.monitor_every} steps)"
-        )
+        for row in overhead["with_monitor"]:
+            print(f"monitor every {row['every']:3d} steps: {100 * row['overhead']:+.1f}% per step")
         with open(os.path.join(args.out, "overhead.json"), "w", encoding="utf-8") as f:
             json.dump(overhead, f, indent=1)
     if args.figure:
