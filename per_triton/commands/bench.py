@@ -159,6 +159,10 @@ def run(args: argparse.Namespace) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         print("per-triton bench: --device cuda but torch sees no CUDA device", file=sys.stderr)
         return 2
+    if importlib.util.find_spec("pytest_benchmark") is None:
+        print("per-triton bench: needs pytest-benchmark: pip install 'per-triton[bench]'",
+              file=sys.stderr)  # fmt: skip
+        return 2
     bench_dir = _find_bench_dir(args.bench_dir)
     common = _load_common(bench_dir)
     files = [bench_dir / f for f in SUITE_FILES[args.suite] if (bench_dir / f).is_file()]
