@@ -50,7 +50,8 @@ def expected_w1_floor(b: int) -> float:
     p = scipy_stats.norm.cdf(x)
     k = np.arange(b + 1)[:, None]
     pmf = scipy_stats.binom.pmf(k, b, p[None, :])
-    return float(np.trapezoid((pmf * np.abs(k / b - p[None, :])).sum(0), x))
+    trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz
+    return float(trapezoid((pmf * np.abs(k / b - p[None, :])).sum(0), x))
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float, what: str) -> None:
