@@ -1,11 +1,12 @@
-"""The baselines PER is compared with, as modules placed after a layer's activation.
+"""The baselines PER is compared with, as modules placed on a layer's pre-activation.
 
 Methods (one name each, used by the models, the training step and the benchmark):
 
 ``vanilla``    no normalisation, no penalty.
 ``bn``         batch normalisation before each activation (the models insert it;
                recurrent BN for the LSTM, Cooijmans et al. 2017).
-``vcl``        variance constancy loss (Littwin & Wolf, CVPR 2018), :class:`VCLPenalty`.
+``vcl``        variance constancy loss (Littwin & Wolf, "Regularizing by the variance of
+               the activations' sample-variances", NeurIPS 2018), :class:`VCLPenalty`.
 ``l1``, ``l2`` activation penalties, :class:`L1Penalty` and :class:`L2Penalty`.
 ``per``        PER (Joo, Kang & Kim 2020, Eq. 5) through :func:`per_triton.per_loss`:
                fused Triton kernels on CUDA, the chunked torch path on the CPU.
@@ -13,7 +14,10 @@ Methods (one name each, used by the models, the training step and the benchmark)
                directions materialised with ``torch.randn``, normalised, then
                :func:`per_triton.reference.per_loss` (the same Eq. 5).
 
-Every penalty module is the identity in the forward pass; in training mode with
+The models put every penalty module where BN would sit: on the input of each
+activation function (Littwin & Wolf apply VCL "before the activation of all
+neurons"), and on the output of each LSTM layer. Every penalty module is the
+identity in the forward pass; in training mode with
 grad enabled it also keeps the differentiable penalty of the activations it saw in
 ``.penalty``. :func:`collect_penalty` sums (and clears) them, and the training step
 adds ``coeff * sum`` to the task loss: one coefficient for every layer, as in the
@@ -108,7 +112,7 @@ class L2Penalty(ActivationPenalty):
 
 
 class VCLPenalty(ActivationPenalty):
-    """Variance constancy loss of Littwin & Wolf (CVPR 2018, Eq. 3).
+    """Variance constancy loss of Littwin & Wolf (NeurIPS 2018).
 
     The batch is split into two disjoint halves A (first ``n//2`` samples) and B (the
     next ``n//2``; an odd last sample is left out). For each unit ``u`` with biased
@@ -195,7 +199,7 @@ class PERTorchPenalty(PERPenalty):
 def make_regularizer(
     method: str, num_units: int, *, num_slices: int = 256, recurrent: bool = False
 ) -> nn.Module:
-    """The module a model places after an activation of ``num_units`` channels.
+    """The module a model places before an activation, on ``num_units`` channels.
 
     ``nn.Identity`` for ``vanilla`` and ``bn`` (BN is part of the architecture), the
     matching :class:`ActivationPenalty` otherwise.

@@ -112,6 +112,14 @@ def test_lstm_paper_configuration() -> None:
     assert float(net.embedding.weight.detach().abs().max()) <= 0.05 + 1e-7  # U(-.05, .05)
 
 
+def test_penalties_sit_on_pre_activations() -> None:
+    """Where BN sits: each penalty module directly feeds an activation function."""
+    layers = list(cnn11(method="l1", **TINY_CNN).features)
+    for i, m in enumerate(layers):
+        if isinstance(m, ActivationPenalty):
+            assert isinstance(layers[i + 1], nn.ELU) and isinstance(layers[i - 1], nn.Conv2d)
+
+
 def test_penalty_modules_on_every_hidden_activation() -> None:
     assert len([m for m in cnn11(method="vcl").modules() if isinstance(m, VCLPenalty)]) == 10
     res = resnet(8, 10, "l2", width=4)

@@ -1,6 +1,6 @@
 """Baseline regularizers against hand-computed values; PER modules against the API.
 
-Hand values: L1 / L2 are mean |h| / mean h^2. VCL (Littwin & Wolf, Eq. 3) with
+Hand values: L1 / L2 are mean |h| / mean h^2. VCL (Littwin & Wolf, NeurIPS 2018) with
 beta = 1: half A with biased variance 1 and half B with variance 4 give
 ``(1 - (1 + 1) / (4 + 1))^2 = 0.36``; variances 0 and 1 give ``(1 - 1/2)^2 = 0.25``.
 """

@@ -1,6 +1,6 @@
 """The 11-layer CNN of Clevert, Unterthiner & Hochreiter (ELU, ICLR 2016, CIFAR-100 net).
 
-Used by Littwin & Wolf (VCL, CVPR 2018) and by Joo, Kang & Kim (PER, ICLR 2020,
+Used by Littwin & Wolf (VCL, NeurIPS 2018) and by Joo, Kang & Kim (PER, ICLR 2020,
 section 4.1) with ELU, ReLU and LeakyReLU. Stacks, as ``channels x filter size``::
 
     [192x5] [192x1, 240x3] [240x1, 260x2] [260x1, 280x2] [280x1, 300x2] [300x1] [classes x1]
@@ -13,7 +13,8 @@ gives the logits (no activation); a map larger than 1x1 is averaged.
 
 ``method`` picks the normalisation or regulariser (:mod:`per_triton.regularizers`):
 ``bn`` puts BatchNorm between each hidden convolution and its activation; the
-penalty methods put a penalty module after each of the 10 hidden activations.
+penalty methods put a penalty module at the same place, on the pre-activation of
+each of the 10 hidden layers (where Littwin & Wolf apply VCL).
 The Tiny ImageNet variant of the PER paper doubles every width for 64x64 inputs
 (:func:`cnn11_64`).
 """
@@ -85,8 +86,8 @@ class CNN11(nn.Module):
                 layers.append(nn.Conv2d(c_in, c_out, k, padding=pad, bias=method != "bn"))
                 if method == "bn":
                     layers.append(nn.BatchNorm2d(c_out))
-                layers.append(ACTIVATIONS[activation]())
                 layers.append(make_regularizer(method, c_out, num_slices=num_slices))
+                layers.append(ACTIVATIONS[activation]())
                 c_in = c_out
             if size >= 2:
                 layers.append(nn.MaxPool2d(2, 2))

@@ -15,9 +15,10 @@ et al.: subsample by 2 and pad the new channels with zeros (no parameters).
   second conv and the classifier start at zero, and scalar biases (before each
   conv and activation) and a scalar multiplier are added to each branch.
 
-``method`` (:mod:`per_triton.regularizers`) puts a penalty module after every ReLU
-(``6n + 1`` of them). By default ``method="bn"`` builds the BN network and every
-other method the Fixup one, so ``vanilla`` is ResNet without normalisation.
+``method`` (:mod:`per_triton.regularizers`) puts a penalty module on the input of
+every ReLU (``6n + 1`` of them: the pre-activations, where BN's output would be).
+By default ``method="bn"`` builds the BN network and every other method the Fixup
+one, so ``vanilla`` is ResNet without normalisation.
 """
 
 from __future__ import annotations
@@ -74,12 +75,12 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.fixup:
-            out = self.reg1(F.relu(self.bias1b(self.conv1(self.bias1a(x)))))
+            out = F.relu(self.reg1(self.bias1b(self.conv1(self.bias1a(x)))))
             out = self.bias2b(self.conv2(self.bias2a(out)) * self.scale)
         else:
-            out = self.reg1(F.relu(self.bn1(self.conv1(x))))
+            out = F.relu(self.reg1(self.bn1(self.conv1(x))))
             out = self.bn2(self.conv2(out))
-        return self.reg2(F.relu(out + _shortcut(x, self.c_out, self.stride)))
+        return F.relu(self.reg2(out + _shortcut(x, self.c_out, self.stride)))
 
 
 class ResNetCIFAR(nn.Module):
@@ -143,7 +144,7 @@ class ResNetCIFAR(nn.Module):
         nn.init.zeros_(self.fc.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.stem_reg(F.relu(self.stem_bn(self.stem(x))))
+        x = F.relu(self.stem_reg(self.stem_bn(self.stem(x))))
         x = self.blocks(x)
         return self.fc(x.mean((2, 3)))
 
