@@ -8,10 +8,10 @@ type; the regulariser is :func:`per_triton.regularizers.make_regularizer` for th
 ``method`` (identity for vanilla and BN; VCL, L1, L2 or PER penalty otherwise),
 collected by :func:`per_triton.training.train_step`.
 
-Unlike the paper-scale models in this package, which regularise after the
-activation, this network regularises and monitors the pre-activations: the
-quantity BN standardises, and one that can be close to N(0, I) at all (a ReLU
-output is non-negative, so its law is never near N(0, I)). For ``method="bn"`` the
+Like the paper-scale models in this package, this network regularises (and here
+monitors) the pre-activations: the quantity BN standardises, and one that can be
+close to N(0, I) at all (a ReLU output is non-negative, so its law is never near
+N(0, I)). For ``method="bn"`` the
 tap sits after BatchNorm, the point that makes BN comparable with the others.
 """
 
