@@ -47,6 +47,7 @@ def test_tiny_training_run_writes_valid_records(tmp_path, capsys) -> None:
         assert all(r["sw1"] is not None and r["sw1"] > 0 for r in records)
     if figure is not None:
         assert figure.stat().st_size > 10_000
+        assert (figure.parent / "closeness_quantiles.png").stat().st_size > 10_000
     # A second run into the same folder replaces the records instead of appending.
     assert main(argv[:-2] if figure else argv) == 0
     assert len(read_records(out / "per.jsonl")) == len(records)

@@ -150,10 +150,23 @@ COLORS = {
 }
 
 
-def draw_figure(out: str, figure: str) -> None:
-    """SW1 per layer over training (mean over seeds, min-max band) and test accuracy.
+def _by_step(records: list[dict], layer: str, key: str) -> tuple[list[int], list[list[float]]]:
+    """Steps and, per step, the values of ``key`` over seeds for one layer."""
+    by_step: dict[int, list[float]] = {}
+    for r in records:
+        if r["layer"] == layer and r[key] is not None:
+            by_step.setdefault(r["step"], []).append(r[key])
+    steps = sorted(by_step)
+    return steps, [by_step[s] for s in steps]
 
-    Reads ``<out>/<method>.jsonl`` and ``<out>/summary.json``; needs matplotlib.
+
+def draw_figure(out: str, figure: str) -> None:
+    """Two PNGs from ``<out>/<method>.jsonl`` and ``<out>/summary.json`` (needs matplotlib).
+
+    ``figure``: SW1 per layer over training (mean over seeds, min-max band) and test
+    accuracy (mean, sample sd, each seed). ``<figure stem>_quantiles.png``: the
+    monitored units' median and 25-75% band per layer and method (mean over seeds),
+    against N(0, 1)'s quartiles (the paper's Figure 5, over time).
     """
     import matplotlib
 
@@ -171,18 +184,16 @@ def draw_figure(out: str, figure: str) -> None:
     fig, axes = plt.subplots(1, len(layers) + 1, figsize=(4 * (len(layers) + 1), 3.4))
     for ax, layer in zip(axes, layers, strict=False):
         for m in methods:
-            by_step: dict[int, list[float]] = {}
-            for r in records[m]:
-                if r["layer"] == layer and r["sw1"] is not None:
-                    by_step.setdefault(r["step"], []).append(r["sw1"])
-            steps = np.array(sorted(by_step))
-            vals = [by_step[s] for s in steps]
-            style = {
-                "color": COLORS[m],
-                "lw": 1.0 if m in ("vcl", "l1", "l2") else 1.6,
-                "ls": "--" if m in ("vcl", "l1", "l2") else "-",
-            }
-            ax.plot(steps, [np.mean(v) for v in vals], label=m, **style)
+            steps, vals = _by_step(records[m], layer, "sw1")
+            thin = m in ("vcl", "l1", "l2")
+            ax.plot(
+                steps,
+                [np.mean(v) for v in vals],
+                label=m,
+                color=COLORS[m],
+                lw=1.0 if thin else 1.6,
+                ls="--" if thin else "-",
+            )
             ax.fill_between(
                 steps,
                 [min(v) for v in vals],
@@ -199,14 +210,46 @@ def draw_figure(out: str, figure: str) -> None:
     ax = axes[-1]
     for i, m in enumerate(methods):
         accs = [100 * e["test_accuracy"] for e in summary if e["method"] == m]
-        ax.errorbar(i, np.mean(accs), yerr=np.std(accs), fmt="o", color=COLORS[m], capsize=4)
+        sd = float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0
+        ax.errorbar(i, np.mean(accs), yerr=sd, fmt="o", color=COLORS[m], capsize=4)
         ax.scatter([i + 0.15] * len(accs), accs, s=10, color=COLORS[m], alpha=0.6)
     ax.set_xticks(range(len(methods)), methods)
-    ax.set_title(f"test accuracy (%), {len(summary) // max(len(methods), 1)} seeds")
+    ax.set_title(f"test accuracy (%), mean and sd of {len(summary) // len(methods)} seeds")
     ax.grid(alpha=0.3, axis="y")
+    _save(fig, figure)
+
+    fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods), 3.4), sharey=True)
+    shades = plt.get_cmap("viridis")(np.linspace(0.0, 0.8, len(layers)))
+    for ax, m in zip(np.atleast_1d(axes), methods, strict=False):
+        for layer, color in zip(layers, shades, strict=False):
+            steps, med = _by_step(records[m], layer, "q50")
+            _, lo = _by_step(records[m], layer, "q25")
+            _, hi = _by_step(records[m], layer, "q75")
+            ax.plot(steps, [np.mean(v) for v in med], color=color, lw=1.4, label=layer)
+            ax.fill_between(
+                steps,
+                [np.mean(v) for v in lo],
+                [np.mean(v) for v in hi],
+                color=color,
+                alpha=0.2,
+                lw=0,
+            )
+        for q in (-0.6745, 0.0, 0.6745):  # quartiles of N(0, 1)
+            ax.axhline(q, color="black", lw=0.8, ls=":")
+        ax.set_title(f"{m}: median and 25-75% of units")
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].legend(frameon=False, fontsize=8)
+    root, ext = os.path.splitext(figure)
+    _save(fig, f"{root}_quantiles{ext}")
+
+
+def _save(fig, path: str) -> None:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(figure)), exist_ok=True)
-    fig.savefig(figure, dpi=110)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
