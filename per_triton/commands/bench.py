@@ -35,7 +35,7 @@ METHOD_ORDER = ("vanilla", "bn", "vcl", "l1", "l2", "per", "per_torch")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--suite", choices=sorted(SUITE_FILES), default="training", help="suite to run"
+        "--suite", choices=sorted(SUITE_FILES), default="training", help="default: training"
     )
     parser.add_argument(
         "--quick", action="store_true", help="tiny shapes, 3 rounds: a smoke run (e.g. on CPU)"
