@@ -43,7 +43,7 @@ def test_bench_quick_cpu_writes_valid_json(tmp_path: Path) -> None:
     assert info["gpu"] == "cpu" and info["torch"] == torch.__version__
     assert info["cuda"] == torch.version.cuda and "triton" in info
     assert info["command"].startswith("per-triton bench --suite training --device cpu --quick")
-    assert "commit_info" in data
+    assert "commit_info" in data and "smoke test" in info["note"] and "CPU" in info["note"]
 
     benches = data["benchmarks"]
     seen = set()

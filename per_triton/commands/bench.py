@@ -150,6 +150,16 @@ def _run_pytest(cmd: list[str], cwd: Path, env: dict[str, str]) -> int:
         return proc.wait()
 
 
+def _note(quick: bool, device: str) -> str | None:
+    """Label for results that are not cost measurements (DESIGN.md section 5)."""
+    notes = []
+    if quick:
+        notes.append("quick run: tiny shapes and few rounds, a smoke test")
+    if device == "cpu":
+        notes.append("CPU timings: not a cost measurement, only GPU figures count")
+    return "; ".join(notes) or None
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -197,7 +207,9 @@ def run(args: argparse.Namespace) -> int:
         if not raw.is_file() or not raw.read_text().strip():
             print(f"per-triton bench: pytest wrote no result (exit {rc})", file=sys.stderr)
             return rc or 1
-        data = common.stamp_result_file(raw, common.machine_extras(device, _command_line(args)))
+        extras = common.machine_extras(device, _command_line(args))
+        extras["note"] = _note(args.quick, device)
+        data = common.stamp_result_file(raw, extras)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(data, indent=2) + "\n")
     benchmarks = data.get("benchmarks", [])
