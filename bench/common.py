@@ -173,6 +173,7 @@ def machine_extras(device: torch.device | str, command: str) -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "command": command,
         "commit": git_commit(),
+        "torch_threads": torch.get_num_threads(),
     }
 
 
