@@ -219,7 +219,8 @@ class LayerMonitor:
     def _statistics(self, name: str, h: torch.Tensor, step: int) -> torch.Tensor:
         dim = math.prod(h.shape[1:])
         if name not in self._unit_index:
-            self._unit_index[name] = select_units(dim, self.units, self.direction_seed, name)
+            units = select_units(dim, self.units, self.direction_seed, name)
+            self._unit_index[name] = units.to(h.device)  # moved once, not per record
         units = self._unit_index[name]
         return layer_statistics(h, units, self.num_slices, record_seed(self.direction_seed, step))
 
