@@ -17,11 +17,15 @@ plus its projection FLOPs at the tensor-core rate measured in the same run) and
 
 Run through ``per-triton bench --suite kernel`` (which writes the result file with
 GPU name, versions, commit and command), or
-``pytest bench/bench_kernels.py --benchmark-json=out.json``.
+``pytest bench/bench_kernels.py --benchmark-json=out.json``. With
+``PER_TRITON_BENCH_PARTIAL=<file>`` each result is also appended to a JSON-lines file
+as it finishes (pytest-benchmark writes its JSON only at the end of a run).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -45,6 +49,9 @@ QUICK_MODE = bench_quick()
 DEVICE = bench_device()
 WARMUP = 1 if QUICK_MODE else 3
 ROUNDS = bench_rounds(2 if QUICK_MODE else 15)
+
+#: If set, a JSON-lines file that gets each benchmark's extra_info as soon as it ends.
+ENV_PARTIAL = "PER_TRITON_BENCH_PARTIAL"
 
 PAPER = (128, 196608, 256)
 D_SWEEP = (300, 3072, 32768, 1048576)
@@ -116,3 +123,7 @@ def test_kernel(benchmark, provider: str, mode: str, b: int, d: int, s: int, dty
     benchmark.extra_info.update(stats)
     if provider == "fused":
         benchmark.extra_info["over_floor"] = stats["median_s"] / info["floor_s"]
+    partial = os.environ.get(ENV_PARTIAL)
+    if partial:  # one JSON line per finished benchmark, kept even if the run is cut off
+        with open(partial, "a") as f:
+            f.write(json.dumps({"name": benchmark.name, **benchmark.extra_info}) + "\n")
