@@ -20,7 +20,7 @@ from ._validation import check_positive_int, seed_tensor
 
 __all__ = ["STREAM_BLOCK", "block_seed", "draw_block", "draw_columns", "sample_directions"]
 
-STREAM_BLOCK = 1024
+STREAM_BLOCK = 256
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 

@@ -67,7 +67,7 @@ def test_uniform_on_the_sphere_ks_on_d3_coordinates():
 
 
 def test_raw_normals_have_standard_moments():
-    v = draw_columns(77, 256, 0, 4 * STREAM_BLOCK).double().flatten().numpy()
+    v = draw_columns(77, 256, 0, 16 * STREAM_BLOCK).double().flatten().numpy()
     assert abs(v.mean()) < 0.01 and abs(v.var() - 1) < 0.01
     assert abs(stats.skew(v)) < 0.02 and abs(stats.kurtosis(v)) < 0.04
     assert stats.kstest(v[:200000], "norm").pvalue > 1e-3
