@@ -70,6 +70,11 @@ def _float(obj: dict, key: str, *, positive: bool = False) -> float:
     return float(value)
 
 
+def _stat(obj: dict, key: str) -> float:
+    """A monitored statistic: a finite number, or null (non-finite, shown as a gap)."""
+    return math.nan if key in obj and obj[key] is None else _float(obj, key)
+
+
 def _optional(read: Callable[[dict, str], Any], obj: dict, key: str) -> Any:
     return None if obj.get(key) is None else read(obj, key)
 
@@ -181,12 +186,12 @@ def closeness_record(obj: object) -> ClosenessRecord:
         seed=_int(obj, "seed"),
         step=_int(obj, "step"),
         layer=_text(obj, "layer"),
-        sw1=_float(obj, "sw1"),
-        mean=_float(obj, "mean"),
-        var=_float(obj, "var"),
-        q25=_float(obj, "q25"),
-        q50=_float(obj, "q50"),
-        q75=_float(obj, "q75"),
+        sw1=_stat(obj, "sw1"),
+        mean=_stat(obj, "mean"),
+        var=_stat(obj, "var"),
+        q25=_stat(obj, "q25"),
+        q50=_stat(obj, "q50"),
+        q75=_stat(obj, "q75"),
     )
 
 

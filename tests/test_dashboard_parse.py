@@ -7,6 +7,7 @@ come back as a problem naming the file, never as an exception.
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import subprocess
 import sys
@@ -132,6 +133,19 @@ def test_closeness_and_summary_parsers():
     assert problems == [] and [r["method"] for r in rows] == ["vanilla", "bn", "per"]
     rows, problems = parse_summary("summary.json", b'{"method": "per"}')
     assert rows == [] and "expected a JSON list" in problems[0].message
+
+
+def test_closeness_null_statistics_are_gaps_not_problems():
+    line = {
+        "run": "r", "model": "m", "method": "per", "seed": 0, "step": 10, "layer": "l",
+        "sw1": None, "mean": 0.1, "var": None, "q25": -1.0, "q50": 0.0, "q75": 1.0,
+    }  # fmt: skip
+    records, problems = parse_closeness_lines("n.jsonl", json.dumps(line))
+    assert problems == [] and len(records) == 1
+    assert math.isnan(records[0]["sw1"]) and math.isnan(records[0]["var"])
+    assert records[0]["mean"] == 0.1
+    line["sw1"] = "high"
+    assert parse_closeness_lines("n.jsonl", json.dumps(line))[1][0].message.startswith("line 1:")
 
 
 def test_ratio_to_vanilla_and_paper_series():
