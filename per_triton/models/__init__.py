@@ -6,7 +6,8 @@ Each model is a plain ``nn.Module`` whose normalisation or regulariser is chosen
 - :func:`cnn11` / :func:`cnn11_64`: the 11-layer CNN of Clevert et al. (ELU paper),
   as used by Littwin & Wolf and by the PER paper;
 - :func:`resnet56` / :func:`resnet110`: CIFAR ResNets (He et al.), BN or Fixup;
-- :func:`lstm_lm`: the 2-layer 650-unit word-level LSTM LM, with RE and VD options.
+- :func:`lstm_lm`: the 2-layer 650-unit word-level LSTM LM, with RE and VD options;
+- :class:`SmallCNN`: a three-block conv net for 8x8 digits (``per-triton train``).
 
 :func:`build_model` builds one by name (the names of the training benchmark).
 """
@@ -20,6 +21,7 @@ from torch import nn
 from .cnn11 import CNN11, cnn11, cnn11_64
 from .lstm_lm import LSTMLM, LoopLSTM, lstm_lm
 from .resnet import ResNetCIFAR, resnet, resnet56, resnet110
+from .small_cnn import SmallCNN
 
 __all__ = [
     "CNN11",
@@ -27,6 +29,7 @@ __all__ = [
     "MODELS",
     "LoopLSTM",
     "ResNetCIFAR",
+    "SmallCNN",
     "build_model",
     "cnn11",
     "cnn11_64",
