@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The README's main command: set up, run the benchmarks, then open the dashboard
+# showing the committed results plus the run just made.
+#
+#   bash scripts/main.sh            # GPU if present: full suites; else a quick CPU run
+#   PORT=8600 bash scripts/main.sh  # another port for the dashboard
+#   NO_DASHBOARD=1 bash scripts/main.sh   # bench only (e.g. over ssh)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh dev
+mkdir -p runs
+run_file="runs/run-$(date -u +%Y%m%dT%H%M%SZ).json"
+if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    echo "[main] CUDA found: kernel and training suites on the GPU"
+    per-triton bench --suite all --device cuda --out "$run_file"
+else
+    echo "[main] no CUDA: quick training suite on the CPU (a smoke run; timings are not costs)"
+    per-triton bench --suite training --quick --device cpu --out "$run_file"
+fi
+if [ -n "${NO_DASHBOARD:-}" ]; then
+    echo "[main] results in $run_file"
+    exit 0
+fi
+echo "[main] dashboard on http://127.0.0.1:${PORT:-8501} (Ctrl-C stops it)"
+exec per-triton dashboard --port "${PORT:-8501}" --extra "$run_file"
