@@ -260,8 +260,9 @@ def _autotune(configs: list[triton.Config], key: list[str]):
     return triton.autotune(configs=configs, key=key, **kwargs)
 
 
-_per_fwd_partial_tuned = _autotune(_FWD_CONFIGS, ["B", "D", "S", "PRECISION"])(_per_fwd_partial_kernel)
-_per_bwd_tuned = _autotune(_BWD_CONFIGS, ["B", "D", "S", "PRECISION"])(_per_bwd_kernel)
+_TUNE_KEY = ["B", "D", "S", "PRECISION"]  # Triton adds the pointer dtypes
+_per_fwd_partial_tuned = _autotune(_FWD_CONFIGS, _TUNE_KEY)(_per_fwd_partial_kernel)
+_per_bwd_tuned = _autotune(_BWD_CONFIGS, _TUNE_KEY)(_per_bwd_kernel)
 
 _FINISH_TILE = {"BLOCK_B": 32, "BLOCK_S": 64}
 
