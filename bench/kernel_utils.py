@@ -11,7 +11,8 @@ Providers (docs/CONTRACTS.md, kernel suite):
 - ``compile``: ``torch.compile`` of the ``eager`` function;
 - ``floor``: the draw-only kernel for the normals the fused kernels draw (``s*d``
   per pass) plus the projection GEMM FLOPs (``2*b*d*s`` per pass) at the tensor-core
-  rate measured on this GPU in this run (DESIGN.md section 5).
+  rate measured on this GPU in this run (DESIGN.md section 5): TF32 for float32, the
+  activation dtype for the bf16 forward, TF32 for every backward (float32 coefficients).
 
 Modes: ``forward`` (loss only), ``backward`` (gradient of a retained graph),
 ``full`` (loss and gradient). Peak extra memory: the peak allocated during one call
@@ -187,12 +188,26 @@ def best_draw(b: int, d: int, s: int, device: torch.device) -> tuple[float, dict
 def floor_seconds(
     mode: str, b: int, d: int, s: int, dtype: torch.dtype, device: torch.device
 ) -> dict[str, float]:
-    """The floor of DESIGN.md section 5 for ``mode``: draw time plus GEMM FLOPs at rate."""
+    """The floor of DESIGN.md section 5 for ``mode``: draw time plus GEMM FLOPs at rate.
+
+    Each pass draws ``s*d`` normals and does ``2*b*d*s`` FLOPs: the forward's dot runs
+    in the activation dtype (TF32 for float32), the backward's on float32 operands
+    (TF32), so each pass's FLOPs are charged at the rate measured for that kind.
+    """
     passes = PASSES[mode]
     draw = passes * best_draw(b, d, s, device)[0]
-    rate = gemm_rate(torch.float32 if dtype == torch.float32 else dtype, device)
-    gemm = passes * 2.0 * b * d * s / rate
-    return {"floor_s": draw + gemm, "draw_s": draw, "gemm_s": gemm, "gemm_rate_flops": rate}
+    flops = 2.0 * b * d * s
+    tf32 = gemm_rate(torch.float32, device)
+    fwd_rate = tf32 if dtype == torch.float32 else gemm_rate(dtype, device)
+    gemm = {"forward": flops / fwd_rate, "backward": flops / tf32}
+    gemm["full"] = gemm["forward"] + gemm["backward"]
+    return {
+        "floor_s": draw + gemm[mode],
+        "draw_s": draw,
+        "gemm_s": gemm[mode],
+        "gemm_rate_flops": fwd_rate,
+        "gemm_rate_tf32_flops": tf32,
+    }
 
 
 def floor_call(mode: str, b: int, d: int, s: int, device: torch.device) -> Callable[[], Any]:
