@@ -13,7 +13,7 @@ import math
 import torch
 
 from .directions import STREAM_BLOCK, accumulation_dtype, draw_columns
-from .reference import psi, psi_grad
+from .reference import loss_and_coefficients
 
 __all__ = ["forward", "backward", "projections", "default_chunk"]
 
@@ -62,10 +62,7 @@ def forward(
     Returns ``(loss_sum, coeff)`` with ``coeff[i, k] = erf(p_ik/sqrt2) / (s * ||v_k||)``.
     """
     proj, norm = projections(h, seed, num_slices, chunk)
-    p = proj / norm
-    loss_sum = psi(p).sum() / num_slices
-    coeff = psi_grad(p) / (num_slices * norm)
-    return loss_sum, coeff
+    return loss_and_coefficients(proj, norm, num_slices)
 
 
 def backward(

@@ -23,7 +23,7 @@ import torch
 from .kernels import per_fused
 from .kernels.philox_directions import philox_normals
 from .ops import per_bwd, per_fwd
-from .reference import psi, psi_grad
+from .reference import loss_and_coefficients
 
 __all__ = ["per_fwd_impl", "per_bwd_impl", "FLOAT64_CHUNK_ELEMENTS"]
 
@@ -48,11 +48,7 @@ def _fwd_float64(
         v = philox_normals(num_slices, start, stop, seed).to(torch.float64)
         proj.addmm_(h[:, start:stop], v.T)
         sq.add_(v.square().sum(dim=1))
-    norm = sq.sqrt()
-    p = proj / norm
-    loss_sum = psi(p).sum() / num_slices
-    coeff = psi_grad(p) / (num_slices * norm)
-    return loss_sum, coeff
+    return loss_and_coefficients(proj, sq.sqrt(), num_slices)
 
 
 def _bwd_float64(coeff: torch.Tensor, seed: torch.Tensor, dim: int) -> torch.Tensor:

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-__all__ = ["psi", "psi_grad", "per_loss", "per_grad", "project"]
+__all__ = ["psi", "psi_grad", "per_loss", "per_grad", "project", "loss_and_coefficients"]
 
 _SQRT2 = math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -76,3 +76,15 @@ def per_grad(h: torch.Tensor, directions: torch.Tensor, reduction: str = "mean")
     p = project(h, directions)
     coeff = psi_grad(p) * _scale(p.shape[0], p.shape[1], reduction)
     return (coeff @ directions.to(coeff.dtype)).reshape(h.shape)
+
+
+def loss_and_coefficients(
+    proj: torch.Tensor, norm: torch.Tensor, num_slices: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Finish Eq. 5 from unnormalised projections ``H @ V^T`` ``(b, s)`` and ``||v_k||`` ``(s,)``.
+
+    Returns ``(loss_sum, coeff)``: ``loss_sum = sum_i (1/s) sum_k psi(p_ik)`` (no ``1/b``) and
+    ``coeff[i, k] = erf(p_ik/sqrt2) / (s * ||v_k||)``, so that Eq. 6 is ``coeff @ V``.
+    """
+    p = proj / norm
+    return psi(p).sum() / num_slices, psi_grad(p) / (num_slices * norm)
