@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
 bash scripts/install_browser.sh
+echo "[test] ruff"
+python3 -m ruff check .
+python3 -m ruff format --check .
 export TRITON_INTERPRET=1
 mkdir -p test-artifacts
 python3 -m pytest -n 2 --timeout 900 "$@"
