@@ -25,7 +25,12 @@ from .kernels.philox_directions import philox_normals
 from .ops import per_bwd, per_fwd
 from .reference import loss_and_coefficients
 
-__all__ = ["per_fwd_impl", "per_bwd_impl", "FLOAT64_CHUNK_ELEMENTS"]
+__all__ = [
+    "per_fwd_impl",
+    "per_bwd_impl",
+    "projections_materialised",
+    "FLOAT64_CHUNK_ELEMENTS",
+]
 
 #: float64 path: directions are materialised ``s x chunk`` float32 at a time.
 FLOAT64_CHUNK_ELEMENTS = 4 * 1024 * 1024
@@ -36,19 +41,31 @@ def _float64_chunk(num_slices: int, dim: int) -> int:
     return min(chunk, dim)
 
 
-def _fwd_float64(
-    h: torch.Tensor, seed: torch.Tensor, num_slices: int
+def projections_materialised(
+    h: torch.Tensor, seed: torch.Tensor, num_slices: int, acc: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unnormalised ``H @ V^T`` ``(b, s)`` and ``||v_k||`` ``(s,)`` in ``acc``, chunk by chunk.
+
+    The Philox directions are materialised ``s x chunk`` at a time (never ``s x d``);
+    used by the exact float64 path and by the sliced-W1 projection of the monitor.
+    """
     b, dim = h.shape
-    proj = torch.zeros((b, num_slices), dtype=torch.float64, device=h.device)
-    sq = torch.zeros((num_slices,), dtype=torch.float64, device=h.device)
+    proj = torch.zeros((b, num_slices), dtype=acc, device=h.device)
+    sq = torch.zeros((num_slices,), dtype=acc, device=h.device)
     chunk = _float64_chunk(num_slices, dim)
     for start in range(0, dim, chunk):
         stop = min(dim, start + chunk)
-        v = philox_normals(num_slices, start, stop, seed).to(torch.float64)
-        proj.addmm_(h[:, start:stop], v.T)
+        v = philox_normals(num_slices, start, stop, seed).to(acc)
+        proj.addmm_(h[:, start:stop].to(acc), v.T)
         sq.add_(v.square().sum(dim=1))
-    return loss_and_coefficients(proj, sq.sqrt(), num_slices)
+    return proj, sq.sqrt()
+
+
+def _fwd_float64(
+    h: torch.Tensor, seed: torch.Tensor, num_slices: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    proj, norm = projections_materialised(h, seed, num_slices, torch.float64)
+    return loss_and_coefficients(proj, norm, num_slices)
 
 
 def _bwd_float64(coeff: torch.Tensor, seed: torch.Tensor, dim: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch
 
 from . import cpu_path
 from ._validation import check_activations, check_positive_int, seed_tensor
-from .directions import sample_directions
+from .directions import accumulation_dtype
 
 __all__ = ["sliced_wasserstein_to_normal", "wasserstein_to_normal_1d", "project_on_directions"]
 
@@ -71,15 +71,21 @@ def wasserstein_to_normal_1d(projections: torch.Tensor, p: int = 1) -> torch.Ten
 def project_on_directions(h: torch.Tensor, num_slices: int, seed: torch.Tensor) -> torch.Tensor:
     """Projections ``<h_i, theta_k>`` ``(b, s)`` on the directions of ``seed``.
 
-    CPU: chunked, never holding ``s x d``. CUDA: the Philox direction kernel of the
-    fused family, then one matmul in float32.
+    Chunked on both devices, never holding ``s x d``: the CPU stream on the CPU, the
+    Philox kernel of the fused family on CUDA (float32 projections, float64 input in
+    float64).
     """
     flat = h.reshape(h.shape[0], -1)
     if flat.device.type == "cpu":
         proj, norm = cpu_path.projections(flat, int(seed.item()), num_slices)
         return proj / norm
-    theta = sample_directions(num_slices, flat.shape[1], seed, flat.device, torch.float32)
-    return flat.float() @ theta.T
+    if flat.device.type != "cuda":
+        raise ValueError(f"h must be on a CPU or CUDA device, got {flat.device}")
+    from .cuda_ops import projections_materialised
+
+    acc = accumulation_dtype(flat.dtype)
+    proj, norm = projections_materialised(flat, seed.reshape(1), num_slices, acc)
+    return proj / norm
 
 
 def sliced_wasserstein_to_normal(

@@ -55,3 +55,32 @@ def test_sliced_is_small_for_normal_and_large_for_scaled():
     near = pt.sliced_wasserstein_to_normal(h, 64, seed=1).item()
     far = pt.sliced_wasserstein_to_normal(3 * h, 64, seed=1).item()
     assert near < 0.05 < 1.0 < far
+
+
+def _kernel_device() -> str:
+    """The Triton kernels run on CUDA where there is one, else under the interpreter."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def test_chunked_philox_projection_matches_materialised_directions():
+    """The CUDA projection of the monitor (chunked Philox draws) on the kernels' directions."""
+    from per_triton.kernels.philox_directions import sample_directions_triton
+
+    from per_triton.cuda_ops import projections_materialised
+
+    device = _kernel_device()
+    h = torch.randn(9, 37, dtype=torch.float64, device=device)
+    seed = torch.tensor([21], device=device)
+    proj, norm = projections_materialised(h, seed, 5, torch.float64)
+    theta = sample_directions_triton(5, 37, seed, torch.float64)
+    torch.testing.assert_close(proj / norm, h @ theta.T, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.gpu
+def test_sliced_wasserstein_on_cuda_uses_the_cuda_directions():
+    h = torch.randn(257, 3, 11, device="cuda")
+    seed = torch.tensor([4], device="cuda")
+    theta = pt.sample_directions(16, 33, seed, device="cuda", dtype=torch.float64)
+    expected = wasserstein_to_normal_1d(h.reshape(257, -1).double() @ theta.T, 1).mean()
+    got = pt.sliced_wasserstein_to_normal(h, 16, seed=seed)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
