@@ -94,3 +94,17 @@ def test_opcheck_per_bwd():
     coeff = torch.randn(5, 7)
     torch.library.opcheck(ops.per_bwd, (coeff, torch.tensor([3]), 19, torch.float32, "ieee"))
     torch.library.opcheck(ops.per_bwd, (coeff, torch.tensor([3]), 19, torch.bfloat16, "tf32"))
+
+
+def test_compiled_model_with_regularize_hooks_no_graph_break_no_recompile():
+    torch._dynamo.reset()
+    net = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 20), nn.ELU(), nn.Linear(20, 1))
+    handle = pt.regularize(net, coeff=0.1, num_slices=8)
+    compiled = torch.compile(net, fullgraph=True)
+    seen = []
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for _ in range(5):
+            compiled(torch.randn(4, 10)).sum().backward()
+            seen.append(handle.losses()["1"].item())
+    assert len(set(seen)) == 5 and all(torch.isfinite(torch.tensor(seen)))
+    handle.remove()
