@@ -16,13 +16,16 @@ class _AddLossGradient(torch.autograd.Function):
 
     ``loss`` was computed from ``h``, so autograd adds ``d loss / d h`` to the
     gradient flowing into ``h``: exactly Algorithm 1's ``g + coeff * dL/dh``.
+    The output is ``h.detach()`` (same storage and version counter, no copy) rather
+    than a view, so later in-place ops (``ReLU(inplace=True)``, in-place dropout,
+    ``y += x``) are allowed exactly where they would be without PER.
     """
 
     @staticmethod
     def forward(ctx, h: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
         ctx.loss_dtype = loss.dtype
         ctx.loss_device = loss.device
-        return h.view_as(h)
+        return h.detach()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):

@@ -99,3 +99,58 @@ def test_regularize_no_change_to_eval_outputs():
     handle = pt.regularize(net, coeff=10.0, num_slices=4)
     assert torch.equal(net(x), before)
     handle.remove()
+
+
+class _Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(5, 5)
+        self.act = nn.LeakyReLU(0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.fc(x))
+        y += x  # in place on the regularized activation
+        return y
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        pytest.param(
+            lambda: nn.Sequential(nn.Linear(5, 5), nn.LeakyReLU(0.1), nn.ReLU(inplace=True)),
+            id="relu-inplace",
+        ),
+        pytest.param(
+            lambda: nn.Sequential(
+                nn.Linear(5, 5), nn.LeakyReLU(0.1), nn.Dropout(0.0, inplace=True)
+            ),
+            id="dropout-inplace",
+        ),
+        pytest.param(_Residual, id="residual-iadd"),
+    ],
+)
+def test_in_place_ops_after_regularized_activation(build):
+    """In-place ops downstream of PER work, and the gradient is task + coeff * dL/dh."""
+    torch.manual_seed(0)
+    net = build()
+    x = torch.randn(6, 5, requires_grad=True)
+    act_module = next(m for m in net.modules() if isinstance(m, nn.LeakyReLU))
+    seen: list[torch.Tensor] = []
+    probe = act_module.register_forward_hook(lambda _m, _a, out: seen.append(out.detach().clone()))
+    seed = _next_seed(7)
+    handle = pt.regularize(net, coeff=0.5, num_slices=8, layers=(nn.LeakyReLU,))
+    torch.manual_seed(7)
+    net(x).sum().backward()
+    with_per = x.grad.clone()
+    handle.remove()
+    probe.remove()
+    x.grad = None
+    out = net(x)
+    out.sum().backward()
+    plain = x.grad.clone()
+    # The extra gradient is the PER gradient w.r.t. the activation, pulled back to x.
+    x.grad = None
+    act = act_module(net[0](x) if isinstance(net, nn.Sequential) else net.fc(x))
+    theta = pt.sample_directions(8, 5, seed)
+    act.backward(0.5 * reference.per_grad(seen[0], theta))
+    assert_close("grad", with_per, plain + x.grad, 1e-6, 1e-5)
