@@ -340,7 +340,8 @@ def per_fwd(
         ``1/b``) and ``coeff`` ``(b, s)`` float32 ``= erf(p_ik/sqrt2) / (s ||v_k||)``.
     """
     _check_common(seed, h.device, precision)
-    if h.dim() != 2 or h.stride(1) != 1:
+    # A (b, 1) tensor can be "contiguous" with any column stride; only j = 0 is read then.
+    if h.dim() != 2 or (h.shape[1] > 1 and h.stride(1) != 1):
         raise ValueError(f"h must be 2-d (b, d) with unit column stride, got {tuple(h.shape)}")
     if h.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise TypeError(f"h must be float32, float16 or bfloat16, got {h.dtype}")

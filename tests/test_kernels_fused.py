@@ -247,3 +247,15 @@ def test_cuda_kernels_registered() -> None:
 def test_bad_inputs(call, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         call()
+
+
+def test_single_column_with_any_stride() -> None:
+    """A (b, 1) tensor is contiguous whatever its column stride (found in review)."""
+    h = torch.randn(1, 6, device=DEVICE).T  # shape (6, 1), strides (1, 6)
+    assert h.is_contiguous() and h.stride(1) != 1
+    seed = seed_t(5)
+    loss_sum, coeff, _, _ = expected(h, seed, 3)
+    got_loss, got_coeff = per_fused.per_fwd(h, seed, 3, "ieee", config=TILE_A)
+    tol = TOLERANCES[torch.float32]
+    assert_close("loss_sum", got_loss, loss_sum, **tol["loss_sum"])
+    assert_close("coeff", got_coeff, coeff, **tol["coeff"])
