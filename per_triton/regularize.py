@@ -31,18 +31,23 @@ DEFAULT_LAYERS: tuple[type[nn.Module], ...] = (
 )
 
 
-def _apply_per(per: PER, output):
-    """PER on a module's output; recurrent outputs are regularized per (step, sample)."""
-    if isinstance(output, torch.Tensor):
-        return per(output)
-    if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
-        seq = output[0]
-        flat = per(seq.reshape(-1, seq.shape[-1]))  # each (time step, sample) is a sample
-        return (flat.view_as(seq), *output[1:])
-    if isinstance(output, tuple) and output and isinstance(output[0], nn.utils.rnn.PackedSequence):
-        packed = output[0]
-        return (packed._replace(data=per(packed.data)), *output[1:])
-    raise TypeError(f"regularize: cannot apply PER to a module output of type {type(output)}")
+def _apply_per(per: PER, output, recurrent: bool):
+    """PER on a module's output (its first element for a tuple output).
+
+    Outputs of recurrent layers (``nn.RNNBase``) are regularized per (time step,
+    sample): ``(T, b, H)`` is read as ``T*b`` samples of dimension ``H``. Any other
+    output ``(b, *)`` is flattened per sample (Eq. 1).
+    """
+    first = output[0] if isinstance(output, tuple) and output else output
+    if isinstance(first, nn.utils.rnn.PackedSequence):
+        out = first._replace(data=per(first.data))
+    elif isinstance(first, torch.Tensor) and recurrent:
+        out = per(first.reshape(-1, first.shape[-1])).view_as(first)
+    elif isinstance(first, torch.Tensor):
+        out = per(first)
+    else:
+        raise TypeError(f"regularize: cannot apply PER to a module output of type {type(output)}")
+    return (out, *output[1:]) if isinstance(output, tuple) else out
 
 
 class PERHandle:
@@ -134,7 +139,7 @@ def regularize(
 
         def hook(module, _args, output, _per=per):
             _per.train(module.training)
-            return _apply_per(_per, output)
+            return _apply_per(_per, output, isinstance(module, nn.RNNBase))
 
         handle._hooks.append(modules[name].register_forward_hook(hook))
     return handle

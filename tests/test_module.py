@@ -154,3 +154,28 @@ def test_in_place_ops_after_regularized_activation(build):
     theta = pt.sample_directions(8, 5, seed)
     act.backward(0.5 * reference.per_grad(seen[0], theta))
     assert_close("grad", with_per, plain + x.grad, 1e-6, 1e-5)
+
+
+class _ConvWithAux(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.conv(x)
+        return y, y.mean()
+
+
+def test_regularize_tuple_output_of_a_non_recurrent_module_is_flattened_per_sample():
+    """(feature_map, aux) outputs: PER sees (b, C*H*W), not rows of the last axis (review)."""
+    model = nn.ModuleDict({"block": _ConvWithAux()})
+    x = torch.randn(4, 1, 5, 5)
+    seed = _next_seed(3)
+    with pt.regularize(model, coeff=1.0, num_slices=6, names=["block"]) as handle:
+        torch.manual_seed(3)
+        y, aux = model["block"](x)
+        assert aux.shape == ()
+        y.sum().backward()
+        got = handle.losses()["block"]
+    expected = reference.per_loss(y.detach(), pt.sample_directions(6, 50, seed))
+    assert_close("loss", got, expected, 1e-6, 1e-5)
