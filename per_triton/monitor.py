@@ -178,7 +178,7 @@ class LayerMonitor:
         self.flush_every = max(int(flush_every), 1)
         self.current_step = 0
         self._explicit = False
-        self._unit_index: dict[str, torch.Tensor] = {}
+        self._unit_index: dict[tuple[str, int], torch.Tensor] = {}
         self._seen: set[tuple[int, str]] = set()
         self._pending: list[tuple[int, str, torch.Tensor]] = []
         self._records: list[dict[str, Any]] = []
@@ -208,6 +208,10 @@ class LayerMonitor:
             if step % self.every or (step, name) in self._seen:
                 return
             h = output if isinstance(output, torch.Tensor) else output[0]
+            if isinstance(h, nn.utils.rnn.PackedSequence):
+                h = h.data
+            elif isinstance(module, nn.RNNBase):  # each (time step, sample) is a sample
+                h = h.reshape(-1, h.shape[-1])
             self._seen.add((step, name))
             self._pending.append((step, name, self._statistics(name, h, step)))
             if len(self._pending) >= self.flush_every:
@@ -218,10 +222,11 @@ class LayerMonitor:
     @torch.no_grad()
     def _statistics(self, name: str, h: torch.Tensor, step: int) -> torch.Tensor:
         dim = math.prod(h.shape[1:])
-        if name not in self._unit_index:
+        key = (name, dim)  # a layer may see another width (e.g. another input size)
+        if key not in self._unit_index:
             units = select_units(dim, self.units, self.direction_seed, name)
-            self._unit_index[name] = units.to(h.device)  # moved once, not per record
-        units = self._unit_index[name]
+            self._unit_index[key] = units.to(h.device)  # moved once, not per record
+        units = self._unit_index[key]
         return layer_statistics(h, units, self.num_slices, record_seed(self.direction_seed, step))
 
     def flush(self) -> None:

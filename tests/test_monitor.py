@@ -197,3 +197,22 @@ def test_check_record_rejects_malformed_records() -> None:
     ):
         with pytest.raises(ValueError):
             check_record(bad)
+
+
+def test_recurrent_layer_reads_time_steps_as_samples_and_batch_size_may_change() -> None:
+    """An LSTM's (T, b, H) output is T*b samples of dimension H; a smaller batch works (review)."""
+    torch.manual_seed(0)
+    lstm = nn.LSTM(3, 5)
+    seen: list[torch.Tensor] = []
+    lstm.register_forward_hook(lambda m, a, out: seen.append(out[0].detach()))
+    with LayerMonitor(lstm, [""], every=1, num_slices=8, units=4, direction_seed=2) as mon:
+        mon.step(0)
+        lstm(torch.randn(7, 4, 3))
+        mon.step(1)
+        lstm(torch.randn(7, 2, 3))
+        records = mon.records
+    assert [r["step"] for r in records] == [0, 1]
+    for rec, out in zip(records, seen, strict=True):
+        h = out.reshape(-1, 5)  # T*b samples of dimension H
+        expected = pt.sliced_wasserstein_to_normal(h, 8, seed=record_seed(2, rec["step"]))
+        assert rec["sw1"] == pytest.approx(expected.item(), abs=1e-5)
