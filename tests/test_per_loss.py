@@ -106,10 +106,17 @@ def test_loss_and_gradient_match_quadrature_for_a_row_of_given_norm(d: int, r: f
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_non_finite_activations_give_non_finite_loss(bad: float):
+    """As documented: the loss is never finite; NaN reaches the gradient, Inf does not."""
     h = torch.randn(4, 10)
     h[2, 3] = bad
+    h.requires_grad_()
     loss = pt.per_loss(h, 8, seed=0)
     assert not torch.isfinite(loss), "a non-finite activation must not give a finite loss"
+    loss.backward()
+    if math.isnan(bad):
+        assert h.grad[2].isnan().all()
+    else:  # psi'(+-inf) = erf(+-inf) = +-1: the Eq. 6 coefficients stay finite
+        assert torch.isfinite(h.grad).all()
 
 
 MEMORY_SCRIPT = """
