@@ -355,6 +355,9 @@ def per_fwd(
     if split_d is None:
         split_d, n_split = plan_splits(b, d, s, h.device)
     else:
+        if split_d < 1 or (config is None and split_d % SPLIT_ALIGN):
+            # an autotuned BLOCK_D must divide the split, or a tile would count twice
+            raise ValueError(f"split_d must be a positive multiple of {SPLIT_ALIGN}, got {split_d}")
         n_split = triton.cdiv(d, split_d)
     block_b = _block_b(b)
     part_proj = _empty((n_split, b, s), dtype=torch.float32, device=h.device)

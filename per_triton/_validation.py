@@ -66,7 +66,8 @@ def seed_tensor(seed: object, device: torch.device) -> torch.Tensor:
                 f"seed tensor must hold one int64 value, got dtype {seed.dtype} "
                 f"and shape {tuple(seed.shape)}"
             )
-        if seed.device.type != device.type:
+        same_index = device.index is None or seed.device.index in (None, device.index)
+        if seed.device.type != device.type or not same_index:
             raise ValueError(
                 f"seed tensor is on {seed.device}, but the activations are on {device}"
             )
