@@ -135,7 +135,12 @@ def compare_bars(df: pd.DataFrame) -> alt.LayerChart:
 
 
 def closeness_lines(df: pd.DataFrame) -> alt.Chart:
-    """Sliced W1 to N(0, I) over training steps, one line per method and seed."""
+    """Sliced W1 to N(0, I) over training steps, one line per (run, method, seed).
+
+    ``per-triton train`` gives every record the same ``run``, so lines are split by
+    run and seed as well as coloured by method: otherwise one line per method would
+    zig-zag through all of its seeds.
+    """
     return (
         alt.Chart(df)
         .mark_line(point=True)
@@ -143,7 +148,7 @@ def closeness_lines(df: pd.DataFrame) -> alt.Chart:
             x=alt.X("step:Q", title="training step"),
             y=alt.Y("sw1:Q", title="sliced W1 to N(0, I)"),
             color=alt.Color("method:N"),
-            detail="run:N",
+            detail=[alt.Detail("run:N"), alt.Detail("seed:N")],
             tooltip=_tip(
                 "run:N", "method:N", "seed:Q", "layer:N", "step:Q", "sw1:Q", "mean:Q", "var:Q"
             ),  # fmt: skip

@@ -16,6 +16,8 @@ from .parse import parse_benchmark_file, parse_closeness_lines, parse_summary
 from .schema import ClosenessRecord, Problem, Run, Source, SummaryRow
 
 CLOSENESS_DIR = "closeness"
+# Files ``per-triton train`` writes beside its records: not benchmarks, skipped silently.
+NOT_BENCHMARKS = frozenset({"config.json", "summary.json", "overhead.json"})
 
 
 @dataclass
@@ -41,11 +43,16 @@ class Closeness:
 
 
 def benchmark_files(results_dir: Path) -> list[Path]:
-    """The ``*.json`` files under ``results_dir``, except the closeness folder."""
+    """The ``*.json`` files under ``results_dir``, except the closeness folder and the
+    files ``per-triton train`` writes (``config.json``, ``summary.json``, ``overhead.json``)."""
     if not results_dir.is_dir():
         return []
     skip = results_dir / CLOSENESS_DIR
-    return sorted(p for p in results_dir.rglob("*.json") if skip not in p.parents and p.is_file())
+    return sorted(
+        p
+        for p in results_dir.rglob("*.json")
+        if skip not in p.parents and p.name not in NOT_BENCHMARKS and p.is_file()
+    )
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
@@ -68,13 +75,20 @@ def _read(path: Path, name: str, source: Source) -> Results:
 
 
 def load_results(results_dir: Path | None, extras: Sequence[Path] = ()) -> Results:
-    """The committed runs under ``results_dir`` plus the extra files named."""
+    """The committed runs under ``results_dir`` plus the extra files named.
+
+    An extra file that is already one of the committed files is not read twice.
+    """
     out = Results()
+    committed: set[Path] = set()
     if results_dir is not None:
         for path in benchmark_files(results_dir):
+            committed.add(path.resolve())
             out.extend(_read(path, path.relative_to(results_dir).as_posix(), "committed"))
     for path in extras:
         if path.is_file():
+            if path.resolve() in committed:
+                continue
             out.extend(_read(path, path.name, "extra"))
         else:
             out.problems.append(Problem(str(path), "no such file"))

@@ -74,7 +74,7 @@ def serve(
         yield url
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # the command and its streamlit child
+            os.killpg(proc.pid, signal.SIGTERM)  # the command, now Streamlit, and its group
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:

@@ -167,3 +167,24 @@ def test_extra_files_are_shown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     at = run_page("runs", tmp_path / "none", monkeypatch, extra=f"{extra}")
     runs = at.dataframe[0].value
     assert list(runs["file"]) == ["just-made.json"] and list(runs["source"]) == ["extra"]
+
+
+def test_extra_file_already_committed_is_shown_once(monkeypatch: pytest.MonkeyPatch):
+    committed = GOOD / "cpu" / "smoke.json"
+    at = run_page("runs", GOOD, monkeypatch, extra=str(committed))
+    files = list(at.dataframe[0].value["file"])
+    assert files.count("cpu/smoke.json") == 1
+    assert not [f for f in files if "smoke.json" in f and f != "cpu/smoke.json"], files
+
+
+def test_files_written_by_train_are_skipped_silently(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    run = tmp_path / "my-run"
+    run.mkdir()
+    (run / "bench.json").write_bytes((GOOD / "cpu" / "smoke.json").read_bytes())
+    for name in ("config.json", "summary.json", "overhead.json"):
+        (run / name).write_text(json.dumps({"method": "per", "seeds": [0, 1]}))
+    at = run_page("runs", tmp_path, monkeypatch)
+    assert list(at.dataframe[0].value["file"]) == ["my-run/bench.json"]
+    assert not at.warning, [w.value for w in at.warning]

@@ -13,8 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
-from per_triton.dashboard import frames
+from per_triton.dashboard import charts, frames
 from per_triton.dashboard.context import parse_app_args
 from per_triton.dashboard.loaders import benchmark_files
 from per_triton.dashboard.parse import (
@@ -194,6 +195,33 @@ def test_command_line(tmp_path: Path):
     assert cmd[cmd.index("--") + 1 :] == ["--results", str(GOOD.resolve()), "--extra", str(extra)]
     missing = build_parser().parse_args(["dashboard", "--extra", str(tmp_path / "nope.json")])
     assert command.run(missing) == 2  # refused before anything starts
+
+
+def test_command_replaces_itself_with_streamlit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    calls: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr("os.execv", lambda path, argv: calls.append((path, list(argv))))
+    monkeypatch.setattr("subprocess.call", lambda *a, **k: 0)  # never start a real server
+    missing = build_parser().parse_args(["dashboard", "--extra", str(tmp_path / "nope.json")])
+    assert command.run(missing) == 2 and calls == []  # refused before anything starts
+    args = build_parser().parse_args(["dashboard", "--port", "9124", "--results", str(GOOD)])
+    command.run(args)
+    assert calls == [(sys.executable, command.build_command(args))]
+
+
+def test_closeness_chart_draws_one_line_per_seed():
+    steps = pd.DataFrame(
+        [
+            {"run": "digits", "method": method, "seed": seed, "layer": "conv1", "step": step,
+             "sw1": 0.1 * seed + step, "mean": 0.0, "var": 1.0}
+            for method in ("vanilla", "per") for seed in (0, 1, 2) for step in (0, 10)
+        ]
+    )  # fmt: skip
+    encoding = charts.closeness_lines(steps).to_dict()["encoding"]
+    detail = encoding["detail"]
+    grouped = [d["field"] for d in (detail if isinstance(detail, list) else [detail])]
+    assert {"run", "seed"} <= set(grouped) and encoding["color"]["field"] == "method"
+    lines = steps.groupby([encoding["color"]["field"], *grouped]).ngroups
+    assert lines == 6  # two methods x three seeds, all with the same run
 
 
 def test_dashboard_imports_neither_torch_nor_triton():

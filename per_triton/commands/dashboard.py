@@ -2,14 +2,15 @@
 
 Runs ``python -m streamlit run <dashboard/app.py> --server.address HOST
 --server.port PORT --server.headless true -- [--results DIR] [--extra FILE ...]``
-and waits for it (Ctrl-C stops it).
+in place of this process (``os.execv``), so the PID the caller has is Streamlit's:
+a SIGTERM to it, or Ctrl-C, stops the dashboard.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import subprocess
+import os
 import sys
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     command = build_command(args)
     print(f"per-triton dashboard: http://{args.host}:{args.port}", flush=True)
-    try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:
-        return 130
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)  # does not return: this process becomes Streamlit
+    return 0  # reached only when os.execv is replaced (tests)
