@@ -118,8 +118,8 @@ def test_kernel(benchmark, provider: str, mode: str, b: int, d: int, s: int, dty
     timer = EventTimer(call, DEVICE)
     benchmark.group = f"{mode} b{b} d{d} s{s} {dtype}"
     benchmark.extra_info.update(info)
-    benchmark.pedantic(timer, rounds=ROUNDS, warmup_rounds=1, iterations=1)
-    stats = percentiles(timer.samples(skip=1))
+    benchmark.pedantic(timer, rounds=ROUNDS, warmup_rounds=0, iterations=1)
+    stats = percentiles(timer.samples())
     benchmark.extra_info.update(stats)
     if provider == "fused":
         benchmark.extra_info["over_floor"] = stats["median_s"] / info["floor_s"]

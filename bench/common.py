@@ -148,7 +148,10 @@ def machine_folder(device: torch.device | str) -> str:
 
 
 def git_commit(root: Path = REPO_ROOT) -> str | None:
-    """Current commit of the repository, or None outside a checkout."""
+    """Current commit: ``$PER_TRITON_COMMIT`` if set (a copy of the tree without
+    ``.git``, as on a lent GPU machine), else ``git rev-parse HEAD``, else None."""
+    if os.environ.get("PER_TRITON_COMMIT"):
+        return os.environ["PER_TRITON_COMMIT"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10

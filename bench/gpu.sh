@@ -9,6 +9,9 @@
 #   OUT=/tmp/out bash bench/gpu.sh
 #   OUT=/tmp/out STAGES="paper sweep" bash bench/gpu.sh
 #
+# The lent machine gets a copy of the tree without .git: pass the commit as
+# PER_TRITON_COMMIT=$(git rev-parse HEAD) so every result file records it.
+#
 # Files written to $OUT:
 #   env.txt              GPU, driver, torch / triton / CUDA versions, commit
 #   run.log              output of every stage (tests, benchmarks), timestamped
@@ -59,8 +62,11 @@ run() {
 }
 
 # --- install (no network: no dependencies, no build isolation) -------------------
-"$PY" -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/env.txt" 2>&1 ||
-    echo "pip install failed (see above)" >>"$OUT/env.txt"
+if ! "$PY" -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/env.txt" 2>&1; then
+    echo "pip install failed (see above): nothing else can run" >>"$OUT/env.txt"
+    cat "$OUT/env.txt"
+    exit 1
+fi
 {
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1
     "$PY" - <<'EOF'
@@ -83,7 +89,7 @@ for mod in ("pytest", "pytest_benchmark", "scipy", "numpy"):
     except ImportError:
         print(mod, "MISSING")
 EOF
-    echo "commit $(git rev-parse HEAD 2>/dev/null || echo unknown)"
+    echo "commit ${PER_TRITON_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"
     echo "stages: $STAGES"
 } >>"$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"

@@ -10,12 +10,20 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
 mkdir -p runs
 run_file="runs/run-$(date -u +%Y%m%dT%H%M%SZ).json"
+status=0
 if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     echo "[main] CUDA found: kernel and training suites on the GPU"
-    per-triton bench --suite all --device cuda --out "$run_file"
+    per-triton bench --suite all --device cuda --out "$run_file" || status=$?
 else
     echo "[main] no CUDA: quick training suite on the CPU (a smoke run; timings are not costs)"
-    per-triton bench --suite training --quick --device cpu --out "$run_file"
+    per-triton bench --suite training --quick --device cpu --out "$run_file" || status=$?
+fi
+if [ ! -s "$run_file" ]; then
+    echo "[main] the benchmark wrote no result (exit $status)" >&2
+    exit "${status/#0/1}"
+fi
+if [ "$status" != 0 ]; then
+    echo "[main] some benchmarks failed (exit $status); showing the ones that finished"
 fi
 if [ -n "${NO_DASHBOARD:-}" ]; then
     echo "[main] results in $run_file"

@@ -93,3 +93,49 @@ def test_percentiles_and_folder() -> None:
     assert percentile([5, 1, 4, 2, 3], 20) == pytest.approx(1.8)
     assert percentiles([1.0, 2.0, 3.0]) == {"median_s": 2.0, "p20_s": 1.4, "p80_s": 2.6}
     assert machine_folder("cpu") == "cpu"
+
+
+def test_interrupted_benchmark_is_left_out_of_the_result_file() -> None:
+    """bench/conftest.py drops a benchmark cut off before its first timed round."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_conftest", Path(__file__).resolve().parents[1] / "bench" / "conftest.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    done = SimpleNamespace(stats=[0.1], extra_info={"median_s": 0.1})
+    cut_in_round = SimpleNamespace(stats=[], extra_info={})
+    cut_before_stats = SimpleNamespace(stats=[0.2], extra_info={})
+    bench_session = SimpleNamespace(benchmarks=[done, cut_in_round, cut_before_stats])
+    session = SimpleNamespace(config=SimpleNamespace(_benchmarksession=bench_session))
+    hook = (
+        module.pytest_sessionfinish.__wrapped__
+        if hasattr(module.pytest_sessionfinish, "__wrapped__")
+        else module.pytest_sessionfinish
+    )
+    gen = hook(session, 2)
+    next(gen)  # the part that runs before pytest-benchmark writes the JSON
+    assert bench_session.benchmarks == [done]
+
+
+def test_bad_rounds_is_rejected_naming_the_flag(capsys: pytest.CaptureFixture) -> None:
+    for value in ("0", "-2", "x"):
+        with pytest.raises(SystemExit) as exc:
+            main(["bench", "--device", "cpu", "--rounds", value])
+        assert exc.value.code == 2
+        assert "--rounds" in capsys.readouterr().err
+
+
+def test_unwritable_out_fails_before_any_benchmark(tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["bench", "--quick", "--device", "cpu", "--out", str(blocker / "r.json")]) == 2
+    err = capsys.readouterr()
+    assert "--out: cannot create folder" in err.err and "[bench]" not in err.out
+
+
+def test_full_kernel_suite_on_cpu_is_refused(capsys: pytest.CaptureFixture) -> None:
+    assert main(["bench", "--suite", "kernel", "--device", "cpu"]) == 2
+    assert "needs a GPU" in capsys.readouterr().err

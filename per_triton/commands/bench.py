@@ -51,10 +51,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "or a file path ending in .json",
     )
     parser.add_argument("-k", dest="keyword", default=None, help="pytest -k expression")
-    parser.add_argument("--rounds", type=int, default=None, help="timed rounds per benchmark")
+    parser.add_argument(
+        "--rounds", type=_positive_int, default=None, help="timed rounds per benchmark (>= 1)"
+    )
     parser.add_argument(
         "--bench-dir", type=Path, default=None, help="folder holding the suites (default: bench/)"
     )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _check_writable(out_path: Path) -> str | None:
+    """Why ``out_path`` cannot be written (checked before any benchmark runs), or None."""
+    folder = out_path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        return f"--out: cannot create folder {folder}: {err.strerror or err}"
+    if not os.access(folder, os.W_OK):
+        return f"--out: folder {folder} is not writable"
+    if out_path.is_dir():
+        return f"--out: {out_path} is a folder, not a file"
+    return None
 
 
 def _find_bench_dir(given: Path | None) -> Path:
@@ -173,6 +199,14 @@ def run(args: argparse.Namespace) -> int:
         print("per-triton bench: needs pytest-benchmark: pip install 'per-triton[bench]'",
               file=sys.stderr)  # fmt: skip
         return 2
+    if device == "cpu" and args.suite in ("kernel", "all") and not args.quick:
+        print(
+            "per-triton bench: the kernel suite at full size needs a GPU (on the CPU its "
+            "Triton floor kernel runs in the interpreter for hours); use --quick for a "
+            "smoke run, or --suite training",
+            file=sys.stderr,
+        )
+        return 2
     bench_dir = _find_bench_dir(args.bench_dir)
     common = _load_common(bench_dir)
     files = [bench_dir / f for f in SUITE_FILES[args.suite] if (bench_dir / f).is_file()]
@@ -192,6 +226,10 @@ def run(args: argparse.Namespace) -> int:
     if not torch.cuda.is_available():
         env.setdefault("TRITON_INTERPRET", "1")
     out_path = _result_path(args, common, device)
+    problem = _check_writable(out_path)
+    if problem:
+        print(f"per-triton bench: {problem}", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "result.json"
         cmd = [
