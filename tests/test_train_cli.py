@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from per_triton.cli import main
+from per_triton.cli import build_parser, main
+from per_triton.commands import train as train_cmd
 from per_triton.digits import load_digits
 from per_triton.models.small_cnn import SmallCNN
 from per_triton.monitor import read_records
@@ -53,9 +54,143 @@ def test_tiny_training_run_writes_valid_records(tmp_path, capsys) -> None:
     assert len(read_records(out / "per.jsonl")) == len(records)
 
 
-def test_unknown_method_is_refused(tmp_path) -> None:
-    with pytest.raises(SystemExit, match="unknown method"):
-        main(["train", "--tiny", "--methods", "vanilla,dropout", "--out", str(tmp_path)])
+@pytest.fixture
+def no_training(monkeypatch) -> None:
+    """Fail the test if the command loads the data or trains: checks come first."""
+
+    def fail(*args, **kwargs):
+        raise AssertionError("bad arguments must be refused before loading or training")
+
+    monkeypatch.setattr("per_triton.digits.load_digits", fail)
+    monkeypatch.setattr(train_cmd, "train_one", fail)
+
+
+def usage_error(argv: list[str], capsys) -> str:
+    """Run ``per-triton train argv``; check it exits 2 like argparse; return stderr."""
+    with pytest.raises(SystemExit) as err:
+        main(["train", *argv])
+    assert err.value.code == 2
+    stderr = capsys.readouterr().err
+    assert "per-triton train: error:" in stderr and "Traceback" not in stderr
+    return stderr
+
+
+def test_unknown_method_is_refused(tmp_path, capsys, no_training) -> None:
+    stderr = usage_error(["--tiny", "--methods", "vanilla,dropout", "--out", str(tmp_path)], capsys)
+    assert "argument --methods: unknown method(s) dropout" in stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--seeds", "a"], "argument --seeds: expected comma-separated integers, got 'a'"),
+        (["--seeds", "0,x"], "argument --seeds"),
+        (["--seeds", "0,,1"], "argument --seeds"),
+        (["--seeds", "-1"], "argument --seeds: seeds must be in [0, 2**32)"),
+        (["--methods", ""], "argument --methods"),
+        (["--methods", "per,per"], "argument --methods: repeated entry"),
+        (["--device", "bogus"], "argument --device: expected cpu, cuda or cuda:N"),
+        (["--device", "cuda:x"], "argument --device: expected cpu, cuda or cuda:N"),
+        (["--num-slices", "0"], "argument --num-slices: must be a positive integer"),
+        (["--monitor-slices", "0"], "argument --monitor-slices: must be a positive integer"),
+        (["--monitor-every", "0"], "argument --monitor-every: must be a positive integer"),
+        (["--epochs", "0"], "argument --epochs: must be a positive integer"),
+        (["--epochs", "1.5"], "argument --epochs: expected an integer"),
+        (["--batch-size", "0"], "argument --batch-size: must be a positive integer"),
+        (["--width", "0"], "argument --width: must be a positive integer"),
+        (["--lr", "0"], "argument --lr: must be a finite number > 0"),
+        (["--lr", "-0.1"], "argument --lr: must be a finite number > 0"),
+        (["--lr", "nan"], "argument --lr: must be a finite number > 0"),
+        (["--init-scale", "0"], "argument --init-scale: must be a finite number > 0"),
+        (["--per-coeff", "-1"], "argument --per-coeff: must be a finite number >= 0"),
+        (["--vcl-coeff", "-1"], "argument --vcl-coeff: must be a finite number >= 0"),
+        (["--l1-coeff", "-0.001"], "argument --l1-coeff: must be a finite number >= 0"),
+        (["--l2-coeff", "inf"], "argument --l2-coeff: must be a finite number >= 0"),
+        (["--threads", "-1"], "argument --threads: must be an integer >= 0"),
+        (["--overhead-steps", "-1"], "argument --overhead-steps: must be an integer >= 0"),
+        # Fewer images than one batch: no step, no records (the figure used to crash).
+        (["--batch-size", "1439"], "argument --batch-size: 1439 is larger than the training"),
+        (["--tiny", "--batch-size", "257"], "256 images with --tiny"),
+    ],
+)
+def test_bad_arguments_are_usage_errors(argv, message, tmp_path, capsys, no_training) -> None:
+    out = tmp_path / "run"
+    assert message in usage_error([*argv, "--out", str(out)], capsys)
+    assert not out.exists()  # refused before anything was written
+
+
+def test_largest_batch_is_the_training_set(tmp_path, capsys, no_training) -> None:
+    assert train_cmd.TRAIN_SIZE == 1438
+    assert "1438 images" in usage_error(["--batch-size", "1439", "--out", str(tmp_path)], capsys)
+    with pytest.raises(AssertionError, match="before loading"):  # 1438 itself passes the checks
+        main(["train", "--batch-size", "1438", "--out", str(tmp_path)])
+
+
+def test_train_size_matches_the_split() -> None:
+    assert load_digits().train_x.shape[0] == train_cmd.TRAIN_SIZE
+
+
+def test_cuda_device_needs_cuda(tmp_path, capsys, monkeypatch, no_training) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device in ("cuda", "cuda:0"):
+        stderr = usage_error(["--device", device, "--out", str(tmp_path)], capsys)
+        assert "argument --device" in stderr and "CUDA is not available" in stderr
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    stderr = usage_error(["--device", "cuda:1", "--out", str(tmp_path)], capsys)
+    assert "argument --device" in stderr and "only 1 CUDA device" in stderr
+    assert build_parser().parse_args(["train", "--device", "cuda:0"]).device == "cuda:0"
+
+
+def test_unwritable_output_folders_are_refused(tmp_path, capsys, no_training) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    stderr = usage_error(["--out", str(blocker / "run")], capsys)
+    assert "argument --out: cannot write to folder" in stderr
+    stderr = usage_error(["--out", str(blocker)], capsys)
+    assert "argument --out: cannot write to folder" in stderr
+    argv = ["--out", str(tmp_path / "run"), "--figure", str(blocker / "img" / "c.png")]
+    assert "argument --figure: cannot write to folder" in usage_error(argv, capsys)
+    argv = ["--out", str(tmp_path / "run"), "--figure", str(tmp_path)]
+    assert "argument --figure" in usage_error(argv, capsys)
+
+
+SIZE_FLAGS = {
+    "epochs": 3,
+    "width": 5,
+    "batch_size": 50,
+    "num_slices": 8,
+    "monitor_slices": 4,
+    "monitor_every": 3,
+}
+
+
+@pytest.mark.parametrize("name", sorted(SIZE_FLAGS))
+def test_tiny_keeps_explicit_sizes(name: str) -> None:
+    flag = "--" + name.replace("_", "-")
+    args = build_parser().parse_args(["train", "--tiny", flag, str(SIZE_FLAGS[name])])
+    cfg = train_cmd.config_from_args(args)
+    assert getattr(cfg, name) == SIZE_FLAGS[name]
+    others = {k: getattr(cfg, k) for k in train_cmd.TINY if k != name}
+    assert others == {k: v for k, v in train_cmd.TINY.items() if k != name}
+    assert cfg.limit == train_cmd.TINY_LIMIT
+    full = train_cmd.config_from_args(build_parser().parse_args(["train"]))
+    assert full == train_cmd.Config()  # no --tiny: the documented defaults
+
+
+def test_tiny_run_records_the_sizes_used(tmp_path) -> None:
+    out = tmp_path / "run"
+    argv = ["train", "--tiny", "--methods", "vanilla", "--seeds", "0", "--out", str(out)]
+    argv += ["--threads", "1", "--epochs", "2", "--batch-size", "50", "--monitor-every", "3"]
+    assert main(argv) == 0
+    config = json.loads((out / "config.json").read_text())
+    used = dict(train_cmd.TINY, epochs=2, batch_size=50, monitor_every=3)
+    for key, value in used.items():
+        assert config[key] == value and config["arguments"][key] == value
+    assert config["limit"] == 256 and config["methods"] == ["vanilla"] and config["seeds"] == [0]
+    (entry,) = json.loads((out / "summary.json").read_text())
+    assert entry["steps"] == 2 * (256 // 50)
+    assert {r["step"] for r in read_records(out / "vanilla.jsonl")} == {0, 3, 6, 9}
 
 
 def test_digits_split_is_fixed_stratified_and_standardised() -> None:

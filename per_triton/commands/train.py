@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
+from typing import NoReturn
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +28,21 @@ from torch import nn
 METHODS = ("vanilla", "bn", "vcl", "l1", "l2", "per")
 DEFAULT_METHODS = ("vanilla", "bn", "vcl", "per")
 MODEL_NAME = "small_cnn_digits"
+# Training images in load_digits()'s fixed split: 1797 minus 359 held out (20% of each
+# class); a test checks it. Known without loading the data, so --batch-size is checked
+# before anything runs.
+TRAIN_SIZE = 1438
+SEED_LIMIT = 2**32
+# --tiny's sizes, applied only to the flags the user left out, and its training subset.
+TINY = {
+    "epochs": 1,
+    "width": 4,
+    "batch_size": 32,
+    "num_slices": 16,
+    "monitor_slices": 16,
+    "monitor_every": 2,
+}
+TINY_LIMIT = 256
 
 
 @dataclass
@@ -253,82 +272,232 @@ def _save(fig, path: str) -> None:
     plt.close(fig)
 
 
+def _int_at_least(low: int):
+    """argparse type: an integer ``>= low`` (the error names the flag)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            kind = "a positive integer" if low == 1 else f"an integer >= {low}"
+            raise argparse.ArgumentTypeError(f"must be {kind}, got {value}")
+        return value
+
+    return parse
+
+
+def _finite_float(positive: bool):
+    """argparse type: a finite float, ``> 0`` if ``positive`` else ``>= 0``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or (value <= 0 if positive else value < 0):
+            kind = "a finite number > 0" if positive else "a finite number >= 0"
+            raise argparse.ArgumentTypeError(f"must be {kind}, got {text}")
+        return value
+
+    return parse
+
+
+def _comma_list(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",")]
+    if not text.strip() or any(not t for t in items):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    if len(set(items)) != len(items):
+        raise argparse.ArgumentTypeError(f"repeated entry in {text!r}")
+    return items
+
+
+def _methods(text: str) -> list[str]:
+    """argparse type of --methods: known method names, each once."""
+    methods = _comma_list(text)
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"unknown method(s) {', '.join(bad)}; choose from {','.join(METHODS)}"
+        )
+    return methods
+
+
+def _seeds(text: str) -> list[int]:
+    """argparse type of --seeds: integers in [0, 2**32), each once."""
+    seeds = []
+    for item in _comma_list(text):
+        try:
+            seed = int(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated integers, got {item!r}"
+            ) from None
+        if not 0 <= seed < SEED_LIMIT:
+            raise argparse.ArgumentTypeError(f"seeds must be in [0, 2**32), got {seed}")
+        seeds.append(seed)
+    return seeds
+
+
+def _device(text: str) -> str:
+    """argparse type of --device: cpu, cuda or cuda:N, with CUDA present for the latter."""
+    name, _, index = text.partition(":")
+    if name == "cpu" and not index:
+        return text
+    if name != "cuda" or (index and not index.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+    if not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r} asked for, but CUDA is not available")
+    if index and int(index) >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist"
+        )
+    return text
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = Config()
+    positive, count = _int_at_least(1), _int_at_least(0)
+    # Sizes that --tiny may set default to None, so that explicit values are kept.
+    size = "(default: {}; --tiny: {})".format
     parser.add_argument(
         "--methods",
+        type=_methods,
         default=",".join(DEFAULT_METHODS),
         help="comma-separated subset of " + ",".join(METHODS),
     )
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
-    parser.add_argument("--epochs", type=int, default=d.epochs)
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
-    parser.add_argument("--lr", type=float, default=d.lr, help="SGD learning rate")
-    parser.add_argument("--width", type=int, default=d.width, help="channels of block 1")
+    parser.add_argument(
+        "--seeds", type=_seeds, default="0,1,2", help="comma-separated training seeds in [0, 2**32)"
+    )
+    parser.add_argument(
+        "--epochs", type=positive, default=None, help=size(d.epochs, TINY["epochs"])
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive,
+        default=None,
+        help=f"images per step, at most the {TRAIN_SIZE} training images ({TINY_LIMIT} with "
+        "--tiny) " + size(d.batch_size, TINY["batch_size"]),
+    )
+    parser.add_argument("--lr", type=_finite_float(True), default=d.lr, help="SGD learning rate")
+    parser.add_argument(
+        "--width",
+        type=positive,
+        default=None,
+        help="channels of block 1 " + size(d.width, TINY["width"]),
+    )
     parser.add_argument(
         "--init-scale",
-        type=float,
+        type=_finite_float(True),
         default=d.init_scale,
         help="factor on the initial conv weights (>1: drifting start)",
     )
+    coeff = _finite_float(False)
     parser.add_argument(
         "--per-coeff",
-        type=float,
+        type=coeff,
         default=d.per_coeff,
         help="PER coefficient (reduction='mean', per layer)",
     )
-    parser.add_argument("--vcl-coeff", type=float, default=d.vcl_coeff)
-    parser.add_argument("--l1-coeff", type=float, default=d.l1_coeff)
-    parser.add_argument("--l2-coeff", type=float, default=d.l2_coeff)
-    parser.add_argument("--num-slices", type=int, default=d.num_slices, help="directions for PER")
-    parser.add_argument("--monitor-every", type=int, default=d.monitor_every)
+    parser.add_argument("--vcl-coeff", type=coeff, default=d.vcl_coeff)
+    parser.add_argument("--l1-coeff", type=coeff, default=d.l1_coeff)
+    parser.add_argument("--l2-coeff", type=coeff, default=d.l2_coeff)
+    parser.add_argument(
+        "--num-slices",
+        type=positive,
+        default=None,
+        help="directions for PER " + size(d.num_slices, TINY["num_slices"]),
+    )
+    parser.add_argument(
+        "--monitor-every",
+        type=positive,
+        default=None,
+        help="record every N steps " + size(d.monitor_every, TINY["monitor_every"]),
+    )
     parser.add_argument(
         "--monitor-slices",
-        type=int,
-        default=d.monitor_slices,
-        help="directions for the monitor's sliced W1",
+        type=positive,
+        default=None,
+        help="directions for the monitor's sliced W1 "
+        + size(d.monitor_slices, TINY["monitor_slices"]),
     )
-    parser.add_argument("--device", default=d.device)
+    parser.add_argument("--device", type=_device, default=d.device, help="cpu, cuda or cuda:N")
     parser.add_argument(
         "--out", default="closeness-run", help="output folder (<method>.jsonl, summary.json)"
     )
     parser.add_argument("--figure", default=None, help="write the closeness figure (PNG)")
     parser.add_argument(
         "--overhead-steps",
-        type=int,
+        type=count,
         default=0,
         help="also time this many steps with and without the monitor",
     )
     parser.add_argument(
         "--tiny",
         action="store_true",
-        help="smoke size: 1 epoch on 256 samples, width 4, 16 directions",
+        help=f"smoke size: {TINY_LIMIT} training samples, and the --tiny sizes above "
+        "for the flags not given",
     )
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--threads", type=count, default=0, help="torch CPU threads (0: default)")
+    parser.set_defaults(_parser=parser)
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    """The run's :class:`Config`, with ``--tiny`` overriding the sizes."""
-    cfg = Config(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
+    """The run's :class:`Config`: explicit sizes, else ``--tiny``'s, else the defaults."""
+    fallback = TINY if args.tiny else asdict(Config())
+    sizes = {k: fallback[k] if getattr(args, k) is None else getattr(args, k) for k in TINY}
+    return Config(
+        **sizes,
         lr=args.lr,
-        width=args.width,
         init_scale=args.init_scale,
         per_coeff=args.per_coeff,
         vcl_coeff=args.vcl_coeff,
         l1_coeff=args.l1_coeff,
         l2_coeff=args.l2_coeff,
-        num_slices=args.num_slices,
-        monitor_every=args.monitor_every,
-        monitor_slices=args.monitor_slices,
+        limit=TINY_LIMIT if args.tiny else None,
         device=args.device,
     )
-    if args.tiny:
-        cfg.epochs, cfg.width, cfg.limit, cfg.batch_size = 1, 4, 256, 32
-        cfg.num_slices = cfg.monitor_slices = 16
-        cfg.monitor_every = 2
-    return cfg
+
+
+def _error(args: argparse.Namespace, message: str) -> NoReturn:
+    """Usage error: the parser's message and exit status 2, no traceback."""
+    parser = getattr(args, "_parser", None)
+    if parser is not None:
+        parser.error(message)
+    print(f"per-triton train: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _writable_folder(args: argparse.Namespace, flag: str, folder: str) -> None:
+    """Create ``folder`` if needed and check a file can be written there."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        _error(args, f"{flag}: cannot write to folder {folder!r}: {err.strerror or err}")
+
+
+def _validate(args: argparse.Namespace, cfg: Config) -> None:
+    """Checks that need more than one flag or the file system; before any data loads."""
+    n_train = TRAIN_SIZE if cfg.limit is None else min(cfg.limit, TRAIN_SIZE)
+    if cfg.batch_size > n_train:
+        _error(
+            args,
+            f"argument --batch-size: {cfg.batch_size} is larger than the training set "
+            f"({n_train} images{' with --tiny' if args.tiny else ''}): no training step",
+        )
+    _writable_folder(args, "argument --out", args.out)
+    if args.figure:
+        import importlib.util
+
+        if os.path.isdir(args.figure):
+            _error(args, f"argument --figure: {args.figure!r} is a folder, not a file name")
+        if importlib.util.find_spec("matplotlib") is None:
+            _error(args, "argument --figure needs matplotlib: pip install matplotlib")
+        parent = os.path.dirname(os.path.abspath(args.figure))
+        _writable_folder(args, "argument --figure", parent)
 
 
 def measure_overhead(cfg: Config, data, steps: int, everies=(1, 10, 100)) -> dict:
@@ -381,13 +550,11 @@ def _run(args: argparse.Namespace) -> int:
     from per_triton.digits import load_digits
 
     cfg = config_from_args(args)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise SystemExit(f"per-triton train: unknown method(s) {bad}; choose from {METHODS}")
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    methods, seeds = args.methods, args.seeds
+    _validate(args, cfg)
     data = load_digits(limit=cfg.limit).to(cfg.device)
-    os.makedirs(args.out, exist_ok=True)
+    if data.train_x.shape[0] < cfg.batch_size:  # TRAIN_SIZE out of date
+        _error(args, f"argument --batch-size: {cfg.batch_size} > {data.train_x.shape[0]} images")
     print(
         f"per-triton train: {MODEL_NAME}, {data.train_x.shape[0]} train / "
         f"{data.test_x.shape[0]} test images, methods {methods}, seeds {seeds}"
@@ -414,7 +581,12 @@ def _run(args: argparse.Namespace) -> int:
                 seeds=seeds,
                 torch=torch.__version__,
                 threads=torch.get_num_threads(),
-                arguments={k: v for k, v in vars(args).items() if not k.startswith("_")},
+                # the values used: sizes left out are filled from --tiny or the defaults
+                arguments={
+                    k: getattr(cfg, k) if k in TINY else v
+                    for k, v in vars(args).items()
+                    if not k.startswith("_")
+                },
             ),
             f,
             indent=1,
