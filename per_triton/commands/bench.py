@@ -28,6 +28,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ._args import int_at_least
+
 SUITE_FILES = {"training": ("bench_training.py",), "kernel": ("bench_kernels.py",)}
 SUITE_FILES["all"] = SUITE_FILES["kernel"] + SUITE_FILES["training"]
 METHOD_ORDER = ("vanilla", "bn", "vcl", "l1", "l2", "per", "per_torch")
@@ -52,21 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("-k", dest="keyword", default=None, help="pytest -k expression")
     parser.add_argument(
-        "--rounds", type=_positive_int, default=None, help="timed rounds per benchmark (>= 1)"
+        "--rounds", type=int_at_least(1), default=None, help="timed rounds per benchmark (>= 1)"
     )
     parser.add_argument(
         "--bench-dir", type=Path, default=None, help="folder holding the suites (default: bench/)"
     )
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _check_writable(out_path: Path) -> str | None:

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._args import finite_float, int_at_least
+
 METHODS = ("vanilla", "bn", "vcl", "l1", "l2", "per")
 DEFAULT_METHODS = ("vanilla", "bn", "vcl", "per")
 MODEL_NAME = "small_cnn_digits"
@@ -272,38 +274,6 @@ def _save(fig, path: str) -> None:
     plt.close(fig)
 
 
-def _int_at_least(low: int):
-    """argparse type: an integer ``>= low`` (the error names the flag)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            kind = "a positive integer" if low == 1 else f"an integer >= {low}"
-            raise argparse.ArgumentTypeError(f"must be {kind}, got {value}")
-        return value
-
-    return parse
-
-
-def _finite_float(positive: bool):
-    """argparse type: a finite float, ``> 0`` if ``positive`` else ``>= 0``."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(value) or (value <= 0 if positive else value < 0):
-            kind = "a finite number > 0" if positive else "a finite number >= 0"
-            raise argparse.ArgumentTypeError(f"must be {kind}, got {text}")
-        return value
-
-    return parse
-
-
 def _comma_list(text: str) -> list[str]:
     items = [t.strip() for t in text.split(",")]
     if not text.strip() or any(not t for t in items):
@@ -358,7 +328,7 @@ def _device(text: str) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = Config()
-    positive, count = _int_at_least(1), _int_at_least(0)
+    positive, count = int_at_least(1), int_at_least(0)
     # Sizes that --tiny may set default to None, so that explicit values are kept.
     size = "(default: {}; --tiny: {})".format
     parser.add_argument(
@@ -380,7 +350,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"images per step, at most the {TRAIN_SIZE} training images ({TINY_LIMIT} with "
         "--tiny) " + size(d.batch_size, TINY["batch_size"]),
     )
-    parser.add_argument("--lr", type=_finite_float(True), default=d.lr, help="SGD learning rate")
+    parser.add_argument("--lr", type=finite_float(True), default=d.lr, help="SGD learning rate")
     parser.add_argument(
         "--width",
         type=positive,
@@ -389,11 +359,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--init-scale",
-        type=_finite_float(True),
+        type=finite_float(True),
         default=d.init_scale,
         help="factor on the initial conv weights (>1: drifting start)",
     )
-    coeff = _finite_float(False)
+    coeff = finite_float(False)
     parser.add_argument(
         "--per-coeff",
         type=coeff,
@@ -505,7 +475,6 @@ def measure_overhead(cfg: Config, data, steps: int, everies=(1, 10, 100)) -> dic
 
     Runs are interleaved and repeated three times; the minimum of each is kept.
     """
-    import math
     from dataclasses import replace
 
     per_epoch = data.train_x.shape[0] // cfg.batch_size
