@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from . import ops
+from . import exact, ops
 from ._validation import (
     check_activations,
     check_positive_int,
@@ -23,6 +23,7 @@ def per_loss(
     seed: int | torch.Tensor | None = None,
     reduction: str = "mean",
     precision: str = "tf32",
+    estimator: str = "monte_carlo",
 ) -> torch.Tensor:
     """PER loss of activations ``h`` toward N(0, I) on ``num_slices`` random directions (Eq. 5).
 
@@ -39,10 +40,18 @@ def per_loss(
             tensor on ``h``'s device (best under torch.compile and CUDA graphs).
         reduction: ``"mean"`` or ``"sum"``.
         precision: ``"tf32"`` (default) or ``"ieee"``: float32 dot precision on CUDA.
+        estimator: ``"monte_carlo"`` (default, the paper's Algorithm 1 on ``num_slices``
+            random directions) or ``"exact"``: the expectation over all directions,
+            ``(1/b) sum_i sqrt(2/pi) M(-1/2, d/2, -||h_i||^2/2)`` (DESIGN.md section 7,
+            :mod:`per_triton.exact`), one pass over ``h``, no random numbers. With
+            ``"exact"``, ``seed`` and ``precision`` are ignored and ``num_slices`` must
+            stay at its default.
 
     Returns:
         0-d tensor: float64 for float64 input, float32 otherwise. NaN or Inf in
-        ``h`` propagates to a non-finite loss.
+        ``h`` propagates to a non-finite loss. With ``"exact"`` the gradient of a
+        sample holding NaN or Inf is NaN (its direction is undefined); other samples
+        keep finite gradients.
 
     Raises:
         TypeError / ValueError naming the bad argument.
@@ -56,6 +65,8 @@ def per_loss(
     check_positive_int(num_slices, "num_slices")
     check_reduction(reduction)
     check_precision(precision)
+    if exact.check_estimator(estimator, num_slices) == "exact":
+        return exact.exact_loss(h, reduction)
     b = h.shape[0]
     flat = h.reshape(b, -1).contiguous()
     loss_sum, _coeff = ops.per_fwd(flat, seed_tensor(seed, h.device), num_slices, precision)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import exact
 from ._validation import check_positive_int, check_precision, check_reduction
 from .loss import per_loss
 
@@ -47,6 +48,10 @@ class PER(nn.Module):
         reduction: ``"mean"`` (divide by the batch size) or ``"sum"`` (Algorithm 1
             as printed, without ``1/b``).
         precision: ``"tf32"`` or ``"ieee"`` for float32 dots on CUDA.
+        estimator: ``"monte_carlo"`` (default, random directions) or ``"exact"``: the
+            expectation over all directions (:mod:`per_triton.exact`); the backward adds
+            ``coeff * scale_i * h_i`` to the incoming gradient in one pass. With
+            ``"exact"``, ``num_slices`` must stay at its default and is ignored.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), PER(1e-4), nn.Linear(256, 10))
@@ -60,6 +65,7 @@ class PER(nn.Module):
         num_slices: int = 256,
         reduction: str = "mean",
         precision: str = "tf32",
+        estimator: str = "monte_carlo",
     ) -> None:
         super().__init__()
         if isinstance(coeff, bool) or not isinstance(coeff, (int, float)):
@@ -70,14 +76,20 @@ class PER(nn.Module):
         self.num_slices = check_positive_int(num_slices, "num_slices")
         self.reduction = check_reduction(reduction)
         self.precision = check_precision(precision)
+        self.estimator = exact.check_estimator(estimator, num_slices)
         self.last_loss: torch.Tensor | None = None
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         if not (self.training and torch.is_grad_enabled() and h.requires_grad):
             return h
+        if self.estimator == "exact":
+            out, self.last_loss = exact.exact_layer(h, self.coeff, self.reduction)
+            return out
         loss = per_loss(h, self.num_slices, reduction=self.reduction, precision=self.precision)
         self.last_loss = loss.detach()
         return _AddLossGradient.apply(h, loss * self.coeff)
 
     def extra_repr(self) -> str:
+        if self.estimator == "exact":
+            return f"coeff={self.coeff}, estimator='exact', reduction={self.reduction!r}"
         return f"coeff={self.coeff}, num_slices={self.num_slices}, reduction={self.reduction!r}"

@@ -86,6 +86,7 @@ def regularize(
     names: Iterable[str] | None = None,
     reduction: str = "mean",
     precision: str = "tf32",
+    estimator: str = "monte_carlo",
 ) -> PERHandle:
     """Add PER (Algorithm 1) after the chosen modules of ``model`` with forward hooks.
 
@@ -97,7 +98,8 @@ def regularize(
 
     Args:
         model: the network to regularize (not copied).
-        coeff, num_slices, reduction, precision: as in :class:`PER`.
+        coeff, num_slices, reduction, precision, estimator: as in :class:`PER`
+            (``estimator="exact"``: no random directions, ``num_slices`` ignored).
         layers: module types whose outputs get PER.
         names: module names whose outputs get PER.
 
@@ -133,7 +135,7 @@ def regularize(
         )
     handle = PERHandle()
     for name in chosen:
-        per = PER(coeff, num_slices, reduction, precision)
+        per = PER(coeff, num_slices, reduction, precision, estimator=estimator)
         per.train(model.training)
         handle.layers[name or "<model>"] = per
 

@@ -10,6 +10,8 @@ Methods (one name each, used by the models, the training step and the benchmark)
 ``l1``, ``l2`` activation penalties, :class:`L1Penalty` and :class:`L2Penalty`.
 ``per``        PER (Joo, Kang & Kim 2020, Eq. 5) through :func:`per_triton.per_loss`:
                fused Triton kernels on CUDA, the chunked torch path on the CPU.
+``per_exact``  PER with ``estimator="exact"``: the expectation of Eq. 5 over all
+               directions (:mod:`per_triton.exact`), no random numbers.
 ``per_torch``  PER as a user would write it in plain torch: ``s x d`` Gaussian
                directions materialised with ``torch.randn``, normalised, then
                :func:`per_triton.reference.per_loss` (the same Eq. 5).
@@ -42,6 +44,7 @@ __all__ = [
     "ActivationPenalty",
     "L1Penalty",
     "L2Penalty",
+    "PERExactPenalty",
     "PERPenalty",
     "PERTorchPenalty",
     "VCLPenalty",
@@ -52,8 +55,8 @@ __all__ = [
     "set_step_seed",
 ]
 
-METHODS = ("vanilla", "bn", "vcl", "l1", "l2", "per", "per_torch")
-PENALTY_METHODS = ("vcl", "l1", "l2", "per", "per_torch")
+METHODS = ("vanilla", "bn", "vcl", "l1", "l2", "per", "per_exact", "per_torch")
+PENALTY_METHODS = ("vcl", "l1", "l2", "per", "per_exact", "per_torch")
 
 _SEED_MASK = 2**63 - 1
 _GOLDEN = 0x9E3779B97F4A7C15  # odd constant: distinct layers get well-separated seeds
@@ -176,6 +179,16 @@ class PERPenalty(ActivationPenalty):
         return f"num_slices={self.num_slices}" + (", recurrent=True" if self.recurrent else "")
 
 
+class PERExactPenalty(ActivationPenalty):
+    """Exact PER loss (``reduction="mean"``): ``per_loss(h, estimator="exact")``.
+
+    The expectation of Eq. 5 over all directions; no seed, no random numbers.
+    """
+
+    def compute(self, h: torch.Tensor) -> torch.Tensor:
+        return per_loss(self.samples(h), estimator="exact")
+
+
 class PERTorchPenalty(PERPenalty):
     """PER in plain torch, as a user would write it (the ``per_torch`` baseline).
 
@@ -213,6 +226,8 @@ def make_regularizer(
         return L2Penalty(recurrent=recurrent)
     if method == "per":
         return PERPenalty(num_slices, recurrent=recurrent)
+    if method == "per_exact":
+        return PERExactPenalty(recurrent=recurrent)
     if method == "per_torch":
         return PERTorchPenalty(num_slices, recurrent=recurrent)
     return nn.Identity()
