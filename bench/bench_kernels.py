@@ -3,7 +3,8 @@
 One benchmark per (provider, mode, b, d, s, dtype); the provider and mode are in the
 name and in ``extra_info`` (docs/CONTRACTS.md, kernel suite). Providers and the floor
 are defined in bench/kernel_utils.py: ``fused``, ``eager``, ``eager_tf32``,
-``compile``, ``floor``. Modes: ``forward``, ``backward``, ``full``.
+``compile``, ``floor``, ``exact`` (``estimator="exact"``: no directions, so ``s`` is
+only a label). Modes: ``forward``, ``backward``, ``full``.
 
 Shapes (full run): the paper's 11-layer CNN layer size ``b=128, d=196608, s=256`` in
 every mode, float32 and bf16; a sweep of ``d`` (300 to 2**20) and of ``s`` (64 to
@@ -13,7 +14,10 @@ shape, no ``compile`` (a CPU smoke test of the code path, not a measurement).
 
 Each ``fused`` result carries ``floor_s`` (draw-only kernel for the normals it draws,
 plus its projection FLOPs at the tensor-core rate measured in the same run) and
-``over_floor = median_s / floor_s``; every result carries ``peak_mem_bytes``.
+``over_floor = median_s / floor_s``; each ``exact`` result carries ``floor_s`` = its
+memory traffic (``b*d`` elements once per pass over ``h`` or the gradient) at the copy
+bandwidth measured in the same run, and ``over_floor``; every result carries
+``peak_mem_bytes``.
 
 Run through ``per-triton bench --suite kernel`` (which writes the result file with
 GPU name, versions, commit and command), or
@@ -39,6 +43,7 @@ from bench.common import EventTimer, bench_device, bench_quick, bench_rounds, pe
 from bench.kernel_utils import (  # noqa: E402
     DTYPES,
     PASSES,
+    exact_floor_seconds,
     floor_call,
     floor_seconds,
     make_case,
@@ -60,8 +65,8 @@ S_SWEEP = (64, 128, 512, 1024)
 
 def _shapes() -> list[tuple[str, int, int, int, str, tuple[str, ...]]]:
     """(mode, b, d, s, dtype, providers) for every benchmark of this run."""
-    every = ("fused", "eager", "eager_tf32", "compile", "floor")
-    no_compile = ("fused", "eager", "eager_tf32", "floor")
+    every = ("fused", "eager", "eager_tf32", "compile", "floor", "exact")
+    no_compile = ("fused", "eager", "eager_tf32", "floor", "exact")
     if QUICK_MODE:
         return [("full", 4, 300, 16, "float32", no_compile)]
     shapes = []
@@ -115,13 +120,15 @@ def test_kernel(benchmark, provider: str, mode: str, b: int, d: int, s: int, dty
     }
     if provider in ("fused", "floor"):
         info.update(floor_seconds(mode, b, d, s, torch_dtype, DEVICE))
+    if provider == "exact":
+        info.update(exact_floor_seconds(mode, b, d, torch_dtype, DEVICE))
     timer = EventTimer(call, DEVICE)
     benchmark.group = f"{mode} b{b} d{d} s{s} {dtype}"
     benchmark.extra_info.update(info)
     benchmark.pedantic(timer, rounds=ROUNDS, warmup_rounds=0, iterations=1)
     stats = percentiles(timer.samples())
     benchmark.extra_info.update(stats)
-    if provider == "fused":
+    if provider in ("fused", "exact"):
         benchmark.extra_info["over_floor"] = stats["median_s"] / info["floor_s"]
     partial = os.environ.get(ENV_PARTIAL)
     if partial:  # one JSON line per finished benchmark, kept even if the run is cut off

@@ -10,7 +10,7 @@ leaves the device idle, so pytest-benchmark's own numbers are synchronised too.
 Models (full size = the PER paper's settings, section 4.3.1 for the cost table):
 ``cnn11`` (ELU, 100 classes, batch 128, 32x32), ``resnet110`` (Fixup for every
 method but ``bn``, batch 128), ``lstm`` (2x650, vocabulary 10000, batch 20, 35
-steps, gradient clipping 5). Methods: vanilla, bn, vcl, l1, l2, per, per_torch, with
+steps, gradient clipping 5). Methods: vanilla, bn, vcl, l1, l2, per, per_exact, per_torch, with
 ``s = 256`` and one coefficient. Dtypes: ``float32`` with torch's default settings,
 and ``bf16-autocast``. ``PER_TRITON_BENCH_QUICK=1`` shrinks widths, inputs, batches
 and ``s`` (ResNet-8 for ResNet-110) and runs 3 rounds: a CPU smoke test, not a

@@ -98,7 +98,7 @@ cat "$OUT/env.txt"
 if want tests; then
     run "$(limit "$T_TESTS")" "$PY" -m pytest -q -p no:cacheprovider -rfEs \
         --junitxml="$OUT/gpu-tests.xml" tests/test_gpu_kernels.py tests/test_kernels_fused.py \
-        tests/test_philox_stream.py
+        tests/test_philox_stream.py tests/test_exact.py
     # gpu-marked tests of the other parts of the project
     others=$(grep -l "mark.gpu" tests/test_*.py 2>/dev/null | grep -v "test_gpu_kernels.py" |
         tr '\n' ' ')
@@ -164,6 +164,13 @@ for dtype in ("float32", "bf16"):
         line += (f" | floor {f['floor_s'] * 1e3:.3f} ms (draw {f['draw_s'] * 1e3:.3f})"
                  f" over {f['over_floor']:.2f}x")
         print(line)
+print("target: exact (estimator='exact') within 1.5x of its memory floor")
+for dtype in ("float32", "bf16"):
+    for mode in ("forward", "backward", "full"):
+        x = rows.get((dtype, mode, "exact"))
+        if x:
+            print(f"{dtype:8} {mode:8} exact {x['median_s'] * 1e3:8.3f} ms | floor "
+                  f"{x['floor_s'] * 1e3:.3f} ms over {x['over_floor']:.2f}x")
 EOF
 cat "$OUT/summary.txt" | tee -a "$LOG"
 log "done; files: $(ls "$OUT" | tr '\n' ' ')"

@@ -9,6 +9,10 @@ Providers (docs/CONTRACTS.md, kernel suite):
   precision (full float32 on CUDA unless the user enables TF32);
 - ``eager_tf32``: the same with ``torch.backends.cuda.matmul.allow_tf32 = True``;
 - ``compile``: ``torch.compile`` of the ``eager`` function;
+- ``exact``: ``per_triton.per_loss(h, estimator="exact")`` (no directions: one read of
+  ``h`` for the row norms, one read of ``h`` and one write of the gradient); its floor
+  is that memory traffic at the copy bandwidth measured in the same run
+  (:func:`exact_floor_seconds`);
 - ``floor``: the draw-only kernel for the normals the fused kernels draw (``s*d``
   per pass) plus the projection GEMM FLOPs (``2*b*d*s`` per pass) at the tensor-core
   rate measured on this GPU in this run (DESIGN.md section 5): TF32 for float32, the
@@ -32,7 +36,7 @@ import torch
 import per_triton as pt
 from per_triton import reference
 
-PROVIDERS = ("fused", "eager", "eager_tf32", "compile", "floor")
+PROVIDERS = ("fused", "eager", "eager_tf32", "compile", "floor", "exact")
 MODES = ("forward", "backward", "full")
 DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16}
 PASSES = {"forward": 1, "backward": 1, "full": 2}
@@ -71,6 +75,8 @@ def loss_fn(provider: str) -> Callable[[torch.Tensor, int], torch.Tensor]:
         return eager_per_loss
     if provider == "compile":
         return compiled_per_loss()
+    if provider == "exact":
+        return lambda h, s: pt.per_loss(h, estimator="exact")
     raise ValueError(f"no loss function for provider {provider!r}")
 
 
@@ -223,3 +229,27 @@ def floor_call(mode: str, b: int, d: int, s: int, device: torch.device) -> Calla
         return [draw_and_sum(s, d, seed, split_d=split_d, **cfg) for _ in range(PASSES[mode])]
 
     return call
+
+
+#: Passes over ``b*d`` elements of the exact estimator: the forward reads ``h``; the
+#: backward reads ``h`` and writes the gradient.
+EXACT_TRAFFIC = {"forward": 1, "backward": 2, "full": 3}
+
+
+@functools.cache
+def copy_bandwidth(numel: int, dtype: torch.dtype, device: torch.device) -> float:
+    """Measured bytes/s of ``dst.copy_(src)`` on ``numel`` elements (read + write)."""
+    src = torch.randn(numel, device=device).to(dtype)
+    dst = torch.empty_like(src)
+    t = median_time(lambda: dst.copy_(src), device)
+    return 2.0 * numel * src.element_size() / t
+
+
+def exact_floor_seconds(
+    mode: str, b: int, d: int, dtype: torch.dtype, device: torch.device
+) -> dict[str, float]:
+    """Memory floor of the exact estimator: its ``b*d`` traffic at the measured copy rate."""
+    elem = torch.empty((), dtype=dtype).element_size()
+    traffic = EXACT_TRAFFIC[mode] * b * d * elem
+    bw = copy_bandwidth(b * d, dtype, device)
+    return {"floor_s": traffic / bw, "traffic_bytes": traffic, "copy_bandwidth_bytes_s": bw}

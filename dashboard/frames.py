@@ -10,8 +10,8 @@ from .schema import ClosenessRecord, Run
 PAPER_SERIES = "paper, TITAN X (their model)"
 PAPER_SECONDS = {"vanilla": 0.071, "bn": 0.083, "vcl": 0.087, "per": 0.093}
 
-METHOD_ORDER = ["vanilla", "bn", "vcl", "l1", "l2", "per", "per_torch"]
-PROVIDER_ORDER = ["fused", "eager", "eager_tf32", "compile", "floor"]
+METHOD_ORDER = ["vanilla", "bn", "vcl", "l1", "l2", "per", "per_exact", "per_torch"]
+PROVIDER_ORDER = ["fused", "eager", "eager_tf32", "compile", "floor", "exact"]
 
 TRAINING_COLUMNS = [
     "series", "gpu", "file", "source", "model", "method", "batch", "dtype", "num_slices",

@@ -53,7 +53,7 @@ class TrainingExtra(TypedDict):
 
     suite: Literal["training"]
     model: str
-    method: str  # vanilla, bn, vcl, l1, l2, per, per_torch
+    method: str  # vanilla, bn, vcl, l1, l2, per, per_exact, per_torch
     batch: int
     dtype: str  # "float32" or "bf16-autocast"
     num_slices: int
@@ -67,7 +67,7 @@ class KernelExtra(TypedDict, total=False):
     """``extra_info`` of the kernel suite."""
 
     suite: Literal["kernel"]
-    provider: str  # fused, eager, eager_tf32, compile, floor
+    provider: str  # fused, eager, eager_tf32, compile, floor, exact
     mode: str  # forward, backward, full
     b: int
     d: int

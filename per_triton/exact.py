@@ -105,6 +105,10 @@ def _nodes(device: torch.device) -> tuple[torch.Tensor, ...]:
     return _node_cache[device]
 
 
+def _exp(z: torch.Tensor) -> torch.Tensor:
+    return torch.exp(z.clamp(min=-700.0))
+
+
 def _t_integral(x: torch.Tensor, beta: float) -> torch.Tensor:
     """``I(x, beta) = int_0^1 exp(-x t^2) (1-t^2)^beta dt`` for ``x >= 0``, ``beta >= -1/2``."""
     gh_s2, gh_w, gl_sin2, gl_logcos, gl_w = _nodes(x.device)
@@ -113,9 +117,11 @@ def _t_integral(x: torch.Tensor, beta: float) -> torch.Tensor:
     # K >= SWITCH_K: scaled Gauss-Hermite. Clamp K so the unused branch stays finite.
     kc = k.clamp(min=SWITCH_K).unsqueeze(-1)
     y = (gh_s2 / kc).clamp(max=0.99)  # y <= 110/150 < 1 wherever this branch is used
-    big = (gh_w * torch.exp(beta * (torch.log1p(-y) + y))).sum(-1) / kc.squeeze(-1).sqrt()
+    # Exponents are clamped at -700 (exp = 1e-304, far below the 1e-16 relative that
+    # matters): exp of very negative arguments is slow on CPUs (subnormal results).
+    big = (gh_w * _exp(beta * (torch.log1p(-y) + y))).sum(-1) / kc.squeeze(-1).sqrt()
     # K < SWITCH_K: Gauss-Legendre in phi (t = sin phi).
-    small = (gl_w * torch.exp((2.0 * beta + 1.0) * gl_logcos - xc * gl_sin2)).sum(-1)
+    small = (gl_w * _exp((2.0 * beta + 1.0) * gl_logcos - xc * gl_sin2)).sum(-1)
     return torch.where(k >= SWITCH_K, big, small)
 
 

@@ -131,7 +131,7 @@ def test_per_torch_is_the_plain_reference() -> None:
     assert_close("per_torch", _penalty(mod, h), expected, *TOL["per"])
 
 
-@pytest.mark.parametrize("method", ["vcl", "l1", "l2", "per", "per_torch"])
+@pytest.mark.parametrize("method", ["vcl", "l1", "l2", "per", "per_exact", "per_torch"])
 def test_penalty_only_in_training_with_grad(method: str) -> None:
     mod = make_regularizer(method, 3, num_slices=4)
     h = torch.randn(4, 3)
@@ -146,7 +146,7 @@ def test_penalty_only_in_training_with_grad(method: str) -> None:
 
 
 def test_registry() -> None:
-    assert METHODS == ("vanilla", "bn", "vcl", "l1", "l2", "per", "per_torch")
+    assert METHODS == ("vanilla", "bn", "vcl", "l1", "l2", "per", "per_exact", "per_torch")
     assert isinstance(make_regularizer("vanilla", 3), torch.nn.Identity)
     assert isinstance(make_regularizer("bn", 3), torch.nn.Identity)
     with pytest.raises(ValueError, match="method must be one of"):

@@ -32,7 +32,7 @@ from ._args import int_at_least
 
 SUITE_FILES = {"training": ("bench_training.py",), "kernel": ("bench_kernels.py",)}
 SUITE_FILES["all"] = SUITE_FILES["kernel"] + SUITE_FILES["training"]
-METHOD_ORDER = ("vanilla", "bn", "vcl", "l1", "l2", "per", "per_torch")
+METHOD_ORDER = ("vanilla", "bn", "vcl", "l1", "l2", "per", "per_exact", "per_torch")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
