@@ -32,7 +32,7 @@ def test_tiny_training_run_writes_valid_records(tmp_path, capsys) -> None:
     printed = capsys.readouterr().out
     assert "test accuracy" in printed and "wrote" in printed
     summary = json.loads((out / "summary.json").read_text())
-    methods = ("vanilla", "bn", "vcl", "per")
+    methods = ("vanilla", "bn", "vcl", "per", "per_exact")
     assert sorted((e["method"], e["seed"]) for e in summary) == sorted(
         (m, s) for m in methods for s in (0, 1)
     )
@@ -208,7 +208,7 @@ def test_digits_split_is_fixed_stratified_and_standardised() -> None:
     assert tiny.train_x.shape[0] == 40 and tiny.test_x.shape[0] == 10
 
 
-@pytest.mark.parametrize("method", ["vanilla", "bn", "vcl", "per"])
+@pytest.mark.parametrize("method", ["vanilla", "bn", "vcl", "per", "per_exact"])
 def test_small_cnn_shapes_taps_and_regularisers(method: str) -> None:
     net = SmallCNN(width=4, method=method, num_slices=8)
     assert net.tap_names == TAPS

@@ -27,8 +27,10 @@ from torch import nn
 
 from ._args import finite_float, int_at_least
 
-METHODS = ("vanilla", "bn", "vcl", "l1", "l2", "per")
-DEFAULT_METHODS = ("vanilla", "bn", "vcl", "per")
+METHODS = ("vanilla", "bn", "vcl", "l1", "l2", "per", "per_exact")
+DEFAULT_METHODS = ("vanilla", "bn", "vcl", "per", "per_exact")
+#: ``per_exact`` (estimator="exact") uses PER's coefficient: the same loss in expectation.
+COEFF_OF = {"per_exact": "per"}
 MODEL_NAME = "small_cnn_digits"
 # Training images in load_digits()'s fixed split: 1797 minus 359 held out (20% of each
 # class); a test checks it. Known without loading the data, so --batch-size is checked
@@ -101,7 +103,7 @@ def train_one(
     torch.manual_seed(seed)
     model = SmallCNN(cfg.width, method, init_scale=cfg.init_scale, num_slices=cfg.num_slices)
     model.to(cfg.device)
-    coeff = getattr(cfg, f"{method}_coeff", 0.0)
+    coeff = getattr(cfg, f"{COEFF_OF.get(method, method)}_coeff", 0.0)
     taps = model.tap_names
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
     monitor = None
@@ -168,6 +170,7 @@ COLORS = {
     "l1": "#9467bd",
     "l2": "#8c564b",
     "per": "#2ca02c",
+    "per_exact": "#17becf",
 }
 
 
@@ -368,7 +371,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--per-coeff",
         type=coeff,
         default=d.per_coeff,
-        help="PER coefficient (reduction='mean', per layer)",
+        help="PER coefficient (reduction='mean', per layer), also for per_exact",
     )
     parser.add_argument("--vcl-coeff", type=coeff, default=d.vcl_coeff)
     parser.add_argument("--l1-coeff", type=coeff, default=d.l1_coeff)
