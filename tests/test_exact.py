@@ -274,3 +274,38 @@ def test_norm_splits_cover_the_row():
         split_d, n_split = per_exact.plan_norm_splits(b, d)
         assert split_d % per_exact.BLOCK == 0
         assert (n_split - 1) * split_d < d <= n_split * split_d
+
+
+def test_custom_ops_pass_opcheck():
+    gen = torch.Generator().manual_seed(8)
+    h = torch.randn(3, 37, generator=gen)
+    scale = torch.randn(3, generator=gen)
+    torch.library.opcheck(exact.row_sq_norms, (h,))
+    torch.library.opcheck(exact.scale_rows, (h, scale, None))
+    torch.library.opcheck(exact.scale_rows, (h, scale, torch.randn(3, 37, generator=gen)))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_cuda_matches_cpu_float64(dtype: torch.dtype):
+    """The CUDA path (Triton norm and scale kernels) against the CPU float64 path."""
+    gen = torch.Generator().manual_seed(9)
+    h = (3 * torch.randn(17, 3, 31, 29, generator=gen)).to(dtype)
+    hc = h.cuda().requires_grad_()
+    loss = pt.per_loss(hc, estimator="exact")
+    loss.backward()
+    h64 = h.double().requires_grad_()
+    want = pt.per_loss(h64, estimator="exact")
+    want.backward()
+    tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-5}[dtype]
+    assert loss.item() == pytest.approx(want.item(), rel=tol)
+    gtol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
+    assert_close("cuda grad", hc.grad.double(), h64.grad, atol=1e-9, rtol=gtol)
+    # PER layer: one fused pass adds coeff * grad to the incoming gradient
+    x = h.cuda().requires_grad_()
+    up = torch.randn(x.shape, device="cuda", dtype=dtype)
+    (pt.PER(0.5, estimator="exact")(x) * up).sum().backward()
+    assert_close("PER cuda", x.grad.double(), up.double() + 0.5 * h64.grad, 1e-6, 10 * gtol)
+    # compiled, fullgraph, no recompile for new values
+    fn = torch.compile(lambda t: pt.per_loss(t, estimator="exact"), fullgraph=True)
+    assert fn(h.cuda()).item() == pytest.approx(want.item(), rel=tol)
