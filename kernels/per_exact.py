@@ -4,9 +4,13 @@ Exact PER touches ``h`` ``(b, d)`` twice, once per pass, and nothing else of siz
 
 1. ``_row_sq_norms_kernel``: grid (row, split of ``d``). Each program sums the squares
    of its split of one row in float32 (float16/bfloat16/float32 inputs) and writes one
-   partial; the launcher adds the ``(b, n_split)`` partials in split order (fixed, so the
-   norms are bitwise reproducible). The 1F1 values of the ``b`` norms are torch ops
-   (per_triton/exact.py), ``b * 64`` float64 values.
+   partial.
+   ``_exact_terms_kernel``: one program adds the ``(b, n_split)`` partials of each row
+   in split order (fixed, so the result is bitwise reproducible), evaluates the two 1F1
+   values of every row in float64 by the quadratures of per_triton/exact.py (same
+   nodes, same switch; the torch version there is the reference it is tested against),
+   and writes the loss sum ``sum_i sqrt(2/pi) M(-1/2, d/2, -r_i^2/2)`` and the gradient
+   scales ``sqrt(2/pi)/d * M(1/2, d/2+1, -r_i^2/2)``. Two launches for the forward.
 2. ``_scale_rows_kernel``: grid (column tile, row): ``out = grad_in + scale_i * h_i``
    computed in float32, stored in ``h``'s dtype: the exact Eq. 6 gradient added to the
    incoming gradient (Algorithm 1) in the one pass that writes the gradient.
@@ -23,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["row_sq_norms", "scale_rows", "plan_norm_splits", "BLOCK"]
+__all__ = ["row_sq_norms", "exact_fwd", "scale_rows", "plan_norm_splits", "BLOCK"]
 
 #: Elements per program step (both kernels).
 BLOCK = 1024
@@ -45,6 +49,76 @@ def _row_sq_norms_kernel(h_ptr, part_ptr, D, split_d, n_split, BLOCK: tl.constex
         x = x.to(acc_dtype)
         acc += x * x
     tl.store(part_ptr + row * n_split + split, tl.sum(acc, axis=0))
+
+
+@triton.jit
+def _log1p_neg(y):
+    """``log(1 - y)`` to a few ulps for ``0 <= y < 1`` (Kahan's trick, plain ``log`` only)."""
+    u = 1.0 - y
+    safe = tl.where(u == 1.0, 0.5, u)
+    return tl.where(u == 1.0, -y, tl.log(safe) * (-y) / (safe - 1.0))
+
+
+@triton.jit
+def _t_integral(x, beta, s2, wh, sin2, logcos, wl, SWITCH: tl.constexpr):
+    """``int_0^1 exp(-x t^2) (1-t^2)^beta dt`` for a ``(BLOCK_B,)`` float64 ``x``."""
+    k = x + beta
+    kc = tl.maximum(k, SWITCH)
+    y = tl.minimum(s2[None, :] / kc[:, None], 0.99)
+    big_e = tl.maximum(beta * (_log1p_neg(y) + y), -700.0)
+    big = tl.sum(wh[None, :] * tl.exp(big_e), axis=1) / tl.sqrt(kc)
+    small_e = tl.maximum((2.0 * beta + 1.0) * logcos[None, :] - x[:, None] * sin2[None, :], -700.0)
+    small = tl.sum(wl[None, :] * tl.exp(small_e), axis=1)
+    return tl.where(k >= SWITCH, big, small)
+
+
+@triton.jit(do_not_specialize=["B", "D", "n_split"])
+def _exact_terms_kernel(
+    part_ptr,
+    nodes_ptr,
+    scale_ptr,
+    loss_ptr,
+    B,
+    D,
+    n_split,
+    N: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    IS_D1: tl.constexpr,
+    SWITCH: tl.constexpr,
+):
+    j = tl.arange(0, N)
+    s2 = tl.load(nodes_ptr + j)
+    wh = tl.load(nodes_ptr + N + j)
+    sin2 = tl.load(nodes_ptr + 2 * N + j)
+    logcos = tl.load(nodes_ptr + 3 * N + j)
+    wl = tl.load(nodes_ptr + 4 * N + j)
+    c = D.to(tl.float64) * 0.5
+    zero = tl.zeros((BLOCK_B,), dtype=tl.float64)
+    norm_c = _t_integral(zero, c - 1.5, s2, wh, sin2, logcos, wl, SWITCH)
+    norm_c1 = _t_integral(zero, c - 0.5, s2, wh, sin2, logcos, wl, SWITCH)
+    # a bare float literal would be rounded to float32 first
+    sqrt_2_over_pi = tl.full((), 0.7978845608028654, tl.float64)
+    total = tl.zeros((BLOCK_B,), dtype=tl.float64)
+    for start in range(0, B, BLOCK_B):
+        rows = start + tl.arange(0, BLOCK_B)
+        mask = rows < B
+        sq = tl.zeros((BLOCK_B,), dtype=tl.float64)
+        for k in range(0, n_split):  # split order: reproducible
+            sq += tl.load(part_ptr + rows * n_split + k, mask=mask, other=0).to(tl.float64)
+        x = 0.5 * sq
+        if IS_D1:
+            lc = tl.exp(-x)
+        else:
+            lc = _t_integral(x, c - 1.5, s2, wh, sin2, logcos, wl, SWITCH) / norm_c
+        lc1 = _t_integral(x, c - 0.5, s2, wh, sin2, logcos, wl, SWITCH) / norm_c1
+        # tl.maximum drops NaN (the clamps above): carry NaN and Inf through explicitly
+        special = (x != x) | (x == float("inf"))
+        f = tl.where(special, x, lc + (x / c) * lc1)
+        g = tl.where(x != x, x, tl.where(special, 0.0, lc1))
+        total += tl.where(mask, sqrt_2_over_pi * f, 0.0)
+        scale = (sqrt_2_over_pi / (2.0 * c)) * g
+        tl.store(scale_ptr + rows, scale.to(scale_ptr.dtype.element_ty), mask=mask)
+    tl.store(loss_ptr, tl.sum(total, axis=0).to(loss_ptr.dtype.element_ty))
 
 
 @triton.jit
@@ -83,6 +157,42 @@ def row_sq_norms(h: torch.Tensor, block: int = BLOCK) -> torch.Tensor:
     part = torch.empty((b, n_split), dtype=acc, device=h.device)
     _row_sq_norms_kernel[(b, n_split)](h, part, d, split_d, n_split, BLOCK=block)
     return part.sum(dim=1) if n_split > 1 else part.reshape(b)
+
+
+def exact_fwd(
+    h: torch.Tensor, nodes: torch.Tensor, switch: float, block: int = BLOCK, block_b: int = 32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loss_sum, scale)`` of exact PER for ``h`` ``(b, d)``: a 0-d tensor and ``(b,)``.
+
+    ``loss_sum = sum_i sqrt(2/pi) M(-1/2, d/2, -r_i^2/2)``, ``scale_i = sqrt(2/pi)/d *
+    M(1/2, d/2+1, -r_i^2/2)``, both float32 (float64 for float64 input). ``nodes`` is the
+    ``(5, N)`` float64 node table of per_triton/exact.py on ``h``'s device.
+    """
+    if h.dim() != 2:
+        raise ValueError(f"h must be 2-D (b, d), got shape {tuple(h.shape)}")
+    h = h.contiguous()
+    b, d = h.shape
+    acc = torch.float64 if h.dtype == torch.float64 else torch.float32
+    split_d, n_split = plan_norm_splits(b, d, block)
+    part = torch.empty((b, n_split), dtype=acc, device=h.device)
+    _row_sq_norms_kernel[(b, n_split)](h, part, d, split_d, n_split, BLOCK=block)
+    scale = torch.empty((b,), dtype=acc, device=h.device)
+    loss = torch.empty((), dtype=acc, device=h.device)
+    _exact_terms_kernel[(1,)](
+        part,
+        nodes,
+        scale,
+        loss,
+        b,
+        d,
+        n_split,
+        N=nodes.shape[1],
+        BLOCK_B=block_b,
+        IS_D1=d == 1,
+        SWITCH=switch,
+        num_warps=4,
+    )
+    return loss, scale
 
 
 def scale_rows(

@@ -41,11 +41,14 @@ d in {1, 2, 3, 7, 650, 196608, 2**26} x r/sqrt(d) in {0, 1e-3, 0.1, 1, 10, 1e3, 
 and on 578 random and boundary points (``K`` within 1e-9 of 150) with d up to 2**26
 and r/sqrt(d) from 1e-4 to 1e7 (``scripts/exact_accuracy.py``, tests/test_exact.py).
 
-Everything here is torch ops on ``(b, 64)`` tensors: no host synchronisation, no
-data-dependent control flow, traceable by ``torch.compile(fullgraph=True)``. The two
-passes over ``(b, d)`` data (row norms; the scaled gradient write) are the custom ops
-``per_triton::row_sq_norms`` and ``per_triton::scale_rows``: plain torch on the CPU,
-the Triton kernels of :mod:`per_triton.kernels.per_exact` on CUDA.
+:func:`kummer_pair` is torch ops on ``(b, 64)`` tensors: no host synchronisation, no
+data-dependent control flow. The estimator itself is two custom ops, opaque to
+``torch.compile(fullgraph=True)``: ``per_triton::exact_fwd`` (row norms, the 1F1
+values, loss sum and per-row gradient scales) and ``per_triton::scale_rows`` (the
+scaled gradient write). On the CPU they are torch ops (:func:`kummer_pair`); on CUDA
+the Triton kernels of :mod:`per_triton.kernels.per_exact`, which evaluate the same
+quadratures in float64 in one launch (tested against :func:`kummer_pair`), so the
+forward is two launches and the backward one.
 """
 
 from __future__ import annotations
@@ -62,7 +65,8 @@ __all__ = [
     "exact_terms",
     "exact_loss",
     "exact_layer",
-    "row_sq_norms",
+    "exact_fwd",
+    "node_table",
     "scale_rows",
 ]
 
@@ -82,7 +86,7 @@ _GL_SIN2 = (np.sin((_gl_x + 1) * math.pi / 4) ** 2).tolist()  # sin^2(phi) on [0
 _GL_LOGCOS = np.log(np.cos((_gl_x + 1) * math.pi / 4)).tolist()
 _GL_W = (_gl_w * math.pi / 4).tolist()
 
-_node_cache: dict[torch.device, tuple[torch.Tensor, ...]] = {}
+_node_cache: dict[object, object] = {}
 
 
 def _nodes(device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -102,11 +106,30 @@ def _nodes(device: torch.device) -> tuple[torch.Tensor, ...]:
         return make()
     if device not in _node_cache:
         _node_cache[device] = make()
-    return _node_cache[device]
+    return _node_cache[device]  # type: ignore[return-value]
+
+
+def _acc(dtype: torch.dtype) -> torch.dtype:
+    """float64 for float64, float32 for every other float dtype."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _exp(z: torch.Tensor) -> torch.Tensor:
     return torch.exp(z.clamp(min=-700.0))
+
+
+def node_table(device: torch.device) -> torch.Tensor:
+    """``(5, 64)`` float64 node table for the Triton kernel: Gauss-Hermite ``s^2`` and weights
+    (padded with zero weights to 64), ``sin^2 phi``, ``log cos phi``, Gauss-Legendre weights."""
+    key = ("table", device)
+    if torch.compiler.is_compiling() or key not in _node_cache:
+        pad = [0.0] * (_NODES - len(_GH_S2))
+        rows = (_GH_S2 + pad, _GH_W + pad, _GL_SIN2, _GL_LOGCOS, _GL_W)
+        table = torch.tensor(rows, dtype=torch.float64, device=device)
+        if torch.compiler.is_compiling():
+            return table
+        _node_cache[key] = table
+    return _node_cache[key]  # type: ignore[return-value]
 
 
 def _t_integral(x: torch.Tensor, beta: float) -> torch.Tensor:
@@ -180,30 +203,38 @@ def check_estimator(estimator: object, num_slices: object = DEFAULT_NUM_SLICES) 
 # ----------------------------------------------------------- the two passes over h
 
 
-@torch.library.custom_op("per_triton::row_sq_norms", mutates_args=(), device_types="cpu")
-def row_sq_norms(h: torch.Tensor) -> torch.Tensor:
-    """``(b,)`` squared row norms of ``h`` ``(b, d)``: float64 for float64, float32 otherwise."""
-    acc = torch.float64 if h.dtype == torch.float64 else torch.float32
-    return torch.linalg.vector_norm(h, dim=1, dtype=acc).square()
+@torch.library.custom_op("per_triton::exact_fwd", mutates_args=(), device_types="cpu")
+def exact_fwd(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact PER of ``h`` ``(b, d)``: ``(loss_sum, scale)``, a 0-d tensor and ``(b,)``.
+
+    ``loss_sum = sum_i sqrt(2/pi) M(-1/2, d/2, -r_i^2/2)`` (Eq. 5 in expectation, without
+    ``1/b``) and ``scale_i = sqrt(2/pi)/d * M(1/2, d/2+1, -r_i^2/2)`` (Eq. 6 in
+    expectation is ``scale_i * h_i``); float64 for float64 input, float32 otherwise
+    (float16/bfloat16 norms accumulate in float32).
+    """
+    acc = _acc(h.dtype)
+    sq = torch.linalg.vector_norm(h, dim=1, dtype=acc).square()
+    terms, scale = exact_terms(sq, h.shape[1])
+    return terms.sum().to(acc), scale.to(acc)
 
 
-@row_sq_norms.register_fake
-def _row_sq_norms_fake(h: torch.Tensor) -> torch.Tensor:
-    acc = torch.float64 if h.dtype == torch.float64 else torch.float32
-    return h.new_empty((h.shape[0],), dtype=acc)
+@exact_fwd.register_fake
+def _exact_fwd_fake(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    acc = _acc(h.dtype)
+    return h.new_empty((), dtype=acc), h.new_empty((h.shape[0],), dtype=acc)
 
 
-@row_sq_norms.register_kernel("cuda")
-def _row_sq_norms_cuda(h: torch.Tensor) -> torch.Tensor:
+@exact_fwd.register_kernel("cuda")
+def _exact_fwd_cuda(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     from .kernels import per_exact
 
-    return per_exact.row_sq_norms(h)
+    return per_exact.exact_fwd(h, node_table(h.device), SWITCH_K)
 
 
 @torch.library.custom_op("per_triton::scale_rows", mutates_args=(), device_types="cpu")
 def scale_rows(h: torch.Tensor, scale: torch.Tensor, grad_in: torch.Tensor | None) -> torch.Tensor:
     """``grad_in + scale[:, None] * h`` (``grad_in`` may be None), in ``h``'s dtype, ``(b, d)``."""
-    prod = h * scale.to(torch.float64 if h.dtype == torch.float64 else torch.float32)[:, None]
+    prod = h * scale.to(_acc(h.dtype))[:, None]
     out = prod if grad_in is None else prod.add_(grad_in)
     return out.to(h.dtype)
 
@@ -227,19 +258,12 @@ def _scale_rows_cuda(
 # ------------------------------------------------------------------------- autograd
 
 
-def _forward_terms(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loss sum ``sum_i E psi`` and per-row gradient scales, in the accumulation dtype."""
-    acc = torch.float64 if flat.dtype == torch.float64 else torch.float32
-    terms, scale = exact_terms(row_sq_norms(flat), flat.shape[1])
-    return terms.sum().to(acc), scale.to(acc)
-
-
 class _ExactLoss(torch.autograd.Function):
     """Loss ``(1/b or 1) * sum_i E psi(<h_i, theta>)``; backward ``grad * scale_i * h_i``."""
 
     @staticmethod
     def forward(ctx, flat: torch.Tensor, inv_b: float) -> torch.Tensor:
-        loss_sum, scale = _forward_terms(flat)
+        loss_sum, scale = exact_fwd(flat)
         ctx.save_for_backward(flat, scale)
         ctx.inv_b = inv_b
         return loss_sum * inv_b
@@ -259,7 +283,7 @@ class _ExactLayer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h: torch.Tensor, coeff: float, inv_b: float):
         flat = h.detach().reshape(h.shape[0], -1)
-        loss_sum, scale = _forward_terms(flat.contiguous())
+        loss_sum, scale = exact_fwd(flat.contiguous())
         ctx.save_for_backward(h.detach(), scale * (coeff * inv_b))
         loss = loss_sum * inv_b
         ctx.mark_non_differentiable(loss)

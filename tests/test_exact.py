@@ -253,7 +253,7 @@ def test_kernels_match_torch(b: int, d: int, block: int):
     scale = torch.randn(b, generator=gen).to(DEVICE)
     grad = torch.randn(b, d, generator=gen).to(DEVICE)
     h64 = h.double()
-    norms = per_exact.row_sq_norms(h, block=block)
+    norms = per_exact.row_sq_norms(h, block=block)  # the first kernel of exact_fwd
     assert norms.dtype == torch.float32
     assert_close("row_sq_norms", norms, h64.square().sum(1), atol=1e-6, rtol=1e-5)
     want = grad.double() + scale.double()[:, None] * h64
@@ -269,6 +269,48 @@ def test_kernels_match_torch(b: int, d: int, block: int):
                  atol=1e-12, rtol=1e-12)  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    "dim,dtype",
+    [
+        (1, torch.float64),
+        (2, torch.float64),
+        (3, torch.float32),
+        (7, torch.float64),
+        (650, torch.float64),
+        (4099, torch.float32),
+    ],
+)
+def test_exact_fwd_kernel_matches_torch(dim: int, dtype: torch.dtype):
+    """The Triton 1F1 kernel (float64 quadratures) against the torch ops, across regimes.
+
+    Rows are scaled so that ``r/sqrt(d)`` spans 0 to 1e6: both quadratures, the switch
+    and the asymptotic regime. Some rows are NaN / Inf. Also checks ``block_b`` smaller
+    than ``b`` (several row blocks) and split norms (``block`` 64).
+    """
+    gen = torch.Generator().manual_seed(dim)
+    ratios = torch.tensor([0.0, 1e-3, 0.1, 1.0, 3.0, 10.0, 17.0, 1e3, 1e6], dtype=torch.float64)
+    u = torch.randn(len(ratios), dim, dtype=torch.float64, generator=gen)
+    u = u / u.norm(dim=1, keepdim=True)
+    h = (u * (ratios * math.sqrt(dim))[:, None]).to(dtype)
+    h = torch.cat([h, torch.full((1, dim), float("nan"), dtype=dtype)])
+    h[-1, 1:] = 0.5
+    h = torch.cat([h, torch.full((1, dim), float("inf"), dtype=dtype)]).to(DEVICE)
+    table = exact.node_table(h.device)
+    loss, scale = per_exact.exact_fwd(h[:-2], table, exact.SWITCH_K, block=64, block_b=4)
+    want_loss, want_scale = exact.exact_fwd(h[:-2].cpu())
+    rtol = 1e-13 if dtype == torch.float64 else 1e-6
+    assert loss.dtype == want_loss.dtype and scale.dtype == want_scale.dtype
+    assert loss.item() == pytest.approx(want_loss.item(), rel=rtol)
+    assert_close("scale", scale, want_scale, atol=0, rtol=rtol)
+    # non-finite rows: NaN stays NaN; Inf gives an infinite loss and a zero scale
+    loss_nan, scale_nan = per_exact.exact_fwd(h, table, exact.SWITCH_K, block=64, block_b=4)
+    assert math.isnan(loss_nan.item()) and scale_nan[-2].isnan()
+    assert scale_nan[-1].item() == 0.0 and torch.isfinite(scale_nan[:-2]).all()
+    _, scale_inf = per_exact.exact_fwd(h[[0, -1]], table, exact.SWITCH_K)
+    assert per_exact.exact_fwd(h[[0, -1]], table, exact.SWITCH_K)[0].item() == math.inf
+    assert scale_inf[1].item() == 0.0
+
+
 def test_norm_splits_cover_the_row():
     for b, d in [(1, 1), (32, 196608), (1, 2**20 + 3), (4096, 10)]:
         split_d, n_split = per_exact.plan_norm_splits(b, d)
@@ -280,7 +322,7 @@ def test_custom_ops_pass_opcheck():
     gen = torch.Generator().manual_seed(8)
     h = torch.randn(3, 37, generator=gen)
     scale = torch.randn(3, generator=gen)
-    torch.library.opcheck(exact.row_sq_norms, (h,))
+    torch.library.opcheck(exact.exact_fwd, (h,))
     torch.library.opcheck(exact.scale_rows, (h, scale, None))
     torch.library.opcheck(exact.scale_rows, (h, scale, torch.randn(3, 37, generator=gen)))
 
