@@ -21,6 +21,7 @@
 #   kernel-partial.jsonl every kernel result as it finished (kept if a stage is cut off)
 #   training.json        training suite (per-triton bench --suite training)
 #   summary.txt          the targets at the paper shape: ratios, memory, time over floor
+#                        (fused and exact), and per / per_exact over vanilla in training
 #
 # Copy the JSON files to bench/results/<gpu-slug>/ (bench/common.py machine_folder)
 # and commit them; their machine_info holds GPU name, versions, commit and command.
@@ -171,6 +172,25 @@ for dtype in ("float32", "bf16"):
         if x:
             print(f"{dtype:8} {mode:8} exact {x['median_s'] * 1e3:8.3f} ms | floor "
                   f"{x['floor_s'] * 1e3:.3f} ms over {x['over_floor']:.2f}x")
+EOF
+# training targets: per and per_exact over vanilla (cnn11 b=128: per_exact <= 1.03x)
+"$PY" - "$OUT/training.json" >>"$OUT/summary.txt" 2>&1 <<'EOF'
+import json
+import sys
+from pathlib import Path
+
+path = Path(sys.argv[1])
+if not path.is_file():
+    sys.exit(f"{path.name} missing: no training figures")
+times = {}
+for b in json.loads(path.read_text())["benchmarks"]:
+    e = b["extra_info"]
+    times.setdefault((e["model"], e["dtype"]), {})[e["method"]] = e["median_s"]
+print("training: ratio to vanilla (target: cnn11 per_exact <= 1.03x)")
+for (model, dtype), t in times.items():
+    if "vanilla" in t:
+        ratios = " ".join(f"{m} {t[m] / t['vanilla']:.3f}x" for m in ("per", "per_exact") if m in t)
+        print(f"{model:10} {dtype:14} {ratios}")
 EOF
 cat "$OUT/summary.txt" | tee -a "$LOG"
 log "done; files: $(ls "$OUT" | tr '\n' ' ')"
