@@ -146,8 +146,8 @@ def plan_norm_splits(b: int, d: int, block: int = BLOCK) -> tuple[int, int]:
     return split_d, triton.cdiv(d, split_d)
 
 
-def row_sq_norms(h: torch.Tensor, block: int = BLOCK) -> torch.Tensor:
-    """``(b,)`` squared row norms of ``h`` ``(b, d)``; float32 (float64 for float64 input)."""
+def _norm_partials(h: torch.Tensor, block: int) -> torch.Tensor:
+    """``(b, n_split)`` partial sums of squares (the first pass), in the acc dtype."""
     if h.dim() != 2:
         raise ValueError(f"h must be 2-D (b, d), got shape {tuple(h.shape)}")
     h = h.contiguous()
@@ -156,7 +156,12 @@ def row_sq_norms(h: torch.Tensor, block: int = BLOCK) -> torch.Tensor:
     split_d, n_split = plan_norm_splits(b, d, block)
     part = torch.empty((b, n_split), dtype=acc, device=h.device)
     _row_sq_norms_kernel[(b, n_split)](h, part, d, split_d, n_split, BLOCK=block)
-    return part.sum(dim=1) if n_split > 1 else part.reshape(b)
+    return part
+
+
+def row_sq_norms(h: torch.Tensor, block: int = BLOCK) -> torch.Tensor:
+    """``(b,)`` squared row norms of ``h`` ``(b, d)``; float32 (float64 for float64 input)."""
+    return _norm_partials(h, block).sum(dim=1)
 
 
 def exact_fwd(
@@ -168,16 +173,10 @@ def exact_fwd(
     M(1/2, d/2+1, -r_i^2/2)``, both float32 (float64 for float64 input). ``nodes`` is the
     ``(5, N)`` float64 node table of per_triton/exact.py on ``h``'s device.
     """
-    if h.dim() != 2:
-        raise ValueError(f"h must be 2-D (b, d), got shape {tuple(h.shape)}")
-    h = h.contiguous()
-    b, d = h.shape
-    acc = torch.float64 if h.dtype == torch.float64 else torch.float32
-    split_d, n_split = plan_norm_splits(b, d, block)
-    part = torch.empty((b, n_split), dtype=acc, device=h.device)
-    _row_sq_norms_kernel[(b, n_split)](h, part, d, split_d, n_split, BLOCK=block)
-    scale = torch.empty((b,), dtype=acc, device=h.device)
-    loss = torch.empty((), dtype=acc, device=h.device)
+    part = _norm_partials(h, block)
+    (b, n_split), d = part.shape, h.shape[1]
+    scale = torch.empty((b,), dtype=part.dtype, device=h.device)
+    loss = torch.empty((), dtype=part.dtype, device=h.device)
     _exact_terms_kernel[(1,)](
         part,
         nodes,
