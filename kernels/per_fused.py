@@ -289,7 +289,15 @@ def _block_b(b: int) -> int:
     return min(128, max(16, triton.next_power_of_2(b)))
 
 
-def plan_splits(b: int, d: int, s: int, device: torch.device) -> tuple[int, int]:
+def plan_splits(
+    b: int,
+    d: int,
+    s: int,
+    device: torch.device | None,
+    *,
+    sm_count: int | None = None,
+    block_s: int = 64,
+) -> tuple[int, int]:
     """``(split_d, n_split)``: how the forward cuts ``d`` (a pure function of shapes and GPU).
 
     Aims for about two programs per SM at a slice tile of 64, with the
@@ -298,8 +306,9 @@ def plan_splits(b: int, d: int, s: int, device: torch.device) -> tuple[int, int]
     reduction order is fixed for given shapes and GPU.
     """
     b_tiles = triton.cdiv(b, _block_b(b))
-    s_tiles = triton.cdiv(s, 64)
-    want = triton.cdiv(2 * _sm_count(device), s_tiles * b_tiles)
+    s_tiles = triton.cdiv(s, block_s)
+    sms = sm_count if sm_count is not None else _sm_count(device)
+    want = triton.cdiv(2 * sms, s_tiles * b_tiles)
     by_memory = max(1, WORKSPACE_BYTES // (4 * b * s))
     n = max(1, min(want, by_memory, triton.cdiv(d, SPLIT_ALIGN)))
     split_d = triton.cdiv(triton.cdiv(d, n), SPLIT_ALIGN) * SPLIT_ALIGN
