@@ -120,8 +120,11 @@ class Build:
 
     def label(self) -> str:
         c = self.consts
-        tiles = "-".join(f"{k[6:].lower()}{c[k]}" for k in ("BLOCK_B", "BLOCK_S", "BLOCK_D") if k in c)
-        return f"{self.name}-{self.dtype}-{self.precision}-{tiles}-w{self.num_warps}-st{self.num_stages}"
+        tiles = "-".join(
+            f"{k[6:].lower()}{c[k]}" for k in ("BLOCK_B", "BLOCK_S", "BLOCK_D") if k in c
+        )
+        run = f"w{self.num_warps}-st{self.num_stages}"
+        return f"{self.name}-{self.dtype}-{self.precision}-{tiles}-{run}"
 
 
 def _meta(dtype: str, *shape: int):
@@ -133,9 +136,10 @@ def _meta(dtype: str, *shape: int):
 
 def builds(only: str = "all") -> list[Build]:
     """Every build of the report (``only``: ``all`` or ``fixed``, the CI subset)."""
-    from bench.kernel_utils import draw_config
     from per_triton.kernels import per_fused as pf
     from per_triton.kernels import philox_directions as pd
+
+    from bench.kernel_utils import draw_config
 
     b, d, s = PAPER_SHAPE["b"], PAPER_SHAPE["d"], PAPER_SHAPE["s"]
     default_stages = 3  # Triton's CUDA default when the launcher passes none
@@ -171,11 +175,29 @@ def builds(only: str = "all") -> list[Build]:
                 "split_d": split_d,
                 "stride_hb": d,
             }
-            consts = {"BLOCK_B": block_b, "PRECISION": prec, "N_ROUNDS": pd.PHILOX_ROUNDS} | tiles
+            consts = {
+                "BLOCK_B": block_b,
+                "PRECISION": prec,
+                "N_ROUNDS": pd.PHILOX_ROUNDS,
+                "SFU": True,
+            } | tiles
             if dt != "fp32" and prec == "ieee":
                 continue
             p = prec if dt == "fp32" else dt
-            out.append(Build("fwd", pf._per_fwd_partial_kernel, args, consts, warps, stages, dt, p, role, True))
+            out.append(
+                Build(
+                    "fwd",
+                    pf._per_fwd_partial_kernel,
+                    args,
+                    consts,
+                    warps,
+                    stages,
+                    dt,
+                    p,
+                    role,
+                    True,
+                )
+            )
     for role, tiles, warps, stages in cfgs(pf.FIXED_BWD_CONFIG, pf._BWD_CONFIGS):
         for dt, prec in variants:
             args = {
@@ -188,18 +210,46 @@ def builds(only: str = "all") -> list[Build]:
                 "stride_cb": s,
                 "stride_gb": d,
             }
-            consts = {"BLOCK_B": block_b, "PRECISION": prec, "N_ROUNDS": pd.PHILOX_ROUNDS} | tiles
-            out.append(Build("bwd", pf._per_bwd_kernel, args, consts, warps, stages, dt, prec, role, True))
+            consts = {
+                "BLOCK_B": block_b,
+                "PRECISION": prec,
+                "N_ROUNDS": pd.PHILOX_ROUNDS,
+                "SFU": True,
+            } | tiles
+            out.append(
+                Build("bwd", pf._per_bwd_kernel, args, consts, warps, stages, dt, prec, role, True)
+            )
     # the draw-only floor: the tiles the kernel benchmark tries
     import torch
 
     split_d, _ = pf.plan_splits(b, d, s, None, sm_count=SM_COUNT)
     floor_cfgs = draw_config(b, d, s, torch.device("cuda"))
     for i, cfg in enumerate(floor_cfgs[:1] if only == "fixed" else floor_cfgs):
-        args = {"seed_ptr": _meta("i64", 1), "out_ptr": _meta("fp32", 1), "S": s, "D": d, "split_d": split_d}
-        consts = {"BLOCK_S": cfg["block_s"], "BLOCK_D": cfg["block_d"], "N_ROUNDS": pd.PHILOX_ROUNDS}
+        args = {
+            "seed_ptr": _meta("i64", 1),
+            "out_ptr": _meta("fp32", 1),
+            "S": s,
+            "D": d,
+            "split_d": split_d,
+        }
+        consts = {
+            "BLOCK_S": cfg["block_s"],
+            "BLOCK_D": cfg["block_d"],
+            "N_ROUNDS": pd.PHILOX_ROUNDS,
+            "SFU": True,
+        }
         role = "fixed" if i == 0 else "floor"
-        out.append(Build("draw_sum", pd._draw_sum_kernel, args, consts, cfg["num_warps"], default_stages, role=role))
+        out.append(
+            Build(
+                "draw_sum",
+                pd._draw_sum_kernel,
+                args,
+                consts,
+                cfg["num_warps"],
+                default_stages,
+                role=role,
+            )
+        )
     if only == "all":
         tile = pd._DEFAULT_TILE
         args = {
@@ -210,8 +260,15 @@ def builds(only: str = "all") -> list[Build]:
             "col_stop": d,
             "stride_out_s": d,
         }
-        consts = {"BLOCK_S": tile["BLOCK_S"], "BLOCK_D": tile["BLOCK_D"], "N_ROUNDS": pd.PHILOX_ROUNDS}
-        out.append(Build("normals", pd._normals_kernel, args, consts, 4, default_stages, role="stream"))
+        consts = {
+            "BLOCK_S": tile["BLOCK_S"],
+            "BLOCK_D": tile["BLOCK_D"],
+            "N_ROUNDS": pd.PHILOX_ROUNDS,
+            "SFU": True,
+        }
+        out.append(
+            Build("normals", pd._normals_kernel, args, consts, 4, default_stages, role="stream")
+        )
         fb, fs = pf._FINISH_TILE["BLOCK_B"], pf._FINISH_TILE["BLOCK_S"]
         args = {
             "part_proj_ptr": _meta("fp32", 1),
@@ -222,7 +279,16 @@ def builds(only: str = "all") -> list[Build]:
             "S": s,
             "n_split": pf.plan_splits(b, d, s, None, sm_count=SM_COUNT)[1],
         }
-        out.append(Build("finish", pf._per_fwd_finish_kernel, args, {"BLOCK_B": fb, "BLOCK_S": fs}, 4, default_stages))
+        out.append(
+            Build(
+                "finish",
+                pf._per_fwd_finish_kernel,
+                args,
+                {"BLOCK_B": fb, "BLOCK_S": fs},
+                4,
+                default_stages,
+            )
+        )
     return out
 
 
@@ -424,7 +490,12 @@ HEADERS = {
 
 
 def table(records: list[dict[str, Any]]) -> str:
-    lines = [" ".join(f"{HEADERS.get(k, k):>{w}}" if k != "label" else f"{HEADERS[k]:<{w}}" for k, w in COLUMNS)]
+    lines = [
+        " ".join(
+            f"{HEADERS.get(k, k):>{w}}" if k != "label" else f"{HEADERS[k]:<{w}}"
+            for k, w in COLUMNS
+        )
+    ]
     for r in records:
         cells = []
         for k, w in COLUMNS:
@@ -438,7 +509,9 @@ def table(records: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None, *, out: Callable[[str], None] = print) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=pathlib.Path, help="write one JSON record per build here")
-    parser.add_argument("--dump", type=pathlib.Path, help="write each build's SASS into this folder")
+    parser.add_argument(
+        "--dump", type=pathlib.Path, help="write each build's SASS into this folder"
+    )
     parser.add_argument("--only", choices=("all", "fixed"), default="all", help="builds to report")
     parser.add_argument("--check", action="store_true", help="exit 1 if a CI bound is violated")
     parser.add_argument("-k", default="", help="only builds whose label contains this text")

@@ -40,7 +40,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .philox_directions import PHILOX_ROUNDS, gaussian_tile
+from .philox_directions import PHILOX_ROUNDS, SFU, gaussian_quad
 
 __all__ = [
     "per_fwd",
@@ -66,6 +66,30 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
 @triton.jit
+def _fwd_step(
+    h, n0, n1, n2, n3, acc0, acc1, acc2, acc3, sq0, sq1, sq2, sq3, PRECISION: tl.constexpr
+):
+    """One tile of the forward: four chained dots (one per Philox word) and ``v^2`` tiles."""
+    acc0 = tl.dot(h, tl.trans(n0), acc0, input_precision=PRECISION)
+    acc1 = tl.dot(h, tl.trans(n1), acc1, input_precision=PRECISION)
+    acc2 = tl.dot(h, tl.trans(n2), acc2, input_precision=PRECISION)
+    acc3 = tl.dot(h, tl.trans(n3), acc3, input_precision=PRECISION)
+    return acc0, acc1, acc2, acc3, sq0 + n0 * n0, sq1 + n1 * n1, sq2 + n2 * n2, sq3 + n3 * n3
+
+
+@triton.jit
+def _store_quad(ptr, rows, stride_row, offs_q, S, mask_rows, t0, t1, t2, t3):
+    """Store ``t_w[:, a]`` at column ``k = 4 offs_q[a] + w`` of ``rows`` (``k < S``)."""
+    k = offs_q.to(tl.int64) * 4
+    base = ptr + rows.to(tl.int64)[:, None] * stride_row
+    m = mask_rows[:, None]
+    tl.store(base + (k + 0)[None, :], t0, mask=m & (k + 0 < S)[None, :])
+    tl.store(base + (k + 1)[None, :], t1, mask=m & (k + 1 < S)[None, :])
+    tl.store(base + (k + 2)[None, :], t2, mask=m & (k + 2 < S)[None, :])
+    tl.store(base + (k + 3)[None, :], t3, mask=m & (k + 3 < S)[None, :])
+
+
+@triton.jit
 def _per_fwd_partial_kernel(
     # pointers
     h_ptr,
@@ -85,44 +109,69 @@ def _per_fwd_partial_kernel(
     BLOCK_D: tl.constexpr,
     PRECISION: tl.constexpr,
     N_ROUNDS: tl.constexpr,
+    SFU: tl.constexpr,
 ):
     """Partial projections ``sum_{j in split} h_ij v_kj`` and ``sum_{j in split} v_kj^2``.
 
     Writes ``part_proj[split, i, k]`` (float32) for this program's batch and slice
-    tiles, and ``part_sq[split, k]`` from the first batch tile only.
+    tiles, and ``part_sq[split, k]`` from the first batch tile only. The slice tile
+    is four ``(BLOCK_S/4, BLOCK_D)`` word tiles (rows ``k = 4q + w``), each with its
+    own dot and accumulator; ``v^2`` is summed in 2-D register tiles and reduced
+    once after the loop. ``h`` of any dtype is projected in float32 (``PRECISION``)
+    on the float32 directions, so bf16/fp16 see the directions the norms use.
+    Full ``BLOCK_D`` tiles run unmasked in ``j``; a partial last tile is masked.
     """
     pid_s = tl.program_id(0)
     pid_split = tl.program_id(1)
     pid_b = tl.program_id(2)
     seed = tl.load(seed_ptr)
+    QS: tl.constexpr = BLOCK_S // 4
 
     offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_k = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
+    offs_q = pid_s * QS + tl.arange(0, QS)
     mask_b = offs_b < B
-    mask_k = offs_k < S
     h_rows = h_ptr + offs_b.to(tl.int64)[:, None] * stride_hb
 
-    acc = tl.zeros((BLOCK_B, BLOCK_S), dtype=tl.float32)
-    sq = tl.zeros((BLOCK_S,), dtype=tl.float32)
+    acc0 = tl.zeros((BLOCK_B, QS), dtype=tl.float32)
+    acc1 = tl.zeros((BLOCK_B, QS), dtype=tl.float32)
+    acc2 = tl.zeros((BLOCK_B, QS), dtype=tl.float32)
+    acc3 = tl.zeros((BLOCK_B, QS), dtype=tl.float32)
+    sq0 = tl.zeros((QS, BLOCK_D), dtype=tl.float32)
+    sq1 = tl.zeros((QS, BLOCK_D), dtype=tl.float32)
+    sq2 = tl.zeros((QS, BLOCK_D), dtype=tl.float32)
+    sq3 = tl.zeros((QS, BLOCK_D), dtype=tl.float32)
     d_lo = pid_split * split_d
     d_hi = tl.minimum(d_lo + split_d, D)
-    for j0 in range(d_lo, d_hi, BLOCK_D):
+    d_full = d_lo + (d_hi - d_lo) // BLOCK_D * BLOCK_D
+    for j0 in range(d_lo, d_full, BLOCK_D):
         offs_j = j0 + tl.arange(0, BLOCK_D)
+        h = tl.load(h_rows + offs_j[None, :], mask=mask_b[:, None], other=0.0).to(tl.float32)
+        n0, n1, n2, n3 = gaussian_quad(seed, offs_q, offs_j, N_ROUNDS, SFU)
+        acc0, acc1, acc2, acc3, sq0, sq1, sq2, sq3 = _fwd_step(
+            h, n0, n1, n2, n3, acc0, acc1, acc2, acc3, sq0, sq1, sq2, sq3, PRECISION
+        )
+    if d_full < d_hi:
+        offs_j = d_full + tl.arange(0, BLOCK_D)
         mask_j = offs_j < D
-        v = gaussian_tile(seed, offs_k, j0, BLOCK_D, N_ROUNDS)
-        v = tl.where(mask_k[:, None] & mask_j[None, :], v, 0.0)
-        sq += tl.sum(v * v, axis=1)
         h = tl.load(h_rows + offs_j[None, :], mask=mask_b[:, None] & mask_j[None, :], other=0.0)
-        if h.dtype == tl.float32:
-            acc = tl.dot(h, tl.trans(v), acc, input_precision=PRECISION)
-        else:
-            acc = tl.dot(h, tl.trans(v.to(h.dtype)), acc)
+        n0, n1, n2, n3 = gaussian_quad(seed, offs_q, offs_j, N_ROUNDS, SFU)
+        n0 = tl.where(mask_j[None, :], n0, 0.0)
+        n1 = tl.where(mask_j[None, :], n1, 0.0)
+        n2 = tl.where(mask_j[None, :], n2, 0.0)
+        n3 = tl.where(mask_j[None, :], n3, 0.0)
+        acc0, acc1, acc2, acc3, sq0, sq1, sq2, sq3 = _fwd_step(
+            h.to(tl.float32), n0, n1, n2, n3, acc0, acc1, acc2, acc3, sq0, sq1, sq2, sq3, PRECISION
+        )
 
-    base = pid_split.to(tl.int64) * B * S
-    ptrs = part_proj_ptr + base + offs_b.to(tl.int64)[:, None] * S + offs_k[None, :]
-    tl.store(ptrs, acc, mask=mask_b[:, None] & mask_k[None, :])
+    proj = part_proj_ptr + pid_split.to(tl.int64) * B * S
+    _store_quad(proj, offs_b, S, offs_q, S, mask_b, acc0, acc1, acc2, acc3)
     if pid_b == 0:
-        tl.store(part_sq_ptr + pid_split.to(tl.int64) * S + offs_k, sq, mask=mask_k)
+        k = offs_q * 4
+        sq_ptr = part_sq_ptr + pid_split.to(tl.int64) * S + k
+        tl.store(sq_ptr + 0, tl.sum(sq0, axis=1), mask=k + 0 < S)
+        tl.store(sq_ptr + 1, tl.sum(sq1, axis=1), mask=k + 1 < S)
+        tl.store(sq_ptr + 2, tl.sum(sq2, axis=1), mask=k + 2 < S)
+        tl.store(sq_ptr + 3, tl.sum(sq3, axis=1), mask=k + 3 < S)
 
 
 @triton.jit
@@ -190,31 +239,48 @@ def _per_bwd_kernel(
     BLOCK_D: tl.constexpr,
     PRECISION: tl.constexpr,
     N_ROUNDS: tl.constexpr,
+    SFU: tl.constexpr,
 ):
     """``grad[i, j] = sum_k coeff[i, k] v_kj`` for one coordinate tile (Eq. 6, Algorithm 1).
 
     ``coeff`` is float32 ``(B, S)``, already ``erf(p/sqrt2) / (S ||v_k||)`` times the
-    incoming gradient; ``grad`` takes its pointer's dtype.
+    incoming gradient; ``grad`` takes its pointer's dtype. Each slice tile is four
+    word tiles (rows ``k = 4q + w``), four chained dots into one accumulator; rows
+    past ``S`` meet zero coefficients, columns past ``D`` are not stored, so the
+    directions need no mask.
     """
     pid_d = tl.program_id(0)
     pid_b = tl.program_id(1)
     seed = tl.load(seed_ptr)
+    QS: tl.constexpr = BLOCK_S // 4
 
-    j0 = pid_d * BLOCK_D
-    offs_j = j0 + tl.arange(0, BLOCK_D)
+    offs_j = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     mask_j = offs_j < D
     mask_b = offs_b < B
     c_rows = coeff_ptr + offs_b.to(tl.int64)[:, None] * stride_cb
 
     acc = tl.zeros((BLOCK_B, BLOCK_D), dtype=tl.float32)
-    for s0 in range(0, S, BLOCK_S):
-        offs_k = s0 + tl.arange(0, BLOCK_S)
-        mask_k = offs_k < S
-        v = gaussian_tile(seed, offs_k, j0, BLOCK_D, N_ROUNDS)
-        v = tl.where(mask_k[:, None] & mask_j[None, :], v, 0.0)
-        c = tl.load(c_rows + offs_k[None, :], mask=mask_b[:, None] & mask_k[None, :], other=0.0)
-        acc = tl.dot(c, v, acc, input_precision=PRECISION)
+    for q0 in range(0, tl.cdiv(S, 4), QS):
+        offs_q = q0 + tl.arange(0, QS)
+        n0, n1, n2, n3 = gaussian_quad(seed, offs_q, offs_j, N_ROUNDS, SFU)
+        k = offs_q * 4
+        c0 = tl.load(
+            c_rows + (k + 0)[None, :], mask=mask_b[:, None] & (k + 0 < S)[None, :], other=0.0
+        )
+        c1 = tl.load(
+            c_rows + (k + 1)[None, :], mask=mask_b[:, None] & (k + 1 < S)[None, :], other=0.0
+        )
+        c2 = tl.load(
+            c_rows + (k + 2)[None, :], mask=mask_b[:, None] & (k + 2 < S)[None, :], other=0.0
+        )
+        c3 = tl.load(
+            c_rows + (k + 3)[None, :], mask=mask_b[:, None] & (k + 3 < S)[None, :], other=0.0
+        )
+        acc = tl.dot(c0, n0, acc, input_precision=PRECISION)
+        acc = tl.dot(c1, n1, acc, input_precision=PRECISION)
+        acc = tl.dot(c2, n2, acc, input_precision=PRECISION)
+        acc = tl.dot(c3, n3, acc, input_precision=PRECISION)
 
     ptrs = grad_ptr + offs_b.to(tl.int64)[:, None] * stride_gb + offs_j[None, :]
     tl.store(ptrs, acc.to(grad_ptr.dtype.element_ty), mask=mask_b[:, None] & mask_j[None, :])
@@ -233,12 +299,27 @@ else:
     # Every config compiles for sm_90 with no register spill in float32 (TF32 and
     # IEEE) and bfloat16 at BLOCK_B = 128 (tests/test_kernels_compile.py).
     _FWD_CONFIGS = [
-        triton.Config({"BLOCK_S": bs, "BLOCK_D": bd}, num_warps=w, num_stages=2)
-        for bs, bd, w in [(32, 32, 4), (64, 32, 8), (64, 64, 8), (128, 32, 8)]
+        triton.Config({"BLOCK_S": bs, "BLOCK_D": bd}, num_warps=w, num_stages=st)
+        for bs, bd, w, st in [
+            (64, 32, 4, 2),
+            (64, 64, 4, 2),
+            (64, 64, 8, 2),
+            (64, 128, 8, 2),
+            (128, 32, 8, 2),
+            (128, 64, 8, 2),
+            (64, 64, 4, 3),
+        ]
     ]
     _BWD_CONFIGS = [
-        triton.Config({"BLOCK_S": bs, "BLOCK_D": bd}, num_warps=w, num_stages=2)
-        for bs, bd, w in [(32, 64, 8), (32, 128, 8), (64, 64, 8)]
+        triton.Config({"BLOCK_S": bs, "BLOCK_D": bd}, num_warps=w, num_stages=st)
+        for bs, bd, w, st in [
+            (64, 64, 4, 2),
+            (64, 128, 4, 2),
+            (64, 128, 8, 2),
+            (128, 64, 8, 2),
+            (64, 256, 8, 2),
+            (64, 128, 8, 3),
+        ]
     ]
 
 #: The tile used when autotuning is off (``PER_TRITON_AUTOTUNE=0``): fixed configs
@@ -372,7 +453,7 @@ def per_fwd(
     part_proj = _empty((n_split, b, s), dtype=torch.float32, device=h.device)
     part_sq = _empty((n_split, s), dtype=torch.float32, device=h.device)
     args = (h, seed, part_proj, part_sq, b, d, s, split_d, h.stride(0))
-    meta = {"BLOCK_B": block_b, "PRECISION": precision, "N_ROUNDS": PHILOX_ROUNDS}
+    meta = {"BLOCK_B": block_b, "PRECISION": precision, "N_ROUNDS": PHILOX_ROUNDS, "SFU": SFU}
     if config is None and not _autotune_enabled():
         config = FIXED_FWD_CONFIG
     if config is None:
@@ -434,7 +515,7 @@ def per_bwd(
         raise ValueError(f"out must be ({b}, {d}) {out_dtype} with unit column stride")
     block_b = _block_b(b)
     args = (coeff, seed, out, b, d, s, coeff.stride(0), out.stride(0))
-    meta = {"BLOCK_B": block_b, "PRECISION": precision, "N_ROUNDS": PHILOX_ROUNDS}
+    meta = {"BLOCK_B": block_b, "PRECISION": precision, "N_ROUNDS": PHILOX_ROUNDS, "SFU": SFU}
     if config is None and not _autotune_enabled():
         config = FIXED_BWD_CONFIG
     if config is None:

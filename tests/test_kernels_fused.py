@@ -112,7 +112,10 @@ def test_backward_on_arbitrary_coefficients(b: int, d: int, s: int) -> None:
     seed = seed_t(31)
     v = philox_normals(s, 0, d, seed).double()
     got = per_fused.per_bwd(coeff, seed, d, torch.float32, "ieee", config=TILE_B)
-    assert_close("grad", got, coeff.double() @ v, **TOLERANCES[torch.float32]["grad"])
+    # float32 sums of s products: error <= s * eps32 * (|C| @ |V|), elementwise
+    scale = coeff.abs().double() @ v.abs()
+    err = (got.double() - coeff.double() @ v).abs()
+    assert (err <= s * 2.0**-23 * scale + 1e-12).all(), f"max error / bound {(err / scale).max()}"
 
 
 def test_tile_configs_and_splits_agree() -> None:
