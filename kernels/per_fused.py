@@ -48,15 +48,17 @@ __all__ = [
     "plan_splits",
     "INTERPRET",
     "WORKSPACE_BYTES",
-    "SPLIT_ALIGN",
+    "CTAS_PER_SM",
 ]
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
-#: Upper bound on the forward's split workspace (``n_split * b * s`` float32).
-WORKSPACE_BYTES = 3 * 1024 * 1024
-#: A split of ``d`` is a multiple of this (the largest ``BLOCK_D`` of any config).
-SPLIT_ALIGN = 256
+#: Upper bound on the forward's split workspace (``n_split * b * s`` float32). At the
+#: paper shape (b = 128, s = 256, 132 SMs) the plan uses 66 splits: 8.25 MiB.
+WORKSPACE_BYTES = 16 * 1024 * 1024
+#: Forward programs planned per SM: every config is built to fit two CTAs per SM
+#: on sm_90 (registers and shared memory, bench/sass_report.py).
+CTAS_PER_SM = 2
 
 _SQRT1_2 = 1.0 / math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -119,7 +121,8 @@ def _per_fwd_partial_kernel(
     own dot and accumulator; ``v^2`` is summed in 2-D register tiles and reduced
     once after the loop. ``h`` of any dtype is projected in float32 (``PRECISION``)
     on the float32 directions, so bf16/fp16 see the directions the norms use.
-    Full ``BLOCK_D`` tiles run unmasked in ``j``; a partial last tile is masked.
+    Full ``BLOCK_D`` tiles run unmasked in ``j``; a partial last tile (any
+    ``split_d`` works) is masked to the split.
     """
     pid_s = tl.program_id(0)
     pid_split = tl.program_id(1)
@@ -152,7 +155,7 @@ def _per_fwd_partial_kernel(
         )
     if d_full < d_hi:
         offs_j = d_full + tl.arange(0, BLOCK_D)
-        mask_j = offs_j < D
+        mask_j = offs_j < d_hi
         h = tl.load(h_rows + offs_j[None, :], mask=mask_b[:, None] & mask_j[None, :], other=0.0)
         n0, n1, n2, n3 = gaussian_quad(seed, offs_q, offs_j, N_ROUNDS, SFU)
         n0 = tl.where(mask_j[None, :], n0, 0.0)
@@ -288,48 +291,36 @@ def _per_bwd_kernel(
 
 # ------------------------------------------------------------------ autotune configs
 
-# One small config under the interpreter (tiles >= 16 wherever tl.dot is used);
-# a few on the GPU. BLOCK_B is chosen by the launcher, not tuned.
+# One small config under the interpreter (word tiles >= 8 slices, the smallest dot
+# K/N the GPU takes); on the GPU the configs that bench/sass_report.py shows at two
+# CTAs per SM, no spill and the fewest instructions per normal (README, "Static
+# report"). Configs with one CTA per SM or spills were dropped. BLOCK_B is chosen
+# by the launcher, not tuned.
 if INTERPRET:
-    _FWD_CONFIGS = [triton.Config({"BLOCK_S": 16, "BLOCK_D": 32}, num_warps=4)]
-    _BWD_CONFIGS = [triton.Config({"BLOCK_S": 16, "BLOCK_D": 32}, num_warps=4)]
+    _FWD_CONFIGS = [triton.Config({"BLOCK_S": 32, "BLOCK_D": 32}, num_warps=4)]
+    _BWD_CONFIGS = [triton.Config({"BLOCK_S": 32, "BLOCK_D": 32}, num_warps=4)]
 else:
-    # The forward re-reads the (BLOCK_B x BLOCK_D) activation tile once per slice
-    # tile: BLOCK_S >= 32 keeps that traffic (BLOCK_B / BLOCK_S loads per normal) low.
-    # Every config compiles for sm_90 with no register spill in float32 (TF32 and
-    # IEEE) and bfloat16 at BLOCK_B = 128 (tests/test_kernels_compile.py).
+    # Forward: all configs share BLOCK_S and BLOCK_D, so the split plan (which sets
+    # the grid and the workspace) is the same whichever autotuning picks.
     _FWD_CONFIGS = [
-        triton.Config({"BLOCK_S": bs, "BLOCK_D": bd}, num_warps=w, num_stages=st)
-        for bs, bd, w, st in [
-            (64, 32, 4, 2),
-            (64, 64, 4, 2),
-            (64, 64, 8, 2),
-            (64, 128, 8, 2),
-            (128, 32, 8, 2),
-            (128, 64, 8, 2),
-            (64, 64, 4, 3),
-        ]
+        triton.Config({"BLOCK_S": 64, "BLOCK_D": 32}, num_warps=8, num_stages=st) for st in (1, 2)
     ]
     _BWD_CONFIGS = [
-        triton.Config({"BLOCK_S": bs, "BLOCK_D": bd}, num_warps=w, num_stages=st)
-        for bs, bd, w, st in [
-            (64, 64, 4, 2),
-            (64, 128, 4, 2),
-            (64, 128, 8, 2),
-            (128, 64, 8, 2),
-            (64, 256, 8, 2),
-            (64, 128, 8, 3),
-        ]
+        triton.Config({"BLOCK_S": bs, "BLOCK_D": bd}, num_warps=8, num_stages=st)
+        for bs, bd, st in [(32, 128, 2), (32, 128, 1), (64, 64, 1)]
     ]
 
 #: The tile used when autotuning is off (``PER_TRITON_AUTOTUNE=0``): fixed configs
 #: make results bitwise identical across processes without Triton's autotune cache.
-if INTERPRET:
-    FIXED_FWD_CONFIG = {"BLOCK_S": 16, "BLOCK_D": 32, "num_warps": 4}
-    FIXED_BWD_CONFIG = {"BLOCK_S": 16, "BLOCK_D": 32, "num_warps": 4}
-else:
-    FIXED_FWD_CONFIG = {"BLOCK_S": 64, "BLOCK_D": 32, "num_warps": 8}
-    FIXED_BWD_CONFIG = {"BLOCK_S": 32, "BLOCK_D": 128, "num_warps": 8}
+_FIXED = {"fwd": _FWD_CONFIGS[0], "bwd": _BWD_CONFIGS[0]}
+FIXED_FWD_CONFIG = {**_FIXED["fwd"].kwargs, "num_warps": _FIXED["fwd"].num_warps}
+FIXED_BWD_CONFIG = {**_FIXED["bwd"].kwargs, "num_warps": _FIXED["bwd"].num_warps}
+if not INTERPRET:
+    FIXED_FWD_CONFIG["num_stages"] = _FIXED["fwd"].num_stages
+    FIXED_BWD_CONFIG["num_stages"] = _FIXED["bwd"].num_stages
+#: The forward tile every config shares (the split plan depends on it).
+_FWD_TILE = {k: FIXED_FWD_CONFIG[k] for k in ("BLOCK_S", "BLOCK_D")}
+assert all(c.kwargs == _FWD_TILE for c in _FWD_CONFIGS)
 
 
 def _autotune(configs: list[triton.Config], key: list[str]):
@@ -377,22 +368,26 @@ def plan_splits(
     device: torch.device | None,
     *,
     sm_count: int | None = None,
-    block_s: int = 64,
+    block_s: int | None = None,
+    block_d: int | None = None,
 ) -> tuple[int, int]:
     """``(split_d, n_split)``: how the forward cuts ``d`` (a pure function of shapes and GPU).
 
-    Aims for about two programs per SM at a slice tile of 64, with the
-    workspace ``n_split * b * s * 4`` bytes under :data:`WORKSPACE_BYTES`; every
-    split is a multiple of :data:`SPLIT_ALIGN`. Not tuned by timing, so the
-    reduction order is fixed for given shapes and GPU.
+    Planned from the forward tile (``block_s``, ``block_d``; default the tile all
+    forward configs share): enough splits for :data:`CTAS_PER_SM` programs per SM
+    (``sm_count``, default the device's), with the workspace ``n_split * b * s * 4``
+    bytes under :data:`WORKSPACE_BYTES`; every split is a multiple of ``block_d``.
+    Not tuned by timing, so the reduction order is fixed for given shapes and GPU.
     """
+    block_s = block_s or _FWD_TILE["BLOCK_S"]
+    block_d = block_d or _FWD_TILE["BLOCK_D"]
     b_tiles = triton.cdiv(b, _block_b(b))
     s_tiles = triton.cdiv(s, block_s)
     sms = sm_count if sm_count is not None else _sm_count(device)
-    want = triton.cdiv(2 * sms, s_tiles * b_tiles)
+    want = triton.cdiv(CTAS_PER_SM * sms, s_tiles * b_tiles)
     by_memory = max(1, WORKSPACE_BYTES // (4 * b * s))
-    n = max(1, min(want, by_memory, triton.cdiv(d, SPLIT_ALIGN)))
-    split_d = triton.cdiv(triton.cdiv(d, n), SPLIT_ALIGN) * SPLIT_ALIGN
+    n = max(1, min(want, by_memory, triton.cdiv(d, block_d)))
+    split_d = triton.cdiv(triton.cdiv(d, n), block_d) * block_d
     return split_d, triton.cdiv(d, split_d)
 
 
@@ -423,7 +418,8 @@ def per_fwd(
         precision: ``"tf32"`` or ``"ieee"`` for float32 ``h`` (ignored otherwise).
         config: explicit tile ``{"BLOCK_S", "BLOCK_D"[, "num_warps"]}`` instead of
             autotuning (tests, and ``PER_TRITON_AUTOTUNE=0``).
-        split_d: override of :func:`plan_splits` (a multiple of ``config``'s BLOCK_D).
+        split_d: override of :func:`plan_splits` (any positive length; a multiple
+            of ``BLOCK_D`` keeps the masked tail tile to the last split).
 
     Returns:
         ``loss_sum`` (0-d float32) ``= sum_i (1/s) sum_k psi(p_ik)`` (Eq. 5 without
@@ -442,26 +438,28 @@ def per_fwd(
     if d >= 2**31 or s >= 2**31:
         raise ValueError("d and num_slices must be < 2**31")
 
+    if config is None and not _autotune_enabled():
+        config = FIXED_FWD_CONFIG
+    tile = config or _FWD_TILE
+    if tile["BLOCK_S"] < 4 or tile["BLOCK_S"] % 4:
+        raise ValueError(f"config BLOCK_S must be a multiple of 4, got {tile['BLOCK_S']}")
     if split_d is None:
-        split_d, n_split = plan_splits(b, d, s, h.device)
+        split_d, n_split = plan_splits(
+            b, d, s, h.device, block_s=tile["BLOCK_S"], block_d=tile["BLOCK_D"]
+        )
     else:
-        if split_d < 1 or (config is None and split_d % SPLIT_ALIGN):
-            # an autotuned BLOCK_D must divide the split, or a tile would count twice
-            raise ValueError(f"split_d must be a positive multiple of {SPLIT_ALIGN}, got {split_d}")
+        if split_d < 1:
+            raise ValueError(f"split_d must be >= 1, got {split_d}")
         n_split = triton.cdiv(d, split_d)
     block_b = _block_b(b)
     part_proj = _empty((n_split, b, s), dtype=torch.float32, device=h.device)
     part_sq = _empty((n_split, s), dtype=torch.float32, device=h.device)
     args = (h, seed, part_proj, part_sq, b, d, s, split_d, h.stride(0))
     meta = {"BLOCK_B": block_b, "PRECISION": precision, "N_ROUNDS": PHILOX_ROUNDS, "SFU": SFU}
-    if config is None and not _autotune_enabled():
-        config = FIXED_FWD_CONFIG
     if config is None:
         grid = lambda m: (triton.cdiv(s, m["BLOCK_S"]), n_split, triton.cdiv(b, block_b))
         _per_fwd_partial_tuned[grid](*args, **meta)
     else:
-        if split_d % config["BLOCK_D"]:
-            raise ValueError(f"split_d {split_d} is not a multiple of BLOCK_D {config['BLOCK_D']}")
         grid = (triton.cdiv(s, config["BLOCK_S"]), n_split, triton.cdiv(b, block_b))
         _per_fwd_partial_kernel[grid](*args, **meta, **config)
 
@@ -518,6 +516,8 @@ def per_bwd(
     meta = {"BLOCK_B": block_b, "PRECISION": precision, "N_ROUNDS": PHILOX_ROUNDS, "SFU": SFU}
     if config is None and not _autotune_enabled():
         config = FIXED_BWD_CONFIG
+    if config is not None and (config["BLOCK_S"] < 4 or config["BLOCK_S"] % 4):
+        raise ValueError(f"config BLOCK_S must be a multiple of 4, got {config['BLOCK_S']}")
     if config is None:
         grid = lambda m: (triton.cdiv(d, m["BLOCK_D"]), triton.cdiv(b, block_b))
         _per_bwd_tuned[grid](*args, **meta)

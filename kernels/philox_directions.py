@@ -285,7 +285,8 @@ def _draw_sum_kernel(
     """Draw-only floor: generate ``v[k, j]`` like the fused kernels and sum it.
 
     Same grid as the fused forward (slice tiles x splits of ``d``); the full tiles
-    of a split run unmasked, a partial last tile masked, as in the forward. One
+    of a split run unmasked, a partial last tile masked to the split, as in the
+    forward. One
     float32 partial per program, so nothing but the draw is timed.
     """
     pid_s = tl.program_id(0)
@@ -309,7 +310,7 @@ def _draw_sum_kernel(
     if d_full < d_hi:
         offs_j = d_full + tl.arange(0, BLOCK_D)
         n0, n1, n2, n3 = gaussian_quad(seed, offs_q, offs_j, N_ROUNDS, SFU)
-        mask_j = (offs_j < D)[None, :]
+        mask_j = (offs_j < d_hi)[None, :]
         acc0 += tl.where(mask_j, n0, 0.0)
         acc1 += tl.where(mask_j, n1, 0.0)
         acc2 += tl.where(mask_j, n2, 0.0)
@@ -452,8 +453,8 @@ def draw_and_sum(
     _check_seed(seed)
     _check_sizes(num_slices, dim)
     _check_tile(block_s, block_d)
-    if split_d % block_d:
-        raise ValueError(f"split_d must be a multiple of block_d, got {split_d}, {block_d}")
+    if split_d < 1:
+        raise ValueError(f"split_d must be >= 1, got {split_d}")
     grid = (triton.cdiv(num_slices, block_s), triton.cdiv(dim, split_d))
     out = torch.empty(grid[0] * grid[1], dtype=torch.float32, device=seed.device)
     _draw_sum_kernel[grid](

@@ -54,8 +54,9 @@ SHAPES = [
     pytest.param(3, 1023, 5, id="b3-d1023-s5"),
 ]
 
-TILE_A = {"BLOCK_S": 16, "BLOCK_D": 32}
-TILE_B = {"BLOCK_S": 32, "BLOCK_D": 64}
+# Word tiles of BLOCK_S / 4 >= 8 slices: the smallest dot the GPU compiles.
+TILE_A = {"BLOCK_S": 32, "BLOCK_D": 32}
+TILE_B = {"BLOCK_S": 64, "BLOCK_D": 64}
 
 
 @pytest.fixture(autouse=True)
@@ -173,14 +174,36 @@ def test_nan_propagates() -> None:
 
 
 def test_plan_splits(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The paper's shape on a 132-SM GPU: splits aligned, cover d, workspace in budget."""
+    """Splits cover d, are whole tiles, fill CTAS_PER_SM per SM, keep the workspace bound."""
     monkeypatch.setattr(per_fused, "_sm_count", lambda device: 132)
     for b, d, s in [(128, 196608, 256), (1, 1, 1), (7, 1023, 64), (4096, 300, 1024)]:
-        split_d, n = per_fused.plan_splits(b, d, s, torch.device("cuda"))
-        assert split_d % per_fused.SPLIT_ALIGN == 0
-        assert (n - 1) * split_d < d <= n * split_d
-        assert n == 1 or n * b * s * 4 <= per_fused.WORKSPACE_BYTES
-    assert per_fused.plan_splits(128, 196608, 256, torch.device("cuda")) == (8192, 24)
+        for bs, bd in [(64, 32), (32, 128)]:
+            split_d, n = per_fused.plan_splits(
+                b, d, s, torch.device("cuda"), block_s=bs, block_d=bd
+            )
+            assert split_d % bd == 0
+            assert (n - 1) * split_d < d <= n * split_d
+            assert n == 1 or n * b * s * 4 <= per_fused.WORKSPACE_BYTES
+            programs = n * -(-s // bs) * -(-b // per_fused._block_b(b))
+            fits = n * b * s * 4 <= per_fused.WORKSPACE_BYTES and n * bd < d
+            assert programs >= per_fused.CTAS_PER_SM * 132 or not fits
+    # The paper shape: 4 slice tiles x 66 splits = 264 programs (2 per SM), 8.25 MiB.
+    split_d, n = per_fused.plan_splits(
+        128, 196608, 256, torch.device("cuda"), block_s=64, block_d=32
+    )
+    assert (split_d, n) == (3008, 66) and n * 128 * 256 * 4 == 8.25 * 2**20
+
+
+def test_splits_not_multiple_of_block_agree() -> None:
+    """A split length that is not a multiple of BLOCK_D (masked tail in every split)."""
+    torch.manual_seed(4)
+    b, d, s = 3, 1023, 40
+    h = torch.randn(b, d, device=DEVICE)
+    seed = seed_t(12)
+    loss_sum, coeff, _, _ = expected(h, seed, s)
+    got_loss, got_coeff = per_fused.per_fwd(h, seed, s, "ieee", config=TILE_A, split_d=100)
+    assert_close("loss_sum", got_loss, loss_sum, **TOLERANCES[torch.float32]["loss_sum"])
+    assert_close("coeff", got_coeff, coeff, **TOLERANCES[torch.float32]["coeff"])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
