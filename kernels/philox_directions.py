@@ -96,13 +96,21 @@ _M2LN2 = tl.constexpr(-2.0 * math.log(2.0))
 
 
 @triton.jit
+def _mul_wide(a, x):
+    """``(hi, lo)`` of the 64-bit product of the constant ``a`` and uint32 ``x``.
+
+    One ``mul.wide.u32`` (``IMAD.WIDE.U32``) instead of ``mul.hi`` plus ``mul.lo``.
+    """
+    p = x.to(tl.uint64) * a
+    return (p >> 32).to(tl.uint32), p.to(tl.uint32)
+
+
+@triton.jit
 def _philox_round(c0, c1, c2, c3, k0, k1):
     """One Philox4x32 round (Salmon et al., SC'11); shapes broadcast."""
-    n0 = tl.math.umulhi(_PHILOX_B, c2) ^ c1 ^ k0
-    n2 = tl.math.umulhi(_PHILOX_A, c0) ^ c3 ^ k1
-    n1 = tl.mul(c2, _PHILOX_B, sanitize_overflow=False)
-    n3 = tl.mul(c0, _PHILOX_A, sanitize_overflow=False)
-    return n0, n1, n2, n3
+    hi_b, lo_b = _mul_wide(_PHILOX_B, c2)
+    hi_a, lo_a = _mul_wide(_PHILOX_A, c0)
+    return hi_b ^ c1 ^ k0, lo_b, hi_a ^ c3 ^ k1, lo_a
 
 
 @triton.jit
@@ -118,15 +126,15 @@ def philox_words4(seed, c0, c1, N_ROUNDS: tl.constexpr):
     k1 = ((seed >> 32) & 0xFFFFFFFF).to(tl.uint32)
     # round 1 with c2 = c3 = 0: c0' = c1 ^ k0, c1' = 0, c2' = hi(A c0) ^ k1, c3' = lo(A c0)
     r0 = c1 ^ k0
-    r2 = tl.math.umulhi(_PHILOX_A, c0) ^ k1
-    r3 = tl.mul(c0, _PHILOX_A, sanitize_overflow=False)
+    hi_a, r3 = _mul_wide(_PHILOX_A, c0)
+    r2 = hi_a ^ k1
     k0 = tl.add(k0, _KEY_A, sanitize_overflow=False)
     k1 = tl.add(k1, _KEY_B, sanitize_overflow=False)
     # round 2 with c1' = 0
-    n0 = tl.math.umulhi(_PHILOX_B, r2) ^ k0
-    n2 = tl.math.umulhi(_PHILOX_A, r0) ^ r3 ^ k1
-    n1 = tl.mul(r2, _PHILOX_B, sanitize_overflow=False)
-    n3 = tl.mul(r0, _PHILOX_A, sanitize_overflow=False)
+    hi_b, n1 = _mul_wide(_PHILOX_B, r2)
+    hi_a, n3 = _mul_wide(_PHILOX_A, r0)
+    n0 = hi_b ^ k0
+    n2 = hi_a ^ r3 ^ k1
     zero = (c0 ^ c1) & 0  # the broadcast shape, folded away
     x0, x1, x2, x3 = n0 + zero, n1 + zero, n2, n3 + zero
     for _ in tl.static_range(N_ROUNDS - 2):
