@@ -146,13 +146,25 @@ def _per_fwd_partial_kernel(
     d_lo = pid_split * split_d
     d_hi = tl.minimum(d_lo + split_d, D)
     d_full = d_lo + (d_hi - d_lo) // BLOCK_D * BLOCK_D
+    # h is prefetched one tile ahead into registers: its load latency hides behind
+    # a whole tile's draw (num_stages = 1; Triton's cp.async pipeline costs more
+    # instructions per normal, bench/sass_report.py)
+    offs_d = tl.arange(0, BLOCK_D)
+    first = d_lo + offs_d
+    h = tl.load(
+        h_rows + first[None, :], mask=mask_b[:, None] & (first < d_full)[None, :], other=0.0
+    )
     for j0 in range(d_lo, d_full, BLOCK_D):
-        offs_j = j0 + tl.arange(0, BLOCK_D)
-        h = tl.load(h_rows + offs_j[None, :], mask=mask_b[:, None], other=0.0).to(tl.float32)
+        offs_j = j0 + offs_d
+        nxt = j0 + BLOCK_D + offs_d
+        h_next = tl.load(
+            h_rows + nxt[None, :], mask=mask_b[:, None] & (nxt < d_full)[None, :], other=0.0
+        )
         n0, n1, n2, n3 = gaussian_quad(seed, offs_q, offs_j, N_ROUNDS, SFU)
         acc0, acc1, acc2, acc3, sq0, sq1, sq2, sq3 = _fwd_step(
-            h, n0, n1, n2, n3, acc0, acc1, acc2, acc3, sq0, sq1, sq2, sq3, PRECISION
+            h.to(tl.float32), n0, n1, n2, n3, acc0, acc1, acc2, acc3, sq0, sq1, sq2, sq3, PRECISION
         )
+        h = h_next
     if d_full < d_hi:
         offs_j = d_full + tl.arange(0, BLOCK_D)
         mask_j = offs_j < d_hi
@@ -300,14 +312,18 @@ if INTERPRET:
     _FWD_CONFIGS = [triton.Config({"BLOCK_S": 32, "BLOCK_D": 32}, num_warps=4)]
     _BWD_CONFIGS = [triton.Config({"BLOCK_S": 32, "BLOCK_D": 32}, num_warps=4)]
 else:
-    # Forward: all configs share BLOCK_S and BLOCK_D, so the split plan (which sets
-    # the grid and the workspace) is the same whichever autotuning picks.
-    _FWD_CONFIGS = [
-        triton.Config({"BLOCK_S": 64, "BLOCK_D": 32}, num_warps=8, num_stages=st) for st in (1, 2)
-    ]
+    # Forward configs must share BLOCK_S and BLOCK_D (asserted below), so the split
+    # plan (grid and workspace) does not depend on what autotuning picks.
+    # One forward config: 64 x 32 with 8 warps is the only tile at two CTAs per SM
+    # without spills (64 x 64 and 128 x 32 take 143-174 registers: one CTA), and
+    # with the manual prefetch of h num_stages = 2 compiles to the same code.
+    _FWD_CONFIGS = [triton.Config({"BLOCK_S": 64, "BLOCK_D": 32}, num_warps=8, num_stages=1)]
+    # Backward: 32 x 128 pipelined (118 registers) and 64 x 64 (124): both two
+    # CTAs per SM; 32 x 128 unpipelined (152 registers), 64 x 128 and wider tiles
+    # (one CTA, or spills) were dropped.
     _BWD_CONFIGS = [
         triton.Config({"BLOCK_S": bs, "BLOCK_D": bd}, num_warps=8, num_stages=st)
-        for bs, bd, st in [(32, 128, 2), (32, 128, 1), (64, 64, 1)]
+        for bs, bd, st in [(32, 128, 2), (64, 64, 1)]
     ]
 
 #: The tile used when autotuning is off (``PER_TRITON_AUTOTUNE=0``): fixed configs
