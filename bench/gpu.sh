@@ -8,6 +8,7 @@
 #
 #   OUT=/tmp/out bash bench/gpu.sh
 #   OUT=/tmp/out STAGES="paper sweep" bash bench/gpu.sh
+#   OUT=/tmp/out STAGES="report" bash bench/gpu.sh      # static sm_90a SASS report only
 #
 # The lent machine gets a copy of the tree without .git: pass the commit as
 # PER_TRITON_COMMIT=$(git rev-parse HEAD) so every result file records it.
@@ -22,6 +23,8 @@
 #   training.json        training suite (per-triton bench --suite training)
 #   summary.txt          the targets at the paper shape: ratios, memory, time over floor
 #                        (fused and exact), and per / per_exact over vanilla in training
+#   sass-report.json     stage "report" (not in the default stages: it needs no GPU and
+#                        gives the same result on any machine with the same Triton)
 #
 # Copy the JSON files to bench/results/<gpu-slug>/ (bench/common.py machine_folder)
 # and commit them; their machine_info holds GPU name, versions, commit and command.
@@ -108,6 +111,12 @@ if want tests; then
         run "$(limit 90)" "$PY" -m pytest -q -p no:cacheprovider -rfEs -m gpu $others
     fi
     grep -E " (passed|failed|error)" "$LOG" | tail -n 2
+fi
+
+# --- static SASS report (compiles only; about a minute) ------------------------------
+if want report; then
+    run "$(limit 120)" env -u TRITON_INTERPRET "$PY" bench/sass_report.py \
+        --json "$OUT/sass-report.json"
 fi
 
 # --- kernel benchmark: the paper shape first, then the sweeps -----------------------

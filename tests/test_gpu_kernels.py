@@ -306,10 +306,11 @@ def test_half_forward_projects_on_float32_directions(
 
 
 def test_extra_memory_is_small() -> None:
-    """Paper shape, fwd+bwd: extra memory beyond inputs and outputs stays under 4 MiB.
+    """Paper shape, fwd+bwd: extra memory beyond inputs and outputs stays under 10 MiB.
 
-    The split workspace is at most ``WORKSPACE_BYTES`` (3 MiB); eager torch holds two
-    ``s x d`` float32 matrices (about 400 MB), so this is under 1% of it.
+    The split workspace is 8.25 MiB here (66 splits for two CTAs per SM on 132 SMs;
+    at most ``WORKSPACE_BYTES``, 16 MiB) plus the ``b x s`` coefficients; eager torch
+    holds two ``s x d`` float32 matrices (about 400 MB), so this is under 2.5% of it.
     """
     torch.manual_seed(0)
     b, d, s = 128, 196608, 256
@@ -325,4 +326,4 @@ def test_extra_memory_is_small() -> None:
     torch.cuda.synchronize()
     outputs = h.grad.numel() * h.grad.element_size() + loss.numel() * loss.element_size()
     extra = torch.cuda.max_memory_allocated() - base - outputs
-    assert extra < 4 * 1024 * 1024, f"extra memory {extra / 2**20:.2f} MiB"
+    assert extra < 10 * 1024 * 1024, f"extra memory {extra / 2**20:.2f} MiB"

@@ -285,3 +285,14 @@ def test_single_column_with_any_stride() -> None:
     tol = TOLERANCES[torch.float32]
     assert_close("loss_sum", got_loss, loss_sum, **tol["loss_sum"])
     assert_close("coeff", got_coeff, coeff, **tol["coeff"])
+
+
+def test_bad_slice_tile() -> None:
+    """A config whose BLOCK_S is not whole groups of four slices is refused by name."""
+    h = torch.randn(3, 17, device=DEVICE)
+    with pytest.raises(ValueError, match="BLOCK_S"):
+        per_fused.per_fwd(h, seed_t(0), 5, config={"BLOCK_S": 6, "BLOCK_D": 32})
+    with pytest.raises(ValueError, match="BLOCK_S"):
+        per_fused.per_bwd(
+            torch.zeros(3, 5), seed_t(0), 17, torch.float32, config={"BLOCK_S": 6, "BLOCK_D": 32}
+        )

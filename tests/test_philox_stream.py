@@ -307,3 +307,12 @@ def test_bad_seed() -> None:
         pd.philox_normals(3, 0, 8, torch.tensor([1], dtype=torch.int32))
     with pytest.raises(TypeError, match="seed"):
         pd.sample_directions_triton(3, 8, torch.tensor([1, 2]))
+
+
+@pytest.mark.parametrize("block_s", [2, 12], ids=["under-4", "not-power-of-2"])
+def test_bad_tiles(block_s: int) -> None:
+    """Slice tiles are whole groups of four (one Philox call per group and coordinate)."""
+    with pytest.raises(ValueError, match="block_s"):
+        pd.philox_normals(3, 0, 8, seed_t(0), block_s=block_s)
+    with pytest.raises(ValueError, match="block_s"):
+        pd.draw_and_sum(3, 8, seed_t(0), split_d=8, block_s=block_s)
