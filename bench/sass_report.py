@@ -167,6 +167,7 @@ def builds(only: str = "all") -> list[Build]:
         return rows
 
     block_b = pf._block_b(b)
+    dot_consts = {"BLOCK_B": block_b, "N_ROUNDS": pd.PHILOX_ROUNDS, "SFU": True}
     for role, tiles, warps, stages in cfgs(pf.FIXED_FWD_CONFIG, pf._FWD_CONFIGS):
         split_d, _ = pf.plan_splits(
             b, d, s, None, sm_count=SM_COUNT, block_s=tiles["BLOCK_S"], block_d=tiles["BLOCK_D"]
@@ -183,12 +184,7 @@ def builds(only: str = "all") -> list[Build]:
                 "split_d": split_d,
                 "stride_hb": d,
             }
-            consts = {
-                "BLOCK_B": block_b,
-                "PRECISION": prec,
-                "N_ROUNDS": pd.PHILOX_ROUNDS,
-                "SFU": True,
-            } | tiles
+            consts = dot_consts | {"PRECISION": prec} | tiles
             out.append(
                 Build(
                     "fwd",
@@ -215,12 +211,7 @@ def builds(only: str = "all") -> list[Build]:
                 "stride_cb": s,
                 "stride_gb": d,
             }
-            consts = {
-                "BLOCK_B": block_b,
-                "PRECISION": prec,
-                "N_ROUNDS": pd.PHILOX_ROUNDS,
-                "SFU": True,
-            } | tiles
+            consts = dot_consts | {"PRECISION": prec} | tiles
             out.append(
                 Build("bwd", pf._per_bwd_kernel, args, consts, warps, stages, dt, prec, role, True)
             )

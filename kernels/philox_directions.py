@@ -151,42 +151,30 @@ def _mantissa(w):
 
 
 @triton.jit
-def _lg2(x, SFU: tl.constexpr):
-    if SFU:
-        return tl.inline_asm_elementwise(
-            "lg2.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1
-        )
-    else:
-        return tl.log2(x)
-
-
-@triton.jit
-def _sin(x, SFU: tl.constexpr):
-    if SFU:
-        return tl.inline_asm_elementwise(
-            "sin.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1
-        )
-    else:
-        return tl.sin(x)
-
-
-@triton.jit
-def _cos(x, SFU: tl.constexpr):
-    if SFU:
-        return tl.inline_asm_elementwise(
-            "cos.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1
-        )
-    else:
-        return tl.cos(x)
+def _sfu(x, ASM: tl.constexpr):
+    """One special-function-unit instruction (inline PTX ``ASM``) on float32 ``x``."""
+    return tl.inline_asm_elementwise(ASM, "=r,r", [x], dtype=tl.float32, is_pure=True, pack=1)
 
 
 @triton.jit
 def box_muller(wa, wb, SFU: tl.constexpr):
-    """``(r cos theta, r sin theta)`` from two uint32 words (radius from ``wa``)."""
+    """``(r cos theta, r sin theta)`` from two uint32 words (radius from ``wa``).
+
+    ``SFU``: ``lg2``/``sin``/``cos`` as ``.approx.ftz`` PTX (GPU), else ``tl.log2``/
+    ``tl.sin``/``tl.cos`` (the interpreter, which runs no inline PTX).
+    """
     u = 2.0 - _mantissa(wa)  # (0, 1]: exact (Sterbenz), >= 2**-23
     theta = _mantissa(wb) * _TWO_PI - _THREE_PI  # [-pi, pi): one FMA
-    r = tl.sqrt(_lg2(u, SFU) * _M2LN2)
-    return r * _cos(theta, SFU), r * _sin(theta, SFU)
+    if SFU:
+        lg = _sfu(u, "lg2.approx.ftz.f32 $0, $1;")
+        cos = _sfu(theta, "cos.approx.ftz.f32 $0, $1;")
+        sin = _sfu(theta, "sin.approx.ftz.f32 $0, $1;")
+    else:
+        lg = tl.log2(u)
+        cos = tl.cos(theta)
+        sin = tl.sin(theta)
+    r = tl.sqrt(lg * _M2LN2)
+    return r * cos, r * sin
 
 
 @triton.jit
