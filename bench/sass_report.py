@@ -105,7 +105,7 @@ def _bin(tool: str) -> str:
 class Build:
     """One kernel + config + dtype to compile."""
 
-    name: str  # kernel family: fwd, bwd, draw_sum, normals, words, finish
+    name: str  # kernel family: fwd, bwd, draw_sum, normals, finish, exact_*
     fn: Any
     args: dict[str, Any]  # runtime arguments by name (tensors on the meta device)
     consts: dict[str, Any]  # constexpr meta-parameters
@@ -134,7 +134,13 @@ class Build:
 def _meta(dtype: str, *shape: int):
     import torch
 
-    dt = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "i64": torch.int64}
+    dt = {
+        "fp32": torch.float32,
+        "f64": torch.float64,
+        "bf16": torch.bfloat16,
+        "fp16": torch.float16,
+        "i64": torch.int64,
+    }
     return torch.empty(shape, dtype=dt[dtype], device="meta")
 
 
@@ -285,7 +291,41 @@ def builds(only: str = "all") -> list[Build]:
                 default_stages,
             )
         )
+    if only == "all":
+        out += _exact_builds(b, d)
     return out
+
+
+def _exact_builds(b: int, d: int) -> list[Build]:
+    """The exact estimator's kernels (kernels/per_exact.py) at the paper's ``b`` and ``d``.
+
+    Memory-bound passes over ``h`` (no random draw): registers, spills and occupancy
+    only. Their launch arguments mirror ``per_exact``'s launchers.
+    """
+    import torch
+    from per_triton.kernels import per_exact as pe
+
+    from per_triton import exact
+
+    split_d, n_split = pe.plan_norm_splits(b, d)
+    nodes = exact.node_table(torch.device("cpu"))
+    builds = []
+    for dt in ("fp32", "bf16"):
+        args = {"h_ptr": _meta(dt, b, d), "part_ptr": _meta("fp32", b, n_split), "D": d,
+                "split_d": split_d, "n_split": n_split}  # fmt: skip
+        builds.append(
+            Build("exact_norms", pe._row_sq_norms_kernel, args, {"BLOCK": pe.BLOCK}, 4, 3, dt)
+        )
+        args = {"h_ptr": _meta(dt, b, d), "scale_ptr": _meta("fp32", b),
+                "grad_ptr": _meta(dt, b, d), "out_ptr": _meta(dt, b, d), "D": d}  # fmt: skip
+        consts = {"HAS_GRAD": True, "BLOCK": pe.BLOCK}
+        builds.append(Build("exact_scale", pe._scale_rows_kernel, args, consts, 4, 3, dt))
+    args = {"part_ptr": _meta("fp32", b, n_split), "nodes_ptr": _meta("f64", *nodes.shape),
+            "scale_ptr": _meta("fp32", b), "loss_ptr": _meta("fp32", 1), "B": b, "D": d,
+            "n_split": n_split}  # fmt: skip
+    consts = {"N": nodes.shape[1], "BLOCK_B": 32, "IS_D1": False, "SWITCH": exact.SWITCH_K}
+    builds.append(Build("exact_terms", pe._exact_terms_kernel, args, consts, 4, 3))
+    return builds
 
 
 def _specialise(build: Build) -> tuple[dict, dict, dict]:
@@ -303,11 +343,18 @@ def _specialise(build: Build) -> tuple[dict, dict, dict]:
             continue
         if name not in build.args:
             raise KeyError(f"{build.name}: no value for argument {name!r}")
-        ty, attr = native_specialize_impl(CUDABackend, build.args[name], False, True, True)
+        param = fn.params[i]  # honours the kernel's do_not_specialize lists, as the launcher does
+        ty, attr = native_specialize_impl(
+            CUDABackend,
+            build.args[name],
+            False,
+            not param.do_not_specialize,
+            not param.do_not_specialize_on_alignment,
+        )
         sig[name] = ty
         if ty == "constexpr":
             consts[name] = attr
-        else:
+        elif isinstance(attr, str):  # None where the kernel opts out of specialisation
             attrs[(i,)] = CUDABackend.parse_attr(attr)
     if unknown:
         raise KeyError(f"{build.name}: values for unknown arguments {sorted(unknown)}")
