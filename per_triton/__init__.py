@@ -12,14 +12,16 @@ Public API (DESIGN.md section 4)::
     pt.monitor
 
 The torch-facing names load on first use, so that ``per_triton.dashboard`` (which
-reads result files only) never imports torch or triton. When torch is already
-imported they load at once.
+reads result files only) never imports torch or triton. The ops register their CPU
+and CUDA implementations in :mod:`per_triton.ops` itself, so no import order leaves
+a device without its kernel.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -56,32 +58,30 @@ if TYPE_CHECKING:
     from .sliced_wasserstein import sliced_wasserstein_to_normal
 
 
-def _register_cuda() -> None:
-    """Register the fused Triton kernels for CUDA tensors, where triton is installed."""
-    try:
-        importlib.import_module("per_triton.cuda_ops")
-    except ImportError as exc:  # no triton (e.g. macOS): the CPU path still works
-        if "triton" not in str(exc) and "cuda_ops" not in str(exc):
-            raise
-
-
-def _load_api() -> None:
-    module = sys.modules[__name__]
-    for name, path in _API.items():
-        setattr(module, name, getattr(importlib.import_module(path), name))
-    for name in ("reference", "ops"):
-        setattr(module, name, importlib.import_module(f"per_triton.{name}"))
-    _register_cuda()
-
-
 def __getattr__(name: str) -> Any:
-    if name in _API or name in ("reference", "ops"):
-        _load_api()
-        return getattr(sys.modules[__name__], name)
-    if name in _SUBMODULES:
-        return importlib.import_module(f"per_triton.{name}")
-    raise AttributeError(f"module 'per_triton' has no attribute {name!r}")
+    """Load a public name (or submodule) on first use, importing only what it needs."""
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"per_triton.{name}")
+    else:
+        raise AttributeError(f"module 'per_triton' has no attribute {name!r}")
+    setattr(sys.modules[__name__], name, value)
+    return value
 
 
-if "torch" in sys.modules:
-    _load_api()
+class _Package(types.ModuleType):
+    """Keeps ``per_triton.regularize`` the function whatever the import order.
+
+    Importing the submodule ``per_triton.regularize`` makes Python bind it as an
+    attribute of the package, over the public function of the same name; this binds
+    the function instead (the module stays in ``sys.modules``).
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and value.__name__ == _API.get(name):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

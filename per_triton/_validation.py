@@ -5,12 +5,15 @@ Every error names the argument it is about, and nothing is modified in place.
 
 from __future__ import annotations
 
+import operator
+
 import torch
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 SEED_LIMIT = 2**63  # seeds are non-negative int64 values
 REDUCTIONS = ("mean", "sum")
 PRECISIONS = ("tf32", "ieee")
+MODES = ("inject", "loss")
 
 
 def check_activations(h: object, name: str = "h") -> torch.Tensor:
@@ -30,10 +33,20 @@ def check_activations(h: object, name: str = "h") -> torch.Tensor:
     return h
 
 
-def check_positive_int(value: object, name: str) -> int:
-    """A Python int >= 1 (bool rejected)."""
-    if isinstance(value, bool) or not isinstance(value, int):
+def as_int(value: object, name: str) -> int:
+    """An integer as a Python int: ``int`` or an integer scalar type with ``__index__``
+    (``numpy.int64``); bools, floats and tensors are rejected."""
+    if isinstance(value, (bool, float, torch.Tensor)):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
+
+
+def check_positive_int(value: object, name: str) -> int:
+    """An integer >= 1 (numpy integers accepted), returned as a Python int; bool rejected."""
+    value = as_int(value, name)
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     return value
@@ -49,6 +62,35 @@ def check_precision(precision: object) -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be 'tf32' or 'ieee', got {precision!r}")
     return precision  # type: ignore[return-value]
+
+
+def check_mode(mode: object) -> str:
+    if mode not in MODES:
+        raise ValueError(f"mode must be 'inject' or 'loss', got {mode!r}")
+    return mode  # type: ignore[return-value]
+
+
+def check_seed_source(seed: object) -> object:
+    """A seed for :class:`per_triton.PER`: None, an int in ``[0, 2**63)``, a one-element
+    int64 tensor, or a callable returning one of those at each call."""
+    if seed is None or callable(seed):
+        return seed
+    if isinstance(seed, torch.Tensor):
+        if seed.dtype != torch.int64 or seed.numel() != 1:
+            raise TypeError(
+                f"seed tensor must hold one int64 value, got dtype {seed.dtype} "
+                f"and shape {tuple(seed.shape)}"
+            )
+        return seed
+    try:
+        value = as_int(seed, "seed")
+    except TypeError:
+        raise TypeError(
+            f"seed must be None, an int, an int64 tensor or a callable, got {type(seed).__name__}"
+        ) from None
+    if not 0 <= value < SEED_LIMIT:
+        raise ValueError(f"seed must be in [0, 2**63), got {value}")
+    return value
 
 
 def seed_tensor(seed: object, device: torch.device) -> torch.Tensor:
@@ -72,8 +114,12 @@ def seed_tensor(seed: object, device: torch.device) -> torch.Tensor:
                 f"seed tensor is on {seed.device}, but the activations are on {device}"
             )
         return seed.reshape(1)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be None, an int or an int64 tensor, got {type(seed).__name__}")
+    try:
+        seed = as_int(seed, "seed")
+    except TypeError:
+        raise TypeError(
+            f"seed must be None, an int or an int64 tensor, got {type(seed).__name__}"
+        ) from None
     if not 0 <= seed < SEED_LIMIT:
         raise ValueError(f"seed must be in [0, 2**63), got {seed}")
     return torch.tensor([seed], dtype=torch.int64, device=device)

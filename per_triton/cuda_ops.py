@@ -1,12 +1,13 @@
-"""CUDA implementations of ``per_triton::per_fwd`` and ``per_triton::per_bwd``.
+"""CUDA implementations of ``per_triton::per_fwd``, ``per_bwd`` and ``per_proj``.
 
-Registered with ``register_kernel("cuda")`` on the custom ops of
-:mod:`per_triton.ops` (docs/CONTRACTS.md), so CUDA tensors take the fused Triton
-kernels of :mod:`per_triton.kernels.per_fused` in ``per_loss``, ``PER`` and
-``regularize``, with the autograd, fake implementation and torch.compile support
-that ``ops.py`` registers. The op stays opaque to the compiler: no graph break, and
-the seed is a device tensor read by the kernels, so no recompile per step and CUDA
-graph replays read whatever seed the graph's own ``torch.randint`` drew.
+:mod:`per_triton.ops` registers them with ``register_kernel("cuda")`` where the
+ops are defined (docs/CONTRACTS.md), importing this module on the first CUDA
+call, so CUDA tensors take the fused Triton kernels of
+:mod:`per_triton.kernels.per_fused` in ``per_loss``, ``PER`` and ``regularize``,
+with the autograd, fake implementation and torch.compile support that ``ops.py``
+registers. The op stays opaque to the compiler: no graph break, and the seed is a
+device tensor read by the kernels, so no recompile per step and CUDA graph replays
+read whatever seed the graph's own ``torch.randint`` drew.
 
 float16/bfloat16/float32 run the fused kernels. float64 (an exactness check, not
 a fast path) runs on column chunks of the same Philox directions, materialised by
@@ -22,7 +23,6 @@ import torch
 
 from .kernels import per_fused
 from .kernels.philox_directions import philox_normals
-from .ops import per_bwd, per_fwd
 from .reference import loss_and_coefficients
 
 __all__ = [
@@ -98,17 +98,3 @@ def per_bwd_impl(
     if coeff.dtype == torch.float64 or out_dtype == torch.float64:
         return _bwd_float64(coeff.to(torch.float64).contiguous(), seed, dim).to(out_dtype)
     return per_fused.per_bwd(coeff.to(torch.float32).contiguous(), seed, dim, out_dtype, precision)
-
-
-@per_fwd.register_kernel("cuda")
-def _per_fwd_cuda(
-    h: torch.Tensor, seed: torch.Tensor, num_slices: int, precision: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    return per_fwd_impl(h, seed, num_slices, precision)
-
-
-@per_bwd.register_kernel("cuda")
-def _per_bwd_cuda(
-    coeff: torch.Tensor, seed: torch.Tensor, dim: int, out_dtype: torch.dtype, precision: str
-) -> torch.Tensor:
-    return per_bwd_impl(coeff, seed, dim, out_dtype, precision)

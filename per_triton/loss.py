@@ -34,7 +34,8 @@ def per_loss(
 
     Args:
         h: activations ``(b, *)``, float16/bfloat16/float32/float64, any strides.
-        num_slices: number of directions ``s >= 1`` (the paper uses 256).
+        num_slices: number of directions ``s >= 1`` (the paper uses 256); any integer
+            type (``numpy.int64`` too).
         seed: ``None`` (drawn from torch's default generator: ``torch.manual_seed``
             makes runs reproducible), an int in ``[0, 2**63)``, or a ``(1,)`` int64
             tensor on ``h``'s device (best under torch.compile and CUDA graphs).
@@ -62,7 +63,7 @@ def per_loss(
         >>> loss.backward()
     """
     check_activations(h, "h")
-    check_positive_int(num_slices, "num_slices")
+    num_slices = check_positive_int(num_slices, "num_slices")
     check_reduction(reduction)
     check_precision(precision)
     if exact.check_estimator(estimator, num_slices) == "exact":

@@ -1,15 +1,61 @@
-"""Algorithm 1 as an ``nn.Module``: identity forward, PER gradient added in backward."""
+"""Algorithm 1 as an ``nn.Module``: identity forward, PER gradient added in backward.
+
+Two ways to deliver the PER gradient (``mode``):
+
+``"inject"`` (Algorithm 1 as printed): the backward pass adds ``coeff * dL/dh`` to
+    the gradient arriving at ``h``. Nothing to change in the training loop, but the
+    added term does not see what was done to the task loss: a loss scaled by ``S``
+    (``torch.amp.GradScaler``, ``(S * loss).backward()`` then ``/ S``) or divided by
+    ``k`` (gradient accumulation) leaves PER's share off by the factor ``S`` or ``k``.
+``"loss"``: the layer records the differentiable ``coeff * L`` and
+    :meth:`PER.penalty` returns it, for the caller to add to the task loss. The
+    gradient is the same as ``"inject"`` for an unscaled loss, and it composes with
+    every loss transform because it *is* part of the loss.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from . import exact
-from ._validation import check_positive_int, check_precision, check_reduction
+from ._validation import (
+    check_mode,
+    check_positive_int,
+    check_precision,
+    check_reduction,
+    check_seed_source,
+)
+from .directions import accumulation_dtype
+from .distributed import step_seed
 from .loss import per_loss
+from .regularizers import layer_seed
 
-__all__ = ["PER"]
+__all__ = ["PER", "derive_seed"]
+
+SeedSource = int | torch.Tensor | Callable[[], "int | torch.Tensor"] | None
+
+_MASK63 = 2**63 - 1
+
+
+def derive_seed(value: int | torch.Tensor, index: int, call: int | None) -> int | torch.Tensor:
+    """The seed of PER layer ``index`` (0 for a lone layer) from a seed source's value.
+
+    An int is a base seed: call ``call`` of the layer uses
+    ``layer_seed(step_seed(value, call), index)``, so every call gets new directions,
+    the same on every process that makes the same calls. With ``call=None`` (the
+    value of a per-step callable) only the layer is mixed in. A tensor is mixed with
+    the layer by the same formula in int64 arithmetic on its device (no host sync,
+    torch.compile and CUDA-graph friendly); the caller changes its value between steps.
+    """
+    if isinstance(value, torch.Tensor):
+        # layer_seed in wrapping int64 arithmetic: the same low 63 bits.
+        offset = layer_seed(0, index)
+        offset = offset - 2**63 if offset >= 2**62 else offset
+        return torch.bitwise_and(value.reshape(1) + offset, _MASK63)
+    return layer_seed(value if call is None else step_seed(value, call), index)
 
 
 class _AddLossGradient(torch.autograd.Function):
@@ -19,14 +65,19 @@ class _AddLossGradient(torch.autograd.Function):
     gradient flowing into ``h``: exactly Algorithm 1's ``g + coeff * dL/dh``.
     The output is ``h.detach()`` (same storage and version counter, no copy) rather
     than a view, so later in-place ops (``ReLU(inplace=True)``, in-place dropout,
-    ``y += x``) are allowed exactly where they would be without PER.
+    ``y += x``) are allowed exactly where they would be without PER. The separate
+    ``setup_context`` makes it usable under ``torch.func`` transforms.
     """
 
     @staticmethod
-    def forward(ctx, h: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+    def forward(h: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+        return h.detach()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        _h, loss = inputs
         ctx.loss_dtype = loss.dtype
         ctx.loss_device = loss.device
-        return h.detach()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -37,9 +88,10 @@ class PER(nn.Module):
     """PER regularizer layer (Algorithm 1).
 
     In training mode, with gradients enabled and ``h.requires_grad``, the forward
-    pass computes the PER loss of ``h`` (Eq. 5) and returns ``h`` unchanged; the
-    backward pass adds ``coeff * dL/dh`` (Eq. 6) to the incoming gradient. In eval
-    mode or under ``torch.no_grad`` it is a plain identity. The last loss value is
+    pass computes the PER loss of ``h`` (Eq. 5) and returns ``h`` unchanged; the PER
+    gradient ``coeff * dL/dh`` (Eq. 6) reaches ``h`` in backward, as chosen by
+    ``mode``. In eval mode or under ``torch.no_grad`` it is a plain identity, and an
+    empty batch (``b = 0``) passes through with a loss of 0. The last loss value is
     kept, detached, in ``last_loss`` for logging.
 
     Args:
@@ -49,9 +101,26 @@ class PER(nn.Module):
             as printed, without ``1/b``).
         precision: ``"tf32"`` or ``"ieee"`` for float32 dots on CUDA.
         estimator: ``"monte_carlo"`` (default, random directions) or ``"exact"``: the
-            expectation over all directions (:mod:`per_triton.exact`); the backward adds
-            ``coeff * scale_i * h_i`` to the incoming gradient in one pass. With
-            ``"exact"``, ``num_slices`` must stay at its default and is ignored.
+            expectation over all directions (:mod:`per_triton.exact`); with
+            ``mode="inject"`` the backward adds ``coeff * scale_i * h_i`` to the incoming
+            gradient in one pass, with ``mode="loss"`` :meth:`penalty` holds
+            ``coeff * exact loss``. With ``"exact"``, ``num_slices`` must stay at its
+            default and ``seed`` is ignored (no random numbers are drawn); the exact
+            path has no second derivative (double backward raises).
+        mode: ``"inject"`` (default): the backward pass adds ``coeff * dL/dh``,
+            unaware of any scaling of the task loss (GradScaler, ``loss / k``).
+            ``"loss"``: ``coeff * L`` is recorded; add :meth:`penalty` to the task
+            loss before any scaling (right under AMP and gradient accumulation).
+        seed: directions of each call. ``None``: drawn from torch's default
+            generator. An int: a base seed, new directions at every call, the same
+            on every process making the same calls (DDP without communication). A
+            one-element int64 tensor: read at every call (change it in place
+            between steps; no recompile under torch.compile). A callable returning
+            an int or a tensor: called at every call (a per-step source such as
+            :class:`per_triton.distributed.StepSeed`). See :func:`derive_seed`.
+
+    Raises:
+        TypeError / ValueError naming the bad argument.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), PER(1e-4), nn.Linear(256, 10))
@@ -66,6 +135,9 @@ class PER(nn.Module):
         reduction: str = "mean",
         precision: str = "tf32",
         estimator: str = "monte_carlo",
+        *,
+        mode: str = "inject",
+        seed: SeedSource = None,
     ) -> None:
         super().__init__()
         if isinstance(coeff, bool) or not isinstance(coeff, (int, float)):
@@ -77,19 +149,74 @@ class PER(nn.Module):
         self.reduction = check_reduction(reduction)
         self.precision = check_precision(precision)
         self.estimator = exact.check_estimator(estimator, num_slices)
+        self.mode = check_mode(mode)
+        self.seed = check_seed_source(seed)
+        self.seed_index = 0  # which layer of a regularize() call (mixed into the seed)
+        self.calls = 0  # training calls so far (mixed into an int seed)
         self.last_loss: torch.Tensor | None = None
+        self._pending: torch.Tensor | None = None
+
+    def _call_seed(self) -> int | torch.Tensor | None:
+        if self.seed is None:
+            return None
+        if callable(self.seed):  # a per-step source: only the layer is mixed in
+            return derive_seed(check_seed_source(self.seed()), self.seed_index, None)
+        call = None if isinstance(self.seed, torch.Tensor) else self.calls
+        return derive_seed(self.seed, self.seed_index, call)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         if not (self.training and torch.is_grad_enabled() and h.requires_grad):
             return h
-        if self.estimator == "exact":
+        if h.dim() > 0 and h.numel() == 0:  # empty batch: nothing to regularize
+            self.last_loss = torch.zeros((), dtype=accumulation_dtype(h.dtype), device=h.device)
+            return h
+        if self.estimator == "exact" and self.mode == "inject":
             out, self.last_loss = exact.exact_layer(h, self.coeff, self.reduction)
             return out
-        loss = per_loss(h, self.num_slices, reduction=self.reduction, precision=self.precision)
+        if self.estimator == "exact":  # no directions: seed is not used
+            loss = exact.exact_loss(h, self.reduction)
+        else:
+            seed = self._call_seed()
+            self.calls += 1
+            loss = per_loss(
+                h, self.num_slices, seed=seed, reduction=self.reduction, precision=self.precision
+            )
         self.last_loss = loss.detach()
-        return _AddLossGradient.apply(h, loss * self.coeff)
+        term = loss * self.coeff
+        if self.mode == "loss":
+            self._pending = term if self._pending is None else self._pending + term
+            return h
+        return _AddLossGradient.apply(h, term)
+
+    def penalty(self) -> torch.Tensor:
+        """``coeff * L`` summed over the calls since the last ``penalty()`` (``mode="loss"``).
+
+        Differentiable; add it to the task loss before scaling or dividing it. The
+        sum is cleared, so each forward pass is counted once. Until it is taken,
+        the terms keep their autograd graph alive.
+
+        Returns:
+            0-d tensor (float32, or float64 for float64 activations); 0 when no
+            training call happened since the last ``penalty()``.
+
+        Raises:
+            RuntimeError in ``mode="inject"``, whose gradient goes in by itself.
+        """
+        if self.mode != "loss":
+            raise RuntimeError("penalty() needs mode='loss' (mode='inject' adds the gradient)")
+        term, self._pending = self._pending, None
+        return torch.zeros(()) if term is None else term
+
+    def __getstate__(self) -> dict:
+        # A pending penalty is part of one forward's graph: copies and pickles start clean.
+        state = self.__dict__.copy()
+        state["_pending"] = None
+        return state
 
     def extra_repr(self) -> str:
         if self.estimator == "exact":
-            return f"coeff={self.coeff}, estimator='exact', reduction={self.reduction!r}"
-        return f"coeff={self.coeff}, num_slices={self.num_slices}, reduction={self.reduction!r}"
+            text = f"coeff={self.coeff}, estimator='exact', reduction={self.reduction!r}"
+        else:
+            text = f"coeff={self.coeff}, num_slices={self.num_slices}, reduction={self.reduction!r}"
+        text += f", mode={self.mode!r}" if self.mode != "inject" else ""
+        return text + (f", seed={self.seed!r}" if self.seed is not None else "")

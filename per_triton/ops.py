@@ -1,26 +1,52 @@
 """PER as registered torch.library ops, so torch.compile sees it without a graph break.
 
-``per_triton::per_fwd`` and ``per_triton::per_bwd`` follow docs/CONTRACTS.md:
+``per_triton::per_fwd``, ``per_triton::per_bwd`` and ``per_triton::per_proj`` follow
+docs/CONTRACTS.md:
 
 * ``per_fwd(h (b, d), seed (1,) int64, num_slices, precision) -> (loss_sum, coeff)``
   with ``loss_sum = sum_i (1/s) sum_k psi(p_ik)`` (Eq. 5 without ``1/b``) and
   ``coeff[i, k] = erf(p_ik/sqrt2) / (s * ||v_k||)`` (what Eq. 6 needs).
 * ``per_bwd(coeff, seed, dim, out_dtype, precision) -> grad (b, dim)`` with
   ``grad = coeff @ V`` on the regenerated unnormalised directions (Eq. 6).
+* ``per_proj(x (b, d), seed, num_slices) -> (x @ V^T (b, s), ||v_k|| (s,))``: the
+  adjoint of ``per_bwd``, used by the second derivatives only.
 
-The implementations registered here are the CPU path; ``per_triton.cuda_ops``
-registers the fused Triton kernels for CUDA tensors. Each op has a fake
-implementation (shapes and dtypes only) and ``per_fwd`` has its autograd formula.
+Every op is registered here, where it is defined, for both device kinds: the CPU
+path (:mod:`per_triton.cpu_path`) and the fused Triton kernels for CUDA tensors
+(:mod:`per_triton.cuda_ops`, imported on the first CUDA call, so importing this
+module never imports triton and the CUDA kernels are there whatever the import
+order). Each op has a fake implementation (shapes and dtypes only) and an autograd
+formula; ``per_bwd`` and ``per_proj`` are linear and each other's adjoint, and
+``per_fwd``'s formula also takes the gradient of ``coeff``, so double backward
+(a gradient penalty through a PER network) and ``torch.func`` work: with
+``p = u / ||v||``, ``d coeff_ik / d h_i = sqrt(2/pi) exp(-p_ik^2/2) v_k / (s ||v_k||^2)``
+(``d erf(p/sqrt2)/dp = sqrt(2/pi) exp(-p^2/2)``).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
 from . import cpu_path
 from .directions import accumulation_dtype
 
-__all__ = ["per_fwd", "per_bwd"]
+__all__ = ["per_fwd", "per_bwd", "per_proj"]
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def _cuda_ops():
+    """The CUDA implementations (imports triton on first use)."""
+    try:
+        from . import cuda_ops
+    except ImportError as exc:
+        raise ImportError(f"per_triton on CUDA tensors needs triton >= 3.4: {exc}") from exc
+    return cuda_ops
+
+
+# -- per_fwd -------------------------------------------------------------------------
 
 
 @torch.library.custom_op("per_triton::per_fwd", mutates_args=(), device_types="cpu")
@@ -31,12 +57,22 @@ def per_fwd(
     return cpu_path.forward(h, int(seed.item()), num_slices)
 
 
+@per_fwd.register_kernel("cuda")
+def _per_fwd_cuda(
+    h: torch.Tensor, seed: torch.Tensor, num_slices: int, precision: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return _cuda_ops().per_fwd_impl(h, seed, num_slices, precision)
+
+
 @per_fwd.register_fake
 def _per_fwd_fake(
     h: torch.Tensor, seed: torch.Tensor, num_slices: int, precision: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     acc = accumulation_dtype(h.dtype)
     return h.new_empty((), dtype=acc), h.new_empty((h.shape[0], num_slices), dtype=acc)
+
+
+# -- per_bwd -------------------------------------------------------------------------
 
 
 @torch.library.custom_op("per_triton::per_bwd", mutates_args=(), device_types="cpu")
@@ -47,6 +83,13 @@ def per_bwd(
     return cpu_path.backward(coeff, int(seed.item()), dim, out_dtype)
 
 
+@per_bwd.register_kernel("cuda")
+def _per_bwd_cuda(
+    coeff: torch.Tensor, seed: torch.Tensor, dim: int, out_dtype: torch.dtype, precision: str
+) -> torch.Tensor:
+    return _cuda_ops().per_bwd_impl(coeff, seed, dim, out_dtype, precision)
+
+
 @per_bwd.register_fake
 def _per_bwd_fake(
     coeff: torch.Tensor, seed: torch.Tensor, dim: int, out_dtype: torch.dtype, precision: str
@@ -54,20 +97,102 @@ def _per_bwd_fake(
     return coeff.new_empty((coeff.shape[0], dim), dtype=out_dtype)
 
 
-def _setup_context(ctx, inputs, output) -> None:
+# -- per_proj ------------------------------------------------------------------------
+
+
+@torch.library.custom_op("per_triton::per_proj", mutates_args=(), device_types="cpu")
+def per_proj(
+    x: torch.Tensor, seed: torch.Tensor, num_slices: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CPU: unnormalised projections ``x @ V^T`` ``(b, s)`` and ``||v_k||`` ``(s,)``."""
+    return cpu_path.projections(x, int(seed.item()), num_slices)
+
+
+@per_proj.register_kernel("cuda")
+def _per_proj_cuda(
+    x: torch.Tensor, seed: torch.Tensor, num_slices: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    acc = accumulation_dtype(x.dtype)
+    return _cuda_ops().projections_materialised(x, seed.reshape(1), num_slices, acc)
+
+
+@per_proj.register_fake
+def _per_proj_fake(
+    x: torch.Tensor, seed: torch.Tensor, num_slices: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    acc = accumulation_dtype(x.dtype)
+    return x.new_empty((x.shape[0], num_slices), dtype=acc), x.new_empty((num_slices,), dtype=acc)
+
+
+# -- autograd ------------------------------------------------------------------------
+
+
+def _fwd_setup_context(ctx, inputs, output) -> None:
     h, seed, _num_slices, precision = inputs
     _loss_sum, coeff = output
     ctx.save_for_backward(coeff, seed)
     ctx.dim = h.shape[1]
     ctx.out_dtype = h.dtype
     ctx.precision = precision
+    ctx.set_materialize_grads(False)  # grad_coeff is None unless coeff is differentiated
 
 
-def _backward(ctx, grad_loss_sum: torch.Tensor, _grad_coeff: torch.Tensor):
+def _coeff_derivative(coeff: torch.Tensor, seed: torch.Tensor, dim: int) -> torch.Tensor:
+    """``d coeff_ik / d u_ik = sqrt(2/pi) exp(-p_ik^2/2) / (s ||v_k||^2)`` for ``u = h V^T``.
+
+    ``p`` is recovered from ``coeff`` itself, ``erf(p/sqrt2) = s ||v_k|| coeff_ik``
+    (``coeff`` is saved anyway; ``h`` may have been modified in place since).
+    Where float rounding saturates ``erf`` the derivative is 0, its limit.
+    """
+    s = coeff.shape[1]
+    _, norm = per_proj(coeff.new_zeros((0, dim)), seed, s)  # ||v_k|| only
+    norm = norm.to(coeff.dtype)
+    erf_p = (coeff.detach() * (s * norm)).clamp(-1.0, 1.0)
+    return _SQRT_2_OVER_PI * torch.exp(-torch.erfinv(erf_p).square()) / (s * norm.square())
+
+
+def _fwd_backward(ctx, grad_loss_sum: torch.Tensor | None, grad_coeff: torch.Tensor | None):
     coeff, seed = ctx.saved_tensors
-    scaled = coeff * grad_loss_sum.to(coeff.dtype)
+    scaled = None
+    if grad_loss_sum is not None:
+        scaled = coeff * grad_loss_sum.to(coeff.dtype)
+    if grad_coeff is not None:  # only when coeff itself is differentiated (double backward)
+        extra = grad_coeff.to(coeff.dtype) * _coeff_derivative(coeff, seed, ctx.dim)
+        scaled = extra if scaled is None else scaled + extra
+    if scaled is None:
+        return None, None, None, None
     grad_h = per_bwd(scaled, seed, ctx.dim, ctx.out_dtype, ctx.precision)
     return grad_h, None, None, None
 
 
-per_fwd.register_autograd(_backward, setup_context=_setup_context)
+def _bwd_setup_context(ctx, inputs, output) -> None:
+    coeff, seed, _dim, _out_dtype, _precision = inputs
+    ctx.save_for_backward(seed)
+    ctx.num_slices = coeff.shape[1]
+    ctx.coeff_dtype = coeff.dtype
+
+
+def _bwd_backward(ctx, grad: torch.Tensor):
+    (seed,) = ctx.saved_tensors
+    grad_coeff, _norm = per_proj(grad.contiguous(), seed, ctx.num_slices)  # (coeff @ V)' = G V^T
+    return grad_coeff.to(ctx.coeff_dtype), None, None, None, None
+
+
+def _proj_setup_context(ctx, inputs, output) -> None:
+    x, seed, _num_slices = inputs
+    ctx.save_for_backward(seed)
+    ctx.dim = x.shape[1]
+    ctx.x_dtype = x.dtype
+    ctx.set_materialize_grads(False)
+
+
+def _proj_backward(ctx, grad_proj: torch.Tensor | None, _grad_norm: torch.Tensor | None):
+    if grad_proj is None:  # the norms do not depend on x
+        return None, None, None
+    (seed,) = ctx.saved_tensors
+    return per_bwd(grad_proj.contiguous(), seed, ctx.dim, ctx.x_dtype, "ieee"), None, None
+
+
+per_fwd.register_autograd(_fwd_backward, setup_context=_fwd_setup_context)
+per_bwd.register_autograd(_bwd_backward, setup_context=_bwd_setup_context)
+per_proj.register_autograd(_proj_backward, setup_context=_proj_setup_context)
