@@ -4,20 +4,29 @@ With ``reduction="mean"`` each rank's PER loss averages over its own ``b`` sampl
 and DDP averages the gradients over the ``R`` ranks, so the result is the PER
 gradient of the concatenated ``R*b`` batch (Eq. 6) **provided every rank projects
 on the same directions in a step**. The directions are a pure function of the seed
-(DESIGN.md section 2), so it is enough that the ranks agree on the step seed:
+(DESIGN.md section 2), so it is enough that the ranks agree on the seeds. Ranks
+usually seed torch's generator differently (data order, dropout), so ``seed=None``
+does *not* agree. Three recipes, launched with ``torchrun --nproc_per_node=2 train.py``:
 
-- :func:`agree_seed`: rank 0 draws a seed and broadcasts it (one tiny collective);
-- or, with no communication, :func:`step_seed`: ``base_seed`` and the step counter,
-  identical on every rank by construction.
+1. ``regularize`` / ``PER`` with an int seed, the same on every rank: every layer
+   draws new directions at every call from ``(seed, layer, call)``, identical on
+   ranks that make the same calls. No communication::
 
-Pass it to :func:`per_triton.training.train_step` (``seed=``), or to
-:func:`per_triton.per_loss` directly. Example, launched with
-``torchrun --nproc_per_node=2 train.py``::
+       dist.init_process_group("nccl")            # "gloo" on CPUs
+       handle = pt.regularize(model, coeff=1e-4, seed=1234)   # before DDP(...)
+       model = DDP(model.cuda())
 
-    dist.init_process_group("nccl")            # "gloo" on CPUs
-    model = DDP(build_model("cnn11", "per").cuda())
-    for step, (x, y) in enumerate(loader):     # each rank: its shard of the batch
-        train_step(model, x, y, opt, seed=agree_seed())
+2. A per-step source, :class:`StepSeed`, when the seed must come from rank 0
+   (:func:`agree_seed`: one tiny broadcast per step) or from the step number::
+
+       seeds = StepSeed()
+       handle = pt.regularize(model, coeff=1e-4, seed=seeds)
+       for step, (x, y) in enumerate(loader):
+           seeds.agree()                          # or seeds.set(step_seed(base, step))
+           loss_fn(model(x), y).backward(); opt.step(); opt.zero_grad()
+
+3. The models of :mod:`per_triton.models` with :func:`per_triton.training.train_step`
+   (``seed=agree_seed()`` or ``seed=step_seed(base, step)``).
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-__all__ = ["agree_seed", "step_seed"]
+__all__ = ["StepSeed", "agree_seed", "step_seed"]
 
 _SEED_LIMIT = 2**62
 
@@ -50,3 +59,36 @@ def agree_seed(generator: torch.Generator | None = None, group: object = None) -
 def step_seed(base_seed: int, step: int) -> int:
     """A communication-free step seed: the same on every rank for the same ``(base, step)``."""
     return (int(base_seed) * 1_000_003 + int(step)) % _SEED_LIMIT
+
+
+class StepSeed:
+    """A per-step seed source for ``PER(seed=...)`` / ``regularize(seed=...)``.
+
+    Holds the current step's seed; each PER layer mixes its own index in
+    (:func:`per_triton.module.derive_seed`), so one value serves every layer. Set it
+    once per step, the same on every rank: :meth:`agree` (drawn on rank 0 and
+    broadcast) or :meth:`set`. A module-level object, so a model using it pickles.
+
+    Raises:
+        RuntimeError when called before a seed was set.
+    """
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.value = seed
+
+    def set(self, seed: int) -> int:
+        """Use ``seed`` from now on (e.g. :func:`step_seed` of a base and the step)."""
+        self.value = int(seed)
+        return self.value
+
+    def agree(self, generator: torch.Generator | None = None, group: object = None) -> int:
+        """Use :func:`agree_seed` (rank 0's draw, broadcast) from now on."""
+        return self.set(agree_seed(generator, group))
+
+    def __call__(self) -> int:
+        if self.value is None:
+            raise RuntimeError("StepSeed: call .agree() or .set(seed) before the forward pass")
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"StepSeed({self.value})"

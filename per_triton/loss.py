@@ -70,5 +70,6 @@ def per_loss(
         return exact.exact_loss(h, reduction)
     b = h.shape[0]
     flat = h.reshape(b, -1).contiguous()
-    loss_sum, _coeff = ops.per_fwd(flat, seed_tensor(seed, h.device), num_slices, precision)
+    seed_t = seed_tensor(seed, h.device)
+    loss_sum, _coeff = ops.per_fwd_autograd(flat, seed_t, num_slices, precision)
     return loss_sum / b if reduction == "mean" else loss_sum

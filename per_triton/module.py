@@ -113,7 +113,8 @@ class PER(nn.Module):
             loss before any scaling (right under AMP and gradient accumulation).
         seed: directions of each call. ``None``: drawn from torch's default
             generator. An int: a base seed, new directions at every call, the same
-            on every process making the same calls (DDP without communication). A
+            on every process making the same calls (DDP without communication;
+            under torch.compile each call's int recompiles, use a tensor there). A
             one-element int64 tensor: read at every call (change it in place
             between steps; no recompile under torch.compile). A callable returning
             an int or a tensor: called at every call (a per-step source such as
@@ -177,7 +178,8 @@ class PER(nn.Module):
             loss = exact.exact_loss(h, self.reduction)
         else:
             seed = self._call_seed()
-            self.calls += 1
+            if isinstance(self.seed, int):  # only an int seed counts (an int guard recompiles)
+                self.calls += 1
             loss = per_loss(
                 h, self.num_slices, seed=seed, reduction=self.reduction, precision=self.precision
             )

@@ -178,6 +178,7 @@ class LayerMonitor:
         self.flush_every = max(int(flush_every), 1)
         self.current_step = 0
         self._explicit = False
+        self._forwards = 0  # training forwards of the model counted so far
         self._unit_index: dict[tuple[str, int], torch.Tensor] = {}
         self._seen: set[tuple[int, str]] = set()
         self._pending: list[tuple[int, str, torch.Tensor]] = []
@@ -186,7 +187,7 @@ class LayerMonitor:
         self._handles = [
             m.register_forward_hook(self._make_hook(n)) for n, m in self.layers.items()
         ]
-        self._handles.append(model.register_forward_hook(self._after_model_forward))
+        self._handles.append(model.register_forward_pre_hook(self._before_model_forward))
 
     # -- stepping ---------------------------------------------------------------
     def step(self, step: int | None = None) -> int:
@@ -195,9 +196,18 @@ class LayerMonitor:
         self.current_step = self.current_step + 1 if step is None else int(step)
         return self.current_step
 
-    def _after_model_forward(self, module: nn.Module, args: Any, output: Any) -> None:
-        if not self._explicit and (module.training or not self.train_only):
-            self.current_step += 1
+    def _before_model_forward(self, module: nn.Module, args: Any) -> None:
+        # Counted when a forward starts, so a step's number holds until the next
+        # forward: activation checkpointing that re-runs layers in backward
+        # (use_reentrant=True) finds the step already recorded instead of recording
+        # this batch under the next step. A re-run of the whole model in backward
+        # is not a new step.
+        if self._explicit or not (module.training or not self.train_only):
+            return
+        if torch._C._current_graph_task_id() != -1:  # inside a backward pass
+            return
+        self.current_step = self._forwards
+        self._forwards += 1
 
     # -- recording --------------------------------------------------------------
     def _make_hook(self, name: str):

@@ -32,7 +32,7 @@ import torch
 from . import cpu_path
 from .directions import accumulation_dtype
 
-__all__ = ["per_fwd", "per_bwd", "per_proj"]
+__all__ = ["per_fwd", "per_bwd", "per_proj", "per_fwd_autograd"]
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
@@ -145,7 +145,7 @@ def _coeff_derivative(coeff: torch.Tensor, seed: torch.Tensor, dim: int) -> torc
     Where float rounding saturates ``erf`` the derivative is 0, its limit.
     """
     s = coeff.shape[1]
-    _, norm = per_proj(coeff.new_zeros((0, dim)), seed, s)  # ||v_k|| only
+    _, norm = _call(per_proj, coeff.new_zeros((0, dim)), seed, s)  # ||v_k|| only
     norm = norm.to(coeff.dtype)
     erf_p = (coeff.detach() * (s * norm)).clamp(-1.0, 1.0)
     return _SQRT_2_OVER_PI * torch.exp(-torch.erfinv(erf_p).square()) / (s * norm.square())
@@ -161,7 +161,7 @@ def _fwd_backward(ctx, grad_loss_sum: torch.Tensor | None, grad_coeff: torch.Ten
         scaled = extra if scaled is None else scaled + extra
     if scaled is None:
         return None, None, None, None
-    grad_h = per_bwd(scaled, seed, ctx.dim, ctx.out_dtype, ctx.precision)
+    grad_h = _call(per_bwd, scaled, seed, ctx.dim, ctx.out_dtype, ctx.precision)
     return grad_h, None, None, None
 
 
@@ -174,7 +174,7 @@ def _bwd_setup_context(ctx, inputs, output) -> None:
 
 def _bwd_backward(ctx, grad: torch.Tensor):
     (seed,) = ctx.saved_tensors
-    grad_coeff, _norm = per_proj(grad.contiguous(), seed, ctx.num_slices)  # (coeff @ V)' = G V^T
+    grad_coeff, _norm = _call(per_proj, grad.contiguous(), seed, ctx.num_slices)  # G V^T
     return grad_coeff.to(ctx.coeff_dtype), None, None, None, None
 
 
@@ -190,9 +190,55 @@ def _proj_backward(ctx, grad_proj: torch.Tensor | None, _grad_norm: torch.Tensor
     if grad_proj is None:  # the norms do not depend on x
         return None, None, None
     (seed,) = ctx.saved_tensors
-    return per_bwd(grad_proj.contiguous(), seed, ctx.dim, ctx.x_dtype, "ieee"), None, None
+    grad_x = _call(per_bwd, grad_proj.contiguous(), seed, ctx.dim, ctx.x_dtype, "ieee")
+    return grad_x, None, None
 
 
 per_fwd.register_autograd(_fwd_backward, setup_context=_fwd_setup_context)
 per_bwd.register_autograd(_bwd_backward, setup_context=_bwd_setup_context)
 per_proj.register_autograd(_proj_backward, setup_context=_proj_setup_context)
+
+
+def _functorch_function(op, setup_context, backward) -> type[torch.autograd.Function]:
+    """An ``autograd.Function`` running ``op`` with its registered formula.
+
+    A custom op's registered autograd is not seen by ``torch.func`` transforms; an
+    ``autograd.Function`` with ``setup_context`` is. Used only while a transform is
+    active (:func:`_call`), so eager code and torch.compile keep the op itself.
+    """
+
+    def forward(*args):
+        return op(*args)
+
+    attrs = {
+        "forward": staticmethod(forward),
+        "setup_context": staticmethod(setup_context),
+        "backward": staticmethod(backward),
+    }
+    return type(f"_{op._name}_function", (torch.autograd.Function,), attrs)
+
+
+_FUNCTIONS: dict[str, type[torch.autograd.Function]] = {}
+
+
+def _call(op, *args):
+    """``op(*args)``, through its ``autograd.Function`` twin under ``torch.func``."""
+    if torch._C._are_functorch_transforms_active():
+        return _FUNCTIONS[op._name].apply(*args)
+    return op(*args)
+
+
+_FUNCTIONS.update(
+    {
+        per_fwd._name: _functorch_function(per_fwd, _fwd_setup_context, _fwd_backward),
+        per_bwd._name: _functorch_function(per_bwd, _bwd_setup_context, _bwd_backward),
+        per_proj._name: _functorch_function(per_proj, _proj_setup_context, _proj_backward),
+    }
+)
+
+
+def per_fwd_autograd(
+    h: torch.Tensor, seed: torch.Tensor, num_slices: int, precision: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``per_fwd`` that is differentiable under ``torch.func`` transforms too."""
+    return _call(per_fwd, h, seed, num_slices, precision)

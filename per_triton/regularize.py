@@ -20,7 +20,7 @@ from torch import nn
 
 from .module import PER, SeedSource
 
-__all__ = ["regularize", "PERHandle", "PERHook", "DEFAULT_LAYERS"]
+__all__ = ["regularize", "PERHandle", "PERHook", "PenaltyReset", "DEFAULT_LAYERS"]
 
 #: Module types whose outputs are regularized when neither ``layers`` nor ``names`` is given.
 DEFAULT_LAYERS: tuple[type[nn.Module], ...] = (
@@ -81,17 +81,36 @@ class PERHook:
         return f"PERHook({self.per.extra_repr()})"
 
 
+class PenaltyReset:
+    """Forward pre-hook on the regularized model (``mode="loss"``): each forward pass of
+    the model starts its layers' penalties afresh, so ``handle.penalty()`` covers the
+    latest forward (every call of a layer within it) and a forward whose penalty was
+    never taken leaves no stale graph behind."""
+
+    def __init__(self, layers: list[PER]) -> None:
+        self.layers = layers
+
+    def __call__(self, module: nn.Module, _args: object) -> None:
+        for per in self.layers:
+            per._pending = None
+
+
 def _per_hooks(module: nn.Module) -> list[PERHook]:
     return [h for h in module._forward_hooks.values() if isinstance(h, PERHook)]
 
 
-def _remove_hook(module: nn.Module, hook: PERHook) -> None:
+def _remove_hook(module: nn.Module, hook: object) -> None:
     """Remove ``hook`` from ``module`` (what ``RemovableHandle.remove`` does, found by identity)."""
-    for key, value in list(module._forward_hooks.items()):
-        if value is hook:
-            del module._forward_hooks[key]
-            for extra in ("_forward_hooks_with_kwargs", "_forward_hooks_always_called"):
-                getattr(module, extra, {}).pop(key, None)
+    for hooks in (module._forward_hooks, module._forward_pre_hooks):
+        for key, value in list(hooks.items()):
+            if value is hook:
+                del hooks[key]
+                for extra in (
+                    "_forward_hooks_with_kwargs",
+                    "_forward_hooks_always_called",
+                    "_forward_pre_hooks_with_kwargs",
+                ):
+                    getattr(module, extra, {}).pop(key, None)
 
 
 class PERHandle:
@@ -104,7 +123,7 @@ class PERHandle:
 
     def __init__(self) -> None:
         self.layers: dict[str, PER] = {}
-        self._entries: list[tuple[nn.Module, PERHook]] = []
+        self._entries: list[tuple[nn.Module, object]] = []
 
     @classmethod
     def of(cls, model: nn.Module) -> PERHandle:
@@ -114,6 +133,9 @@ class PERHandle:
             for hook in _per_hooks(module):
                 handle.layers[name or "<model>"] = hook.per
                 handle._entries.append((module, hook))
+            for pre in module._forward_pre_hooks.values():
+                if isinstance(pre, PenaltyReset):
+                    handle._entries.append((module, pre))
         return handle
 
     def losses(self) -> dict[str, torch.Tensor | None]:
@@ -123,8 +145,9 @@ class PERHandle:
     def penalty(self) -> torch.Tensor:
         """``sum_l coeff * L_l`` over the regularized modules (``mode="loss"``), to add to the loss.
 
-        Differentiable; covers the forward passes since the last call, then clears
-        them (:meth:`per_triton.PER.penalty`). Add it to the task loss *before*
+        Differentiable; covers the latest forward pass of the model (every call of
+        a layer in it), then clears it (:meth:`per_triton.PER.penalty`): take it
+        after each forward whose loss is backpropagated. Add it to the task loss *before*
         scaling it (``scaler.scale(task + handle.penalty())``) or dividing it for
         gradient accumulation: the PER share of the gradient is then right.
 
@@ -293,4 +316,8 @@ def regularize(
         modules[name].register_forward_hook(hook)
         handle.layers[name or "<model>"] = per
         handle._entries.append((modules[name], hook))
+    if mode == "loss":
+        reset = PenaltyReset(list(handle.layers.values()))
+        model.register_forward_pre_hook(reset)
+        handle._entries.append((model, reset))
     return handle
