@@ -1,6 +1,10 @@
 """PER under DDP: with a seed agreed across ranks, the averaged gradient of two ranks
 on half batches equals single-process PER on the concatenated batch.
 
+Both routes are checked: the models' ``train_step(seed=agree_seed())`` and the
+one-line API, ``regularize(model, seed=...)`` with an int base seed (no
+communication) or a :class:`per_triton.distributed.StepSeed` set by ``agree()``.
+
 Two CPU processes on the gloo backend (torch.multiprocessing.spawn). The model is
 the 11-layer CNN at small width without dropout (and without BN, whose statistics
 are per rank). Each rank's default generator is seeded differently, so only the
@@ -17,8 +21,11 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch import nn
 
-from per_triton.distributed import agree_seed, step_seed
+import per_triton as pt
+from per_triton.distributed import StepSeed, agree_seed, step_seed
 from per_triton.models import build_model
 from per_triton.training import train_step
 
@@ -45,6 +52,27 @@ def _grads(model: torch.nn.Module, x, y, seed: int) -> dict[str, torch.Tensor]:
     return {n.removeprefix("module."): p.grad.clone() for n, p in model.named_parameters()}
 
 
+REG_BASE_SEED = 1234
+
+
+def _mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3 * 8 * 8, 16), nn.ReLU(), nn.Linear(16, 12), nn.Tanh(),
+                         nn.Linear(12, 10))  # fmt: skip
+
+
+def _regularized_grads(x, y, mode: str, seed, ddp: bool) -> dict[str, torch.Tensor]:
+    """Gradients of a fresh MLP under ``regularize(mode, seed)`` (wrapped in DDP if asked)."""
+    net = _mlp()
+    handle = pt.regularize(net, coeff=COEFF, num_slices=16, mode=mode, seed=seed)
+    model = torch.nn.parallel.DistributedDataParallel(net) if ddp else net
+    if isinstance(seed, StepSeed) and ddp:
+        seed.agree()
+    loss = F.cross_entropy(model(x.flatten(1)), y)
+    (loss + handle.penalty() if mode == "loss" else loss).backward()
+    return {n: p.grad.clone() for n, p in net.named_parameters()}
+
+
 def _worker(rank: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
@@ -62,6 +90,11 @@ def _worker(rank: int, port: int, out: str) -> None:
             "local_seed": local,
             "local": _grads(model, x[shard], y[shard], local),
         }
+        seeds = StepSeed()
+        result["reg_int"] = _regularized_grads(x[shard], y[shard], "inject", REG_BASE_SEED, True)
+        result["reg_step"] = _regularized_grads(x[shard], y[shard], "loss", seeds, True)
+        result["reg_step_seed"] = seeds()
+        result["reg_none"] = _regularized_grads(x[shard], y[shard], "inject", None, True)
         torch.save(result, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -85,6 +118,19 @@ def test_ddp_per_gradient_equals_concatenated_batch(tmp_path: Path) -> None:
     for name, g in single.items():
         for r in range(WORLD):
             assert_close(f"rank{r} {name}", ranks[r]["agreed"][name], g, 1e-6, 1e-4)
+
+    # the one-line API: regularize(seed=int) and regularize(seed=StepSeed) agree across ranks
+    assert ranks[0]["reg_step_seed"] == ranks[1]["reg_step_seed"]
+    full_int = _regularized_grads(x, y, "inject", REG_BASE_SEED, False)
+    full_step = _regularized_grads(x, y, "loss", StepSeed(ranks[0]["reg_step_seed"]), False)
+    for name in full_int:
+        for r in range(WORLD):
+            assert_close(f"rank{r} seed=int {name}", ranks[r]["reg_int"][name], full_int[name],
+                         1e-6, 1e-4)  # fmt: skip
+            assert_close(f"rank{r} StepSeed {name}", ranks[r]["reg_step"][name], full_step[name],
+                         1e-6, 1e-4)  # fmt: skip
+    err = (ranks[0]["reg_none"]["0.weight"] - full_int["0.weight"]).abs().max()
+    assert err > 1e-3 * full_int["0.weight"].abs().max(), "seed=None: ranks disagree"
 
     # ranks on different directions: DDP still averages, but it is not PER of the batch
     single_local = _grads(_model(), x, y, ranks[0]["local_seed"])

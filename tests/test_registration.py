@@ -1,0 +1,54 @@
+"""Every import order registers the CPU and CUDA kernels of the ops (issue 10, case 10).
+
+The ops register their implementations where they are defined (``per_triton.ops``),
+so no import order can leave ``per_triton::per_fwd`` without a CUDA kernel. Each
+order runs in a fresh interpreter (a registration is process-global), all at once
+to keep the test short. The CUDA kernel is checked through the dispatcher, which
+needs no GPU. The same runs check that ``per_triton.regularize`` stays the public
+function whatever the order, although a submodule has that name too.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+ORDERS = {
+    "loss-module-first": "from per_triton.loss import per_loss",
+    "ops-first": "import per_triton.ops",
+    "torch-first": "import torch; import per_triton as pt; pt.PER",
+    "from-package": "from per_triton import regularize",
+    "regularize-submodule-first": "import per_triton.regularize",
+    "models-first": "from per_triton.models import build_model",
+}
+
+CHECK = """
+import types
+import torch
+import per_triton as pt
+ops = ("per_fwd", "per_bwd", "per_proj")
+for key in ("CPU", "CUDA"):
+    missing = [op for op in ops
+               if not torch._C._dispatch_has_kernel_for_dispatch_key(f"per_triton::{op}", key)]
+    assert not missing, f"no {key} kernel for {missing}"
+assert isinstance(pt.regularize, types.FunctionType), f"pt.regularize is {pt.regularize!r}"
+print("ok")
+"""
+
+
+def test_every_import_order_registers_cpu_and_cuda_kernels():
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-c", f"{stmt}\n{CHECK}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name, stmt in ORDERS.items()
+    }
+    failures = {}
+    for name, proc in procs.items():
+        out, _ = proc.communicate(timeout=300)
+        if proc.returncode != 0 or not out.strip().endswith("ok"):
+            failures[name] = out.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+    assert not failures, failures
