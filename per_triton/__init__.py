@@ -34,11 +34,12 @@ _API = {
     "PERHandle": "per_triton.regularize",
     "sliced_wasserstein_to_normal": "per_triton.sliced_wasserstein",
 }
-_SUBMODULES = ("reference", "monitor", "ops", "models")
+_SUBMODULES = ("reference", "monitor", "ops", "models", "distributed")
 
 __all__ = [
     "PER",
     "PERHandle",
+    "distributed",
     "models",
     "monitor",
     "ops",
@@ -50,7 +51,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from . import models, monitor, ops, reference
+    from . import distributed, models, monitor, ops, reference
     from .directions import sample_directions
     from .loss import per_loss
     from .module import PER

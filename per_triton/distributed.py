@@ -90,5 +90,8 @@ class StepSeed:
             raise RuntimeError("StepSeed: call .agree() or .set(seed) before the forward pass")
         return self.value
 
+    def __deepcopy__(self, memo: dict) -> StepSeed:
+        return self  # a shared source: a model's deep copy (EMA) follows the same steps
+
     def __repr__(self) -> str:
         return f"StepSeed({self.value})"

@@ -58,6 +58,14 @@ def derive_seed(value: int | torch.Tensor, index: int, call: int | None) -> int 
     return layer_seed(value if call is None else step_seed(value, call), index)
 
 
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    """``t`` without torch.func wrappers, so a logged value outlives the transform."""
+    if torch._C._are_functorch_transforms_active():
+        while torch._C._functorch.is_functorch_wrapped_tensor(t):
+            t = torch._C._functorch.get_unwrapped(t)
+    return t
+
+
 class _AddLossGradient(torch.autograd.Function):
     """Returns ``h`` unchanged; in backward sends a gradient of 1 into ``loss``.
 
@@ -172,7 +180,8 @@ class PER(nn.Module):
             self.last_loss = torch.zeros((), dtype=accumulation_dtype(h.dtype), device=h.device)
             return h
         if self.estimator == "exact" and self.mode == "inject":
-            out, self.last_loss = exact.exact_layer(h, self.coeff, self.reduction)
+            out, loss = exact.exact_layer(h, self.coeff, self.reduction)
+            self.last_loss = _plain(loss)
             return out
         if self.estimator == "exact":  # no directions: seed is not used
             loss = exact.exact_loss(h, self.reduction)
@@ -183,7 +192,7 @@ class PER(nn.Module):
             loss = per_loss(
                 h, self.num_slices, seed=seed, reduction=self.reduction, precision=self.precision
             )
-        self.last_loss = loss.detach()
+        self.last_loss = _plain(loss.detach())
         term = loss * self.coeff
         if self.mode == "loss":
             self._pending = term if self._pending is None else self._pending + term

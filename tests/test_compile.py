@@ -90,10 +90,17 @@ def test_opcheck_per_fwd(dtype: torch.dtype):
     torch.library.opcheck(ops.per_fwd, (h, torch.tensor([3]), 7, "tf32"))
 
 
-def test_opcheck_per_bwd():
-    coeff = torch.randn(5, 7)
+@pytest.mark.parametrize("requires_grad", [False, True], ids=["no-grad", "autograd"])
+def test_opcheck_per_bwd(requires_grad: bool):
+    coeff = torch.randn(5, 7, requires_grad=requires_grad)
     torch.library.opcheck(ops.per_bwd, (coeff, torch.tensor([3]), 19, torch.float32, "ieee"))
     torch.library.opcheck(ops.per_bwd, (coeff, torch.tensor([3]), 19, torch.bfloat16, "tf32"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_opcheck_per_proj(dtype: torch.dtype):
+    x = torch.randn(5, 19, dtype=dtype, requires_grad=True)
+    torch.library.opcheck(ops.per_proj, (x, torch.tensor([3]), 7))
 
 
 def test_compiled_model_with_regularize_hooks_no_graph_break_no_recompile():

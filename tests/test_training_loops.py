@@ -249,10 +249,10 @@ def test_seed_sources_fix_directions_independently_of_the_global_generator():
     assert a == pytest.approx([oracle(derive_seed(21, 0, c)) for c in (0, 1)], rel=1e-12)
     seed_t = torch.tensor([77])
     assert last_losses(seed_t) == pytest.approx([oracle(derive_seed(77, 0, None))] * 2, rel=1e-12)
-    source = pt.distributed.StepSeed(77) if hasattr(pt, "distributed") else None
     from per_triton.distributed import StepSeed
 
     source = StepSeed(77)
+    assert copy.deepcopy(source) is source, "a seed source is shared by copies"
     assert last_losses(source) == last_losses(seed_t)
     with pytest.raises(RuntimeError, match="agree"):
         pt.PER(1.0, 5, seed=StepSeed())(h0.clone().requires_grad_())
@@ -291,7 +291,10 @@ def test_torch_func_grad_over_a_network_with_per():
         return F.cross_entropy(torch.func.functional_call(model, p, (x,)), y)
 
     got = torch.func.grad(loss_fn)(params)
+    logged = model[2].last_loss
+    assert not torch._C._functorch.is_functorch_wrapped_tensor(logged), "a plain logged value"
     loss_fn(dict(model.named_parameters())).backward()
+    assert float(model[2].last_loss) == float(logged)
     for name, g in got.items():
         assert_close(f"func.grad {name}", g, _grads(model)[name], *TOL[torch.float64])
 
@@ -329,6 +332,18 @@ def test_gradient_penalty_through_a_regularized_network():
     expected = penalty_grad(True)
     for name, g in penalty_grad(False).items():
         assert_close(f"{mode} {name}", g, expected[name], 1e-11, 1e-8)
+
+
+@pytest.mark.gpu
+def test_double_backward_and_adjoint_on_cuda():
+    """The CUDA kernels of per_proj (float64 chunk path) and the second derivative."""
+    h = torch.randn(3, 300, dtype=torch.float64, device="cuda", requires_grad=True)
+    seed = torch.tensor([5], device="cuda")
+    assert torch.autograd.gradgradcheck(lambda t: pt.per_loss(t, 8, seed=seed), (h,))
+    proj, norm = pt.ops.per_proj(h.detach(), seed, 8)
+    theta = pt.sample_directions(8, 300, seed, device="cuda", dtype=torch.float64)
+    assert_close("proj", proj / norm, h.detach() @ theta.T, 1e-6, 1e-5)
+    torch.library.opcheck(pt.ops.per_proj, (h, seed, 8))
 
 
 # -- 8. compile order -----------------------------------------------------------------
