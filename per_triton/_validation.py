@@ -70,10 +70,9 @@ def check_mode(mode: object) -> str:
     return mode  # type: ignore[return-value]
 
 
-def check_seed_source(seed: object) -> object:
-    """A seed for :class:`per_triton.PER`: None, an int in ``[0, 2**63)``, a one-element
-    int64 tensor, or a callable returning one of those at each call."""
-    if seed is None or callable(seed):
+def check_seed(seed: object, kinds: str = "None, an int or an int64 tensor") -> object:
+    """``None``, an int in ``[0, 2**63)`` (as a Python int) or a one-element int64 tensor."""
+    if seed is None:
         return seed
     if isinstance(seed, torch.Tensor):
         if seed.dtype != torch.int64 or seed.numel() != 1:
@@ -85,12 +84,18 @@ def check_seed_source(seed: object) -> object:
     try:
         value = as_int(seed, "seed")
     except TypeError:
-        raise TypeError(
-            f"seed must be None, an int, an int64 tensor or a callable, got {type(seed).__name__}"
-        ) from None
+        raise TypeError(f"seed must be {kinds}, got {type(seed).__name__}") from None
     if not 0 <= value < SEED_LIMIT:
         raise ValueError(f"seed must be in [0, 2**63), got {value}")
     return value
+
+
+def check_seed_source(seed: object) -> object:
+    """A seed for :class:`per_triton.PER`: what :func:`check_seed` takes, or a callable
+    returning one of those at each call."""
+    if callable(seed):
+        return seed
+    return check_seed(seed, "None, an int, an int64 tensor or a callable")
 
 
 def seed_tensor(seed: object, device: torch.device) -> torch.Tensor:
@@ -100,26 +105,14 @@ def seed_tensor(seed: object, device: torch.device) -> torch.Tensor:
     ``torch.manual_seed`` makes a run reproducible; on CUDA the draw happens on the
     device (CUDA-graph safe, no host sync).
     """
+    seed = check_seed(seed)
     if seed is None:
         return torch.randint(0, 2**62, (1,), dtype=torch.int64, device=device)
     if isinstance(seed, torch.Tensor):
-        if seed.dtype != torch.int64 or seed.numel() != 1:
-            raise TypeError(
-                f"seed tensor must hold one int64 value, got dtype {seed.dtype} "
-                f"and shape {tuple(seed.shape)}"
-            )
         same_index = device.index is None or seed.device.index in (None, device.index)
         if seed.device.type != device.type or not same_index:
             raise ValueError(
                 f"seed tensor is on {seed.device}, but the activations are on {device}"
             )
         return seed.reshape(1)
-    try:
-        seed = as_int(seed, "seed")
-    except TypeError:
-        raise TypeError(
-            f"seed must be None, an int or an int64 tensor, got {type(seed).__name__}"
-        ) from None
-    if not 0 <= seed < SEED_LIMIT:
-        raise ValueError(f"seed must be in [0, 2**63), got {seed}")
     return torch.tensor([seed], dtype=torch.int64, device=device)

@@ -141,7 +141,9 @@ class LayerMonitor:
         flush_every: records kept on device before they are converted and written.
 
     Stepping: call :meth:`step` with the step number before each training forward,
-    or never call it and the monitor counts training forwards of ``model`` itself.
+    or never call it and the monitor counts training forwards of ``model`` itself
+    (when each starts: layers that activation checkpointing re-runs in backward
+    are not recorded again, nor under the next step).
 
     Raises:
         ValueError: unknown layer name, ``every < 1``, ``num_slices < 1`` or
