@@ -126,7 +126,8 @@ class PER(nn.Module):
             one-element int64 tensor: read at every call (change it in place
             between steps; no recompile under torch.compile). A callable returning
             an int or a tensor: called at every call (a per-step source such as
-            :class:`per_triton.distributed.StepSeed`). See :func:`derive_seed`.
+            :class:`per_triton.distributed.StepSeed`; a lambda works but does not
+            pickle with the model). See :func:`derive_seed`.
 
     Raises:
         TypeError / ValueError naming the bad argument.

@@ -349,9 +349,19 @@ def test_double_backward_and_adjoint_on_cuda():
 # -- 8. compile order -----------------------------------------------------------------
 
 
-def test_regularize_warns_when_the_model_was_compiled_and_run_first():
+class _Custom(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(6, 9), nn.ReLU(), nn.Linear(9, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+@pytest.mark.parametrize("build", [_net, _Custom], ids=["sequential", "custom-module"])
+def test_regularize_warns_when_the_model_was_compiled_and_run_first(build):
     torch.compiler.reset()
-    net = _net()
+    net = build()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         pt.regularize(net, coeff=1.0, num_slices=4).remove()  # not compiled yet: silent
