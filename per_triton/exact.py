@@ -258,44 +258,92 @@ def _scale_rows_cuda(
 # ------------------------------------------------------------------------- autograd
 
 
+class _NoSecondDerivative(torch.autograd.Function):
+    """Identity on a first derivative of the exact estimator; differentiating it raises.
+
+    The second derivative would need ``M(1/2, d/2 + 2, -r^2/2)`` (the derivative of the
+    gradient scale), which :func:`kummer_pair` does not evaluate.
+    """
+
+    @staticmethod
+    def forward(out: torch.Tensor, *_deps: torch.Tensor) -> torch.Tensor:
+        return out.view_as(out)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx, *_grads):
+        raise RuntimeError(
+            "estimator='exact' has no second derivative (double backward, create_graph=True "
+            "through a gradient of the exact PER loss); use estimator='monte_carlo' there"
+        )
+
+
+def _first_derivative(out: torch.Tensor, *deps: torch.Tensor) -> torch.Tensor:
+    """``out``, tied to ``deps`` by :class:`_NoSecondDerivative` when a graph is being built."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in deps):
+        return _NoSecondDerivative.apply(out, *deps)
+    return out
+
+
 class _ExactLoss(torch.autograd.Function):
-    """Loss ``(1/b or 1) * sum_i E psi(<h_i, theta>)``; backward ``grad * scale_i * h_i``."""
+    """Loss ``(1/b or 1) * sum_i E psi(<h_i, theta>)``; backward ``grad * scale_i * h_i``.
+
+    ``setup_context`` is separate (usable under ``torch.func`` transforms). The
+    backward is first order only: differentiating it raises.
+    """
 
     @staticmethod
-    def forward(ctx, flat: torch.Tensor, inv_b: float) -> torch.Tensor:
+    def forward(flat: torch.Tensor, inv_b: float) -> tuple[torch.Tensor, torch.Tensor]:
         loss_sum, scale = exact_fwd(flat)
-        ctx.save_for_backward(flat, scale)
-        ctx.inv_b = inv_b
-        return loss_sum * inv_b
+        return loss_sum * inv_b, scale
 
     @staticmethod
-    def backward(ctx, grad_loss: torch.Tensor):
+    def setup_context(ctx, inputs, output) -> None:
+        flat, inv_b = inputs
+        _loss, scale = output
+        ctx.save_for_backward(flat, scale)
+        ctx.mark_non_differentiable(scale)
+        ctx.inv_b = inv_b
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor, _grad_scale: torch.Tensor | None):
         flat, scale = ctx.saved_tensors
-        return scale_rows(flat, scale * (grad_loss.to(scale.dtype) * ctx.inv_b), None), None
+        with torch.no_grad():
+            out = scale_rows(flat, scale * (grad_loss.to(scale.dtype) * ctx.inv_b), None)
+        return _first_derivative(out, flat, grad_loss), None
 
 
 class _ExactLayer(torch.autograd.Function):
     """Algorithm 1 with the exact gradient: identity forward, ``g + coeff * dL/dh`` backward.
 
-    The backward is one fused pass: ``g + (coeff/b) * scale_i * h_i``.
+    The backward is one fused pass: ``g + (coeff/b) * scale_i * h_i`` (first order
+    only: differentiating it raises). Usable under ``torch.func`` transforms.
     """
 
     @staticmethod
-    def forward(ctx, h: torch.Tensor, coeff: float, inv_b: float):
+    def forward(h: torch.Tensor, coeff: float, inv_b: float):
         flat = h.detach().reshape(h.shape[0], -1)
         loss_sum, scale = exact_fwd(flat.contiguous())
-        ctx.save_for_backward(h.detach(), scale * (coeff * inv_b))
-        loss = loss_sum * inv_b
-        ctx.mark_non_differentiable(loss)
-        return h.detach(), loss
+        return h.detach(), loss_sum * inv_b, scale * (coeff * inv_b)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor, _grad_loss: torch.Tensor):
+    def setup_context(ctx, inputs, output) -> None:
+        h, _coeff, _inv_b = inputs
+        _out, loss, scale = output
+        ctx.save_for_backward(h, scale)
+        ctx.mark_non_differentiable(loss, scale)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor, _grad_loss, _grad_scale):
         h, scale = ctx.saved_tensors
         b = h.shape[0]
-        flat = h.reshape(b, -1).contiguous()
-        out = scale_rows(flat, scale, grad.reshape(b, -1).contiguous())
-        return out.view(h.shape), None, None
+        with torch.no_grad():
+            flat = h.reshape(b, -1).contiguous()
+            out = scale_rows(flat, scale, grad.reshape(b, -1).contiguous()).view(h.shape)
+        return _first_derivative(out, h, grad), None, None
 
 
 def exact_loss(h: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -306,7 +354,7 @@ def exact_loss(h: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """
     b = h.shape[0]
     flat = h.reshape(b, -1).contiguous()
-    return _ExactLoss.apply(flat, 1.0 / b if reduction == "mean" else 1.0)
+    return _ExactLoss.apply(flat, 1.0 / b if reduction == "mean" else 1.0)[0]
 
 
 def exact_layer(
@@ -317,4 +365,5 @@ def exact_layer(
     In backward, ``coeff * dL/dh`` is added to the incoming gradient in one pass.
     """
     b = h.shape[0]
-    return _ExactLayer.apply(h, float(coeff), 1.0 / b if reduction == "mean" else 1.0)
+    out, loss, _scale = _ExactLayer.apply(h, float(coeff), 1.0 / b if reduction == "mean" else 1.0)
+    return out, loss

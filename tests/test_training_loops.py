@@ -449,3 +449,161 @@ def test_monitor_under_reentrant_checkpointing_records_each_batch_at_its_step(ex
 
     assert records(True) == records(False)
     assert [s for s, _ in records(True)] == [0, 1, 2]
+
+
+# -- the exact estimator (issue 11) in the same training loops -------------------------
+
+
+def _exact_reference_loss(net: nn.Sequential, x, y, coeff: float):
+    """Task loss + coeff * sum_l exact L_l, written out on the plain activations."""
+    h, total = x, 0.0
+    for m in net:
+        h = m(h)
+        if isinstance(m, (nn.ELU, nn.Tanh)):
+            total = total + coeff * pt.per_loss(h, estimator="exact")
+    return F.cross_entropy(h, y) + total
+
+
+@pytest.mark.parametrize("mode", ["inject", "loss"])
+def test_exact_estimator_in_both_modes_gives_the_written_out_gradient(mode: str):
+    net, (x, y) = _net(torch.float64), _batch(dtype=torch.float64)
+    _exact_reference_loss(net, x, y, 0.7).backward()
+    expected = _grads(net)
+    net.zero_grad()
+    handle = pt.regularize(net, coeff=0.7, estimator="exact", **_mode(mode))
+    loss = F.cross_entropy(net(x), y)
+    if mode == "loss":
+        penalty = handle.penalty()
+        assert penalty.requires_grad and penalty.dtype == torch.float64
+        acts = [net[:2](x), net[:4](x)]
+        value = sum(0.7 * pt.per_loss(a, estimator="exact") for a in acts)
+        assert_close("penalty = coeff * exact loss", penalty.detach(), value.detach(), 0.0, 1e-14)
+        loss = loss + penalty
+    loss.backward()
+    for name, g in _grads(net).items():
+        assert_close(f"exact {mode} {name}", g, expected[name], *TOL[torch.float64])
+    for name, value in handle.losses().items():
+        assert value is not None and not value.requires_grad, name
+
+
+def test_exact_loss_mode_is_invariant_to_grad_scaler_and_accumulation():
+    x, y = _batch()
+
+    def run(scale: float | None, divide: int = 1) -> dict[str, torch.Tensor]:
+        net = _net()
+        handle = pt.regularize(net, coeff=3.0, estimator="exact", mode="loss")
+        loss = (F.cross_entropy(net(x), y) + handle.penalty()) / divide
+        if scale is None:
+            loss.backward()
+        else:
+            opt = torch.optim.SGD(net.parameters(), lr=0.0)
+            scaler = torch.amp.GradScaler("cpu", init_scale=scale)
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+        return {n: g * divide for n, g in _grads(net).items()}
+
+    plain = run(None)
+    for name, g in run(2.0**16).items():
+        assert_close(f"exact GradScaler {name}", g, plain[name], 0.0, 1e-6)
+    for name, g in run(None, divide=4).items():
+        assert_close(f"exact loss/4 {name}", g, plain[name], 1e-7, 1e-6)
+
+
+@pytest.mark.parametrize("mode", ["inject", "loss"])
+def test_exact_estimator_passes_empty_batches_through(mode: str):
+    h = torch.randn(0, 5, requires_grad=True)
+    layer = pt.PER(1.0, estimator="exact", **_mode(mode))
+    out = layer(h)
+    assert out.shape == (0, 5)
+    out.sum().backward()
+    assert h.grad.shape == (0, 5) and float(layer.last_loss) == 0.0
+    net = _net()
+    handle = pt.regularize(net, coeff=1.0, estimator="exact", **_mode(mode))
+    loss = net(torch.randn(0, 6)).sum() + (handle.penalty() if mode == "loss" else 0.0)
+    loss.backward()
+    assert all(torch.equal(g, torch.zeros_like(g)) for g in _grads(net).values())
+
+
+@pytest.mark.parametrize("mode", ["inject", "loss"])
+def test_exact_regularized_model_deepcopies_and_pickles(mode: str):
+    net, (x, y) = _net(), _batch()
+    handle = pt.regularize(net, coeff=2.0, estimator="exact", **_mode(mode))
+
+    def grads(model: nn.Module, h: PERHandle) -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        (loss + h.penalty() if mode == "loss" else loss).backward()
+        return _grads(model)
+
+    expected = grads(net, handle)  # deterministic: no directions, no seed
+    ema = copy.deepcopy(net)
+    buffer = io.BytesIO()
+    torch.save(net, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    plain = grads(_net(), PERHandle())
+    for model in (ema, loaded):
+        copy_handle = PERHandle.of(model)
+        assert sorted(copy_handle.layers) == ["1", "3"]
+        assert all(p.estimator == "exact" and p.mode == mode for p in copy_handle.layers.values())
+        for name, g in grads(model, copy_handle).items():
+            assert_close(f"copy {name}", g, expected[name], 0.0, 0.0)
+    handle.remove()  # only the original loses PER
+    assert all(torch.equal(g, plain[n]) for n, g in grads(net, PERHandle()).items())
+    assert not torch.equal(grads(ema, PERHandle.of(ema))["0.weight"], plain["0.weight"])
+
+
+def test_exact_estimator_ignores_seed():
+    """With estimator='exact' seed is validated but unused: any seed source, no draw, no call."""
+    h = torch.randn(6, 9, dtype=torch.float64)
+    base = pt.per_loss(h, estimator="exact")
+    for seed in (3, torch.tensor([5]), None):
+        assert torch.equal(pt.per_loss(h, seed=seed, estimator="exact"), base)
+
+    calls = []
+
+    def source() -> int:
+        calls.append(1)
+        return 1
+
+    x, y = _batch(dtype=torch.float64)
+    results = []
+    for seed in (None, 7, torch.tensor([7]), source):
+        net = _net(torch.float64)
+        handle = pt.regularize(net, coeff=0.5, estimator="exact", mode="loss", seed=seed)
+        state = torch.random.get_rng_state()
+        (F.cross_entropy(net(x), y) + handle.penalty()).backward()
+        assert torch.equal(torch.random.get_rng_state(), state), "exact draws no random numbers"
+        assert all(p.calls == 0 for p in handle.layers.values())
+        results.append(_grads(net))
+    assert not calls, "a seed callable is never called with estimator='exact'"
+    for other in results[1:]:
+        assert all(torch.equal(other[n], results[0][n]) for n in results[0])
+    with pytest.raises(TypeError, match="seed"):
+        pt.PER(estimator="exact", seed="7")
+    with pytest.raises(ValueError, match="num_slices"):
+        pt.regularize(_net(), num_slices=8, estimator="exact", seed=3)
+
+
+@pytest.mark.parametrize("mode", ["inject", "loss"])
+def test_exact_estimator_under_torch_func_and_no_double_backward(mode: str):
+    x, y = _batch(dtype=torch.float64)
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(6, 9), nn.ELU(), pt.PER(0.9, estimator="exact", **_mode(mode)), nn.Linear(9, 3)
+    ).double()
+
+    def loss_fn(p):
+        loss = F.cross_entropy(torch.func.functional_call(model, p, (x,)), y)
+        return loss + model[2].penalty() if mode == "loss" else loss
+
+    got = torch.func.grad(loss_fn)({n: p.detach() for n, p in model.named_parameters()})
+    assert not torch._C._functorch.is_functorch_wrapped_tensor(model[2].last_loss)
+    loss_fn(dict(model.named_parameters())).backward()
+    for name, g in got.items():
+        assert_close(f"exact func.grad {name}", g, _grads(model)[name], *TOL[torch.float64])
+
+    loss = loss_fn(dict(model.named_parameters()))
+    g = torch.autograd.grad(loss, list(model.parameters()), create_graph=True)
+    with pytest.raises(RuntimeError, match="estimator='exact' has no second derivative"):
+        sum(gi.square().sum() for gi in g).backward()
