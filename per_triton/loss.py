@@ -10,6 +10,7 @@ from ._validation import (
     check_positive_int,
     check_precision,
     check_reduction,
+    check_seed,
     seed_tensor,
 )
 
@@ -45,8 +46,8 @@ def per_loss(
             random directions) or ``"exact"``: the expectation over all directions,
             ``(1/b) sum_i sqrt(2/pi) M(-1/2, d/2, -||h_i||^2/2)`` (DESIGN.md section 7,
             :mod:`per_triton.exact`), one pass over ``h``, no random numbers. With
-            ``"exact"``, ``seed`` and ``precision`` are ignored and ``num_slices`` must
-            stay at its default.
+            ``"exact"``, ``seed`` (still type-checked) and ``precision`` are ignored
+            and ``num_slices`` must stay at its default.
 
     Returns:
         0-d tensor: float64 for float64 input, float32 otherwise. NaN or Inf in
@@ -66,6 +67,7 @@ def per_loss(
     num_slices = check_positive_int(num_slices, "num_slices")
     check_reduction(reduction)
     check_precision(precision)
+    check_seed(seed)  # validated with either estimator ("exact" then ignores it)
     if exact.check_estimator(estimator, num_slices) == "exact":
         return exact.exact_loss(h, reduction)
     b = h.shape[0]

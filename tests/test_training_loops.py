@@ -581,6 +581,8 @@ def test_exact_estimator_ignores_seed():
         assert all(torch.equal(other[n], results[0][n]) for n in results[0])
     with pytest.raises(TypeError, match="seed"):
         pt.PER(estimator="exact", seed="7")
+    with pytest.raises(TypeError, match="seed"):
+        pt.per_loss(h, seed=1.5, estimator="exact")
     with pytest.raises(ValueError, match="num_slices"):
         pt.regularize(_net(), num_slices=8, estimator="exact", seed=3)
 
