@@ -30,17 +30,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import EventTimer, bench_device, bench_quick, bench_rounds, percentiles  # noqa: E402
-from bench.kernel_utils import (  # noqa: E402
+from per_triton.bench.common import EventTimer, bench_device, bench_quick, bench_rounds, percentiles
+from per_triton.bench.kernel_utils import (
     DTYPES,
     PASSES,
     exact_floor_seconds,

@@ -22,25 +22,21 @@ Run through ``per-triton bench --suite training`` (which writes the result file)
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import (  # noqa: E402
+from per_triton.baselines import METHODS
+from per_triton.bench.common import (
     EventTimer,
     bench_device,
     bench_quick,
     bench_rounds,
     percentiles,
 )
-from per_triton.models import build_model  # noqa: E402
-from per_triton.regularizers import METHODS  # noqa: E402
-from per_triton.training import train_step  # noqa: E402
+from per_triton.models import build_model
+from per_triton.training import train_step
 
 COEFF = 1e-4
 DTYPES = {"float32": None, "bf16-autocast": torch.bfloat16}

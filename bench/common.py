@@ -1,9 +1,8 @@
 """Shared helpers of the benchmark suites (docs/CONTRACTS.md, "Benchmark result files").
 
-Import from a suite with the repository root on ``sys.path``::
+Installed as ``per_triton.bench.common`` (per_triton/paths.py); a suite imports::
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from bench.common import percentiles, time_calls
+    from per_triton.bench.common import percentiles, time_calls
 
 What lives here:
 
@@ -30,8 +29,10 @@ from typing import Any
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULTS_ROOT = REPO_ROOT / "bench" / "results"
+from per_triton.paths import REPO_ROOT, default_output_dir
+
+#: Where result files go by default (``bench/results`` of a checkout).
+RESULTS_ROOT = default_output_dir()
 
 ENV_DEVICE = "PER_TRITON_BENCH_DEVICE"
 ENV_QUICK = "PER_TRITON_BENCH_QUICK"
@@ -147,11 +148,14 @@ def machine_folder(device: torch.device | str) -> str:
     return slug or "cpu"
 
 
-def git_commit(root: Path = REPO_ROOT) -> str | None:
+def git_commit(root: Path | None = REPO_ROOT) -> str | None:
     """Current commit: ``$PER_TRITON_COMMIT`` if set (a copy of the tree without
-    ``.git``, as on a lent GPU machine), else ``git rev-parse HEAD``, else None."""
+    ``.git``, as on a lent GPU machine), else ``git rev-parse HEAD`` in the checkout,
+    else None (an installed wheel has no commit)."""
     if os.environ.get("PER_TRITON_COMMIT"):
         return os.environ["PER_TRITON_COMMIT"]
+    if root is None:
+        return None
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10

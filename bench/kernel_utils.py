@@ -145,7 +145,7 @@ def peak_extra_memory(call: Callable[[], Any], device: torch.device) -> int | No
 
 def median_time(call: Callable[[], Any], device: torch.device, reps: int = 10) -> float:
     """Median seconds of ``reps`` synchronised calls after two warm-up calls."""
-    from bench.common import time_call
+    from per_triton.bench.common import time_call
 
     for _ in range(2):
         call()

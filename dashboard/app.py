@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import streamlit as st
+
 from per_triton.dashboard.context import UPLOAD_KEY
 
 HERE = Path(__file__).resolve().parent

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import streamlit as st
 
+from per_triton import paths
+
 from .loaders import Closeness, Results, load_closeness, load_results, parse_upload
 
-APP_PATH = Path(__file__).resolve().parent / "app.py"
-REPO_RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
+APP_PATH = paths.DASHBOARD_APP.resolve()
 UPLOAD_KEY = "upload"
 ENV_RESULTS = "PER_TRITON_DASHBOARD_RESULTS"
 ENV_EXTRA = "PER_TRITON_DASHBOARD_EXTRA"
@@ -34,8 +35,8 @@ class Settings:
 
 
 def default_results_dir() -> Path | None:
-    """The repository's ``bench/results`` when the package runs from a checkout."""
-    return REPO_RESULTS if REPO_RESULTS.is_dir() else None
+    """The committed results: ``bench/results`` of a checkout, or the wheel's copy."""
+    return paths.committed_results()
 
 
 def parse_app_args(argv: list[str]) -> Settings:

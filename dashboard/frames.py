@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import pandas as pd
 
+from per_triton.closeness_schema import RECORD_KEYS
+from per_triton.methods import METHODS
+
 from .schema import ClosenessRecord, Run
 
 # Joo, Kang & Kim (ICLR 2020): seconds per training iteration on one TITAN X.
 PAPER_SERIES = "paper, TITAN X (their model)"
 PAPER_SECONDS = {"vanilla": 0.071, "bn": 0.083, "vcl": 0.087, "per": 0.093}
 
-METHOD_ORDER = ["vanilla", "bn", "vcl", "l1", "l2", "per", "per_exact", "per_torch"]
+METHOD_ORDER = list(METHODS)  # per_triton.methods is the source
 PROVIDER_ORDER = ["fused", "eager", "eager_tf32", "compile", "floor", "exact"]
 
 TRAINING_COLUMNS = [
@@ -149,10 +152,4 @@ def compare_runs(a: Run, b: Run) -> pd.DataFrame:
 
 def closeness_frame(records: list[ClosenessRecord]) -> pd.DataFrame:
     """One row per (run, step, layer) closeness record."""
-    return pd.DataFrame(
-        records,
-        columns=[
-            "run", "model", "method", "seed", "step", "layer",
-            "sw1", "mean", "var", "q25", "q50", "q75",
-        ],
-    )  # fmt: skip
+    return pd.DataFrame(records, columns=list(RECORD_KEYS))

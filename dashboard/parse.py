@@ -12,6 +12,8 @@ import math
 from collections.abc import Callable
 from typing import Any, cast
 
+from per_triton.closeness_schema import STAT_KEYS, check_record
+
 from .schema import (
     BenchmarkFile,
     ClosenessRecord,
@@ -176,23 +178,16 @@ def parse_benchmark_file(
 
 
 def closeness_record(obj: object) -> ClosenessRecord:
-    """Check one closeness JSON line."""
-    if not isinstance(obj, dict):
-        raise FormatError("a record must be a JSON object")
-    return ClosenessRecord(
-        run=_text(obj, "run"),
-        model=_text(obj, "model"),
-        method=_text(obj, "method"),
-        seed=_int(obj, "seed"),
-        step=_int(obj, "step"),
-        layer=_text(obj, "layer"),
-        sw1=_stat(obj, "sw1"),
-        mean=_stat(obj, "mean"),
-        var=_stat(obj, "var"),
-        q25=_stat(obj, "q25"),
-        q50=_stat(obj, "q50"),
-        q75=_stat(obj, "q75"),
-    )
+    """Check one closeness JSON line (:func:`per_triton.closeness_schema.check_record`).
+
+    A null statistic becomes NaN (a gap in the charts).
+    """
+    try:
+        rec = check_record(obj)
+    except ValueError as err:
+        raise FormatError(str(err)) from None
+    stats = {k: math.nan if rec[k] is None else rec[k] for k in STAT_KEYS}
+    return cast(ClosenessRecord, {**rec, **stats})
 
 
 def parse_closeness_lines(

@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, TypedDict
 
+# re-exported: the one definition is shared with the monitor
+from per_triton.closeness_schema import ClosenessRecord as ClosenessRecord
+
 # --- pytest-benchmark JSON (--benchmark-json) ------------------------------------
 
 
@@ -132,21 +135,8 @@ class KernelRow(TypedDict):
 # --- closeness records (bench/results/closeness/) ---------------------------------
 
 
-class ClosenessRecord(TypedDict):
-    """One JSON line written by ``per_triton.monitor``: one (step, layer)."""
-
-    run: str
-    model: str
-    method: str
-    seed: int
-    step: int
-    layer: str
-    sw1: float
-    mean: float
-    var: float
-    q25: float
-    q50: float
-    q75: float
+# ClosenessRecord: per_triton/closeness_schema.py is the one definition (shared
+# with the monitor); a null statistic is read as NaN here.
 
 
 class SummaryRow(TypedDict):

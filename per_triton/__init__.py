@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib
 import sys
 import types
+import warnings
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -35,6 +36,10 @@ _API = {
     "sliced_wasserstein_to_normal": "per_triton.sliced_wasserstein",
 }
 _SUBMODULES = ("reference", "monitor", "ops", "models", "distributed")
+# Renamed modules: old name -> new name. The old name stays importable (with a
+# DeprecationWarning on first attribute use) without a file of its own, so that
+# git records the rename as a rename.
+_RENAMED = {"per_triton.regularizers": "per_triton.baselines"}
 
 __all__ = [
     "PER",
@@ -59,8 +64,35 @@ if TYPE_CHECKING:
     from .sliced_wasserstein import sliced_wasserstein_to_normal
 
 
+class _RenamedModule(types.ModuleType):
+    """Stand-in for a renamed module: forwards attributes to the new one, with a warning."""
+
+    def __init__(self, old: str, new: str) -> None:
+        super().__init__(old, f"Deprecated alias of :mod:`{new}`.")
+        self._new = new
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        warnings.warn(
+            f"{self.__name__} is renamed {self._new}; the old name will be removed",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(self._new), name)
+
+    def __dir__(self) -> list[str]:
+        return dir(importlib.import_module(self._new))
+
+
+for _old, _new in _RENAMED.items():
+    sys.modules.setdefault(_old, _RenamedModule(_old, _new))
+
+
 def __getattr__(name: str) -> Any:
     """Load a public name (or submodule) on first use, importing only what it needs."""
+    if f"per_triton.{name}" in _RENAMED:
+        return sys.modules[f"per_triton.{name}"]
     if name in _API:
         value = getattr(importlib.import_module(_API[name]), name)
     elif name in _SUBMODULES:

@@ -38,21 +38,9 @@ from typing import Any
 import torch
 from torch import nn
 
-RECORD_KEYS = (
-    "run",
-    "model",
-    "method",
-    "seed",
-    "step",
-    "layer",
-    "sw1",
-    "mean",
-    "var",
-    "q25",
-    "q50",
-    "q75",
-)
-STAT_KEYS = ("sw1", "mean", "var", "q25", "q50", "q75")
+from .closeness_schema import RECORD_KEYS as RECORD_KEYS  # the one record format
+from .closeness_schema import STAT_KEYS, check_record
+
 _QUANTILES = (0.25, 0.5, 0.75)
 _SEED_MOD = 2**31 - 1
 
@@ -283,21 +271,6 @@ class LayerMonitor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def check_record(rec: dict[str, Any]) -> None:
-    """Raise ``ValueError`` unless ``rec`` follows the closeness record format."""
-    if set(rec) != set(RECORD_KEYS):
-        raise ValueError(f"record keys {sorted(rec)} != {sorted(RECORD_KEYS)}")
-    for key in ("run", "model", "method", "layer"):
-        if not isinstance(rec[key], str):
-            raise ValueError(f"record[{key!r}] must be a string, got {rec[key]!r}")
-    for key in ("seed", "step"):
-        if not isinstance(rec[key], int) or isinstance(rec[key], bool):
-            raise ValueError(f"record[{key!r}] must be an int, got {rec[key]!r}")
-    for key in STAT_KEYS:
-        if rec[key] is not None and not isinstance(rec[key], float):
-            raise ValueError(f"record[{key!r}] must be a float or null, got {rec[key]!r}")
 
 
 def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

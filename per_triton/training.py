@@ -2,7 +2,7 @@
 
 ``train_step`` = forward (optionally under autocast), task loss, plus
 ``coeff * sum of the penalties`` the model's penalty modules recorded (VCL, L1, L2,
-PER, per_exact, per_torch; :mod:`per_triton.regularizers`), backward, optional gradient
+PER, per_exact, per_torch; :mod:`per_triton.baselines`), backward, optional gradient
 clipping, optimizer step. For PER this is Algorithm 1 of Joo, Kang & Kim (2020)
 with ``reduction="mean"``: the gradient of every regularised layer gets
 ``coeff * dL_PER/dh`` (Eq. 6) added to the task gradient.
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .regularizers import collect_penalty, set_step_seed
+from .baselines import collect_penalty, set_step_seed
 
 __all__ = ["StepResult", "classification_loss", "train_step"]
 

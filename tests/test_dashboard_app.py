@@ -10,8 +10,9 @@ import json
 from pathlib import Path
 
 import pytest
-from per_triton.dashboard.context import ENV_EXTRA, ENV_RESULTS
 from streamlit.testing.v1 import AppTest
+
+from per_triton.dashboard.context import ENV_EXTRA, ENV_RESULTS
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 FIXTURES = Path(__file__).parent / "fixtures" / "dashboard"

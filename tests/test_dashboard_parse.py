@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from per_triton.cli import build_parser
+from per_triton.commands import dashboard as command
 from per_triton.dashboard import charts, frames
 from per_triton.dashboard.context import parse_app_args
 from per_triton.dashboard.loaders import benchmark_files
@@ -23,9 +26,6 @@ from per_triton.dashboard.parse import (
     parse_closeness_lines,
     parse_summary,
 )
-
-from per_triton.cli import build_parser
-from per_triton.commands import dashboard as command
 
 FIXTURES = Path(__file__).parent / "fixtures" / "dashboard"
 GOOD = FIXTURES / "results"

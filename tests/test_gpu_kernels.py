@@ -258,10 +258,9 @@ def test_opcheck(dtype_name: str) -> None:
 
 def test_indices_past_2_31(fixed_config: None) -> None:
     """``s * d > 2**31``: fused results vs the float64 chunk path, and stores past 2**31."""
+    from per_triton import cuda_ops
     from per_triton.kernels import per_fused
     from per_triton.kernels.philox_directions import philox_normals
-
-    from per_triton import cuda_ops
 
     s, d = 256, 2**23 + 12
     assert s * d > 2**31

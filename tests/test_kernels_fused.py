@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from per_triton.kernels import per_fused
-from per_triton.kernels.philox_directions import philox_normals, sample_directions_triton
 
 from per_triton import reference
+from per_triton.kernels import per_fused
+from per_triton.kernels.philox_directions import philox_normals, sample_directions_triton
 
 from .assertions import assert_close
 

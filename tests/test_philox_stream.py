@@ -25,6 +25,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from per_triton.kernels import philox_directions as pd
 
 from .assertions import assert_close

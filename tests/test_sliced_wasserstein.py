@@ -64,9 +64,8 @@ def _kernel_device() -> str:
 
 def test_chunked_philox_projection_matches_materialised_directions():
     """The CUDA projection of the monitor (chunked Philox draws) on the kernels' directions."""
-    from per_triton.kernels.philox_directions import sample_directions_triton
-
     from per_triton.cuda_ops import projections_materialised
+    from per_triton.kernels.philox_directions import sample_directions_triton
 
     device = _kernel_device()
     h = torch.randn(9, 37, dtype=torch.float64, device=device)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
+
 from per_triton.dashboard import charts, context, frames, widgets
 
 st.title("Closeness to N(0, I)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import streamlit as st
+
 from per_triton.dashboard import charts, context, frames, widgets
 
 AXES = {"d": "dimension d", "s": "slices s", "b": "batch b"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import streamlit as st
+
 from per_triton.dashboard import charts, context, frames, widgets
 
 st.title("Runs: the result files")

@@ -8,7 +8,9 @@ command) and prints, for the training suite, the time per iteration of each meth
 and its ratio to ``vanilla``.
 
 The file goes to ``<out>/<gpu-or-cpu>/<suite>[-quick]-<UTC time>.json`` (``<out>``
-defaults to ``bench/results``), or exactly to ``--out`` when it ends in ``.json``.
+defaults to :func:`per_triton.paths.default_output_dir`: ``bench/results`` in a
+checkout), or exactly to ``--out`` when it ends in ``.json``. The suites are
+``per_triton.bench`` (the ``bench/`` folder), so an installed wheel runs them too.
 Timing is synchronised: CUDA events on a GPU (bench/common.py).
 """
 
@@ -28,11 +30,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from .. import paths
+from ..methods import order_key
 from ._args import int_at_least
 
 SUITE_FILES = {"training": ("bench_training.py",), "kernel": ("bench_kernels.py",)}
 SUITE_FILES["all"] = SUITE_FILES["kernel"] + SUITE_FILES["training"]
-METHOD_ORDER = ("vanilla", "bn", "vcl", "l1", "l2", "per", "per_exact", "per_torch")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,15 +52,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out",
         type=Path,
         default=None,
-        help="results folder (default bench/results; the file goes to <out>/<gpu-or-cpu>/) "
-        "or a file path ending in .json",
+        help="results folder (default: bench/results in a checkout, else ./per-triton-results; "
+        "the file goes to <out>/<gpu-or-cpu>/) or a file path ending in .json",
     )
     parser.add_argument("-k", dest="keyword", default=None, help="pytest -k expression")
     parser.add_argument(
         "--rounds", type=int_at_least(1), default=None, help="timed rounds per benchmark (>= 1)"
     )
     parser.add_argument(
-        "--bench-dir", type=Path, default=None, help="folder holding the suites (default: bench/)"
+        "--bench-dir",
+        type=Path,
+        default=None,
+        help="folder holding the suites (default: the installed per_triton.bench, i.e. bench/)",
     )
 
 
@@ -76,24 +82,10 @@ def _check_writable(out_path: Path) -> str | None:
 
 
 def _find_bench_dir(given: Path | None) -> Path:
-    candidates = [given] if given else [Path.cwd() / "bench", Path(__file__).parents[2] / "bench"]
-    for path in candidates:
-        if path is not None and (path / "common.py").is_file():
-            return path.resolve()
-    raise SystemExit(
-        "per-triton bench: no bench/ folder with the suites found; run it from the "
-        "repository root or pass --bench-dir"
-    )
-
-
-def _load_common(bench_dir: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "_per_triton_bench_common", bench_dir / "common.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    path = given if given is not None else paths.BENCH_DIR
+    if (path / "common.py").is_file():
+        return path.resolve()
+    raise SystemExit(f"per-triton bench: no benchmark suites (common.py) in {path}")
 
 
 def _command_line(args: argparse.Namespace) -> str:
@@ -112,7 +104,7 @@ def _command_line(args: argparse.Namespace) -> str:
 def _result_path(args: argparse.Namespace, common: ModuleType, device: str) -> Path:
     if args.out is not None and args.out.suffix == ".json":
         return args.out
-    root = args.out if args.out is not None else common.RESULTS_ROOT
+    root = args.out if args.out is not None else paths.default_output_dir()
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     name = f"{args.suite}{'-quick' if args.quick else ''}-{stamp}.json"
     return Path(root) / common.machine_folder(device) / name
@@ -132,7 +124,7 @@ def training_table(benchmarks: list[dict[str, Any]]) -> str:
     for (model, dtype), times in groups.items():
         lines += ["", header, "-" * len(header)]
         base = times.get("vanilla")
-        for method in sorted(times, key=lambda m: (METHOD_ORDER + (m,)).index(m)):
+        for method in sorted(times, key=order_key):
             ratio = f"{times[method] / base:10.3f}" if base else f"{'-':>10}"
             lines.append(
                 f"{model:<10} {dtype:<14} {method:<10} {times[method] * 1e3:10.3f} {ratio}"
@@ -200,7 +192,8 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     bench_dir = _find_bench_dir(args.bench_dir)
-    common = _load_common(bench_dir)
+    from per_triton.bench import common
+
     files = [bench_dir / f for f in SUITE_FILES[args.suite] if (bench_dir / f).is_file()]
     missing = [f for f in SUITE_FILES[args.suite] if not (bench_dir / f).is_file()]
     if missing:

@@ -9,20 +9,18 @@ a SIGTERM to it, or Ctrl-C, stops the dashboard.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 from pathlib import Path
 
-REPO_RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
+from .. import paths
 
 
 def app_path() -> Path:
     """The dashboard's entry script, wherever the package is installed."""
-    spec = importlib.util.find_spec("per_triton.dashboard")
-    if spec is None or not spec.submodule_search_locations:
+    if not paths.DASHBOARD_APP.is_file():
         raise SystemExit("per-triton dashboard: the per_triton.dashboard package is missing")
-    return Path(list(spec.submodule_search_locations)[0]) / "app.py"
+    return paths.DASHBOARD_APP
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="DIR",
-        help="folder of committed result files (default: the repository's bench/results)",
+        help="folder of result files (default: $PER_TRITON_RESULTS, else the committed "
+        "bench/results, shipped in the wheel too)",
     )
     parser.add_argument(
         "--extra",
@@ -47,9 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_command(args: argparse.Namespace) -> list[str]:
     """The ``streamlit run`` command line for these arguments."""
-    results = args.results
-    if results is None and REPO_RESULTS.is_dir():
-        results = REPO_RESULTS
+    results = args.results if args.results is not None else paths.committed_results()
     app_args: list[str] = []
     if results is not None:
         app_args += ["--results", str(Path(results).resolve())]

@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..methods import DEFAULT_TRAIN_METHODS as DEFAULT_METHODS
+from ..methods import TRAIN_METHODS as METHODS
 from ._args import finite_float, int_at_least
 
-METHODS = ("vanilla", "bn", "vcl", "l1", "l2", "per", "per_exact")
-DEFAULT_METHODS = ("vanilla", "bn", "vcl", "per", "per_exact")
 #: ``per_exact`` (estimator="exact") uses PER's coefficient: the same loss in expectation.
 COEFF_OF = {"per_exact": "per"}
 MODEL_NAME = "small_cnn_digits"

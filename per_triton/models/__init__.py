@@ -1,7 +1,7 @@
 """The paper's networks and the baselines they are compared with.
 
 Each model is a plain ``nn.Module`` whose normalisation or regulariser is chosen by
-``method`` (:data:`per_triton.regularizers.METHODS`):
+``method`` (:data:`per_triton.baselines.METHODS`):
 
 - :func:`cnn11` / :func:`cnn11_64`: the 11-layer CNN of Clevert et al. (ELU paper),
   as used by Littwin & Wolf and by the PER paper;

@@ -11,7 +11,7 @@ each stack rising ``0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.0``. Convolutions keep the m
 size (zero padding, on the right and bottom for the 2x2 filters). The last 1x1 convolution
 gives the logits (no activation); a map larger than 1x1 is averaged.
 
-``method`` picks the normalisation or regulariser (:mod:`per_triton.regularizers`):
+``method`` picks the normalisation or regulariser (:mod:`per_triton.baselines`):
 ``bn`` puts BatchNorm between each hidden convolution and its activation; the
 penalty methods put a penalty module at the same place, on the pre-activation of
 each of the 10 hidden layers (where Littwin & Wolf apply VCL).
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..regularizers import check_method, make_regularizer
+from ..baselines import check_method, make_regularizer
 
 __all__ = ["CNN11", "cnn11", "cnn11_64", "STACKS", "DROPOUT"]
 
@@ -47,7 +47,7 @@ class CNN11(nn.Module):
     Args:
         num_classes: 10 or 100 for CIFAR (200 for Tiny ImageNet).
         activation: ``"elu"``, ``"relu"`` or ``"leaky_relu"``.
-        method: one of :data:`per_triton.regularizers.METHODS`.
+        method: one of :data:`per_triton.baselines.METHODS`.
         width: multiplier of every hidden width (1.0 paper; 2.0 for 64x64 inputs;
             small values for tests).
         in_channels: input channels (3).

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..regularizers import check_method, make_regularizer
+from ..baselines import check_method, make_regularizer
 
 __all__ = ["LSTMLM", "LoopLSTM", "lstm_lm"]
 
@@ -107,7 +107,7 @@ class LSTMLM(nn.Module):
         dropout: dropout probability (0.5 for the medium model).
         tie_weights: RE, tie the decoder to the embedding.
         variational: VD, per-sequence dropout masks incl. the recurrent state.
-        method: one of :data:`per_triton.regularizers.METHODS`.
+        method: one of :data:`per_triton.baselines.METHODS`.
         num_slices: directions per PER call.
         max_steps: time steps with their own recurrent-BN statistics (bptt, 35).
 

@@ -15,7 +15,7 @@ et al.: subsample by 2 and pad the new channels with zeros (no parameters).
   second conv and the classifier start at zero, and scalar biases (before each
   conv and activation) and a scalar multiplier are added to each branch.
 
-``method`` (:mod:`per_triton.regularizers`) puts a penalty module on the input of
+``method`` (:mod:`per_triton.baselines`) puts a penalty module on the input of
 every ReLU (``6n + 1`` of them: the pre-activations, where BN's output would be).
 By default ``method="bn"`` builds the BN network and every other method the Fixup
 one, so ``vanilla`` is ResNet without normalisation.
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..regularizers import check_method, make_regularizer
+from ..baselines import check_method, make_regularizer
 
 __all__ = ["ResNetCIFAR", "resnet", "resnet56", "resnet110"]
 
@@ -89,7 +89,7 @@ class ResNetCIFAR(nn.Module):
     Args:
         depth: ``6n + 2`` (56, 110; 8 or 14 for tests).
         num_classes: 10 or 100.
-        method: one of :data:`per_triton.regularizers.METHODS`.
+        method: one of :data:`per_triton.baselines.METHODS`.
         norm: ``"bn"`` or ``"fixup"``; default ``"bn"`` for ``method="bn"``, else ``"fixup"``.
         width: base width (16 in the paper; smaller for tests).
         num_slices: directions per PER call.

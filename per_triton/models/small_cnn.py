@@ -4,7 +4,7 @@ Three 3x3 convolution blocks and a linear classifier, a reduced-width cousin of 
 paper's CIFAR networks. Each block is ``conv -> norm -> tap -> regulariser -> act``:
 the tap is an identity module of its own type (:class:`PreActivation`) that
 ``per_triton.monitor`` (and :func:`per_triton.regularize`) attach to by name or
-type; the regulariser is :func:`per_triton.regularizers.make_regularizer` for the
+type; the regulariser is :func:`per_triton.baselines.make_regularizer` for the
 ``method`` (identity for vanilla and BN; VCL, L1, L2 or PER penalty otherwise),
 collected by :func:`per_triton.training.train_step`.
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..regularizers import check_method, make_regularizer
+from ..baselines import check_method, make_regularizer
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU}
 
@@ -51,7 +51,7 @@ class SmallCNN(nn.Module):
 
     Args:
         width: channels of the first block (the next two have ``2 * width``).
-        method: one of :data:`per_triton.regularizers.METHODS`; ``"bn"`` puts
+        method: one of :data:`per_triton.baselines.METHODS`; ``"bn"`` puts
             BatchNorm2d after each conv, the penalty methods a penalty module at
             each pre-activation.
         activation: one of ``"relu"``, ``"tanh"``, ``"elu"``, ``"gelu"``.

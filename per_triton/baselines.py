@@ -1,6 +1,7 @@
 """The baselines PER is compared with, as modules placed on a layer's pre-activation.
 
-Methods (one name each, used by the models, the training step and the benchmark):
+Methods (one name each, used by the models, the training step and the benchmark;
+the names, their order, labels and colours live in :mod:`per_triton.methods`):
 
 ``vanilla``    no normalisation, no penalty.
 ``bn``         batch normalisation before each activation (the models insert it;
@@ -37,6 +38,7 @@ from torch import nn
 
 from . import reference
 from .loss import per_loss
+from .methods import METHODS, PENALTY_METHODS, check_method
 
 __all__ = [
     "METHODS",
@@ -55,17 +57,8 @@ __all__ = [
     "set_step_seed",
 ]
 
-METHODS = ("vanilla", "bn", "vcl", "l1", "l2", "per", "per_exact", "per_torch")
-PENALTY_METHODS = ("vcl", "l1", "l2", "per", "per_exact", "per_torch")
-
 _SEED_MASK = 2**63 - 1
 _GOLDEN = 0x9E3779B97F4A7C15  # odd constant: distinct layers get well-separated seeds
-
-
-def check_method(method: str) -> str:
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
-    return method
 
 
 class ActivationPenalty(nn.Module):

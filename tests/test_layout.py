@@ -1,0 +1,137 @@
+"""Layout and single sources of truth: subpackages from a plain checkout, the paths
+module, the method vocabulary, the closeness record schema, renamed modules."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from per_triton import closeness_schema, methods, paths
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["kernels", "dashboard", "bench"])
+def test_subpackage_links_are_relative_links_to_the_top_level_folders(name: str) -> None:
+    link = ROOT / "per_triton" / name
+    assert link.is_symlink() and os.readlink(link) == f"../{name}"
+    assert link.resolve() == (ROOT / name).resolve()
+
+
+def test_subpackages_import_from_a_plain_checkout_without_site_packages() -> None:
+    """``python -S`` with ``PYTHONPATH=<checkout>``: no editable finder, no installed copy."""
+    script = (
+        "import sys, per_triton.kernels, per_triton.dashboard.schema, per_triton.bench, "
+        "per_triton.paths as p, per_triton.methods, per_triton.closeness_schema\n"
+        "assert not any('site-packages' in (m.__file__ or '') for m in "
+        "(per_triton.kernels, per_triton.dashboard.schema, per_triton.bench))\n"
+        "print(p.REPO_ROOT, p.committed_results(), per_triton.kernels.__file__)\n"
+        "assert 'torch' not in sys.modules"
+    )
+    env = {"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "")}
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", script], env=env, cwd="/", capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    root, results, kernels = out.stdout.split()
+    assert Path(root) == ROOT and Path(results) == ROOT / "bench" / "results"
+    assert Path(kernels) == ROOT / "per_triton" / "kernels" / "__init__.py"
+
+
+def test_paths_from_a_checkout_and_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert paths.REPO_ROOT == ROOT
+    assert paths.committed_results() == ROOT / "bench" / "results"
+    assert paths.default_output_dir() == ROOT / "bench" / "results"
+    assert paths.DASHBOARD_APP.resolve() == ROOT / "dashboard" / "app.py"
+    monkeypatch.setenv(paths.ENV_RESULTS, "/some/where")
+    assert paths.committed_results() == Path("/some/where") == paths.default_output_dir()
+
+
+def test_installed_layout_writes_under_the_working_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv(paths.ENV_RESULTS, raising=False)
+    monkeypatch.setattr(paths, "REPO_ROOT", None)
+    monkeypatch.chdir(tmp_path)
+    assert paths.default_output_dir() == tmp_path / paths.INSTALLED_OUTPUT
+    # the committed results are then the package's own copy
+    assert paths.committed_results() == paths.BENCH_DIR / "results"
+
+
+def test_renamed_module_warns_and_forwards() -> None:
+    import per_triton.baselines as baselines
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        from per_triton.regularizers import METHODS, VCLPenalty
+    assert METHODS is baselines.METHODS and VCLPenalty is baselines.VCLPenalty
+    assert caught and all(issubclass(w.category, DeprecationWarning) for w in caught)
+    assert "per_triton.baselines" in str(caught[0].message)
+
+
+def test_method_vocabulary_is_complete_and_distinct() -> None:
+    assert set(methods.LABELS) == set(methods.COLOURS) == set(methods.METHODS)
+    assert len(set(methods.COLOURS.values())) == len(methods.METHODS)
+    assert methods.OTHER_COLOUR not in methods.COLOURS.values()
+    assert set(methods.PENALTY_METHODS) < set(methods.METHODS)
+    assert set(methods.DEFAULT_TRAIN_METHODS) <= set(methods.TRAIN_METHODS) <= set(methods.METHODS)
+    assert sorted(["per", "zz", "vanilla", "aa"], key=methods.order_key) == [
+        "vanilla",
+        "per",
+        "aa",
+        "zz",
+    ]
+    with pytest.raises(ValueError, match="method must be one of"):
+        methods.check_method("batchnorm")
+
+
+def test_every_user_of_the_vocabulary_shares_it() -> None:
+    from per_triton import baselines
+    from per_triton.commands import train
+    from per_triton.dashboard import frames
+
+    assert baselines.METHODS is methods.METHODS
+    assert list(methods.METHODS) == frames.METHOD_ORDER
+    assert train.METHODS is methods.TRAIN_METHODS
+
+
+GOOD_RECORD = {
+    "run": "r", "model": "m", "method": "per", "seed": 0, "step": 3, "layer": "conv1",
+    "sw1": 0.5, "mean": 0, "var": None, "q25": -0.5, "q50": 0.0, "q75": 0.5,
+}  # fmt: skip
+
+
+def test_closeness_schema_normalises_and_rejects() -> None:
+    shuffled = dict(reversed(list(GOOD_RECORD.items())))
+    rec = closeness_schema.check_record(shuffled)
+    assert list(rec) == list(closeness_schema.RECORD_KEYS)
+    assert rec["mean"] == 0.0 and isinstance(rec["mean"], float) and rec["var"] is None
+    for bad, field in (
+        (GOOD_RECORD | {"sw1": math.inf}, "sw1"),
+        (GOOD_RECORD | {"seed": True}, "seed"),
+        (GOOD_RECORD | {"layer": 3}, "layer"),
+        ({k: v for k, v in GOOD_RECORD.items() if k != "q75"}, "q75"),
+    ):
+        with pytest.raises(closeness_schema.RecordError, match=field):
+            closeness_schema.check_record(bad)
+    with pytest.raises(ValueError, match="JSON object"):
+        closeness_schema.check_record([1, 2])
+
+
+def test_monitor_and_dashboard_use_the_one_schema() -> None:
+    from per_triton import monitor
+    from per_triton.dashboard import frames, parse
+
+    assert monitor.check_record is closeness_schema.check_record
+    assert monitor.RECORD_KEYS is closeness_schema.RECORD_KEYS
+    assert list(frames.closeness_frame([]).columns) == list(closeness_schema.RECORD_KEYS)
+    bad = json.dumps(GOOD_RECORD | {"sw1": "high"})
+    records, problems = parse.parse_closeness_lines("x.jsonl", bad + "\n" + json.dumps(GOOD_RECORD))
+    assert len(records) == 1 and "sw1" in problems[0].message
