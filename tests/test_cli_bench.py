@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,10 @@ def test_bench_quick_cpu_writes_valid_json(tmp_path: Path) -> None:
     proc = _run("--quick", "--device", "cpu", "--out", str(out))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "x vanilla" in proc.stdout and "PASSED" in proc.stdout  # table and progress
+    # no pytest-benchmark table (relative to the fastest) and no temporary JSON path
+    assert "Name (time in" not in proc.stdout and "Wrote benchmark data" not in proc.stdout
+    assert proc.stdout.count(str(out)) == 1 and tempfile.gettempdir() + "/tmp" not in proc.stdout
+    assert "NOT A COST MEASUREMENT" in proc.stdout  # a CPU smoke run says so
 
     data = json.loads(out.read_text())
     info = data["machine_info"]

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from per_triton.commands.train import Config, train_one
 from per_triton.digits import load_digits
+from per_triton.digits_experiment import Config, train_one
 from per_triton.monitor import read_records
 
 pytest.importorskip("sklearn")

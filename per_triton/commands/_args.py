@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+
+SEED_LIMIT = 2**32
 
 
 def int_at_least(low: int) -> Callable[[str], int]:
@@ -37,3 +39,70 @@ def finite_float(positive: bool) -> Callable[[str], float]:
         return value
 
     return parse
+
+
+def comma_list(text: str) -> list[str]:
+    """argparse type: a non-empty comma-separated list without repeats."""
+    items = [t.strip() for t in text.split(",")]
+    if not text.strip() or any(not t for t in items):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    if len(set(items)) != len(items):
+        raise argparse.ArgumentTypeError(f"repeated entry in {text!r}")
+    return items
+
+
+def method_list(allowed: Sequence[str]) -> Callable[[str], list[str]]:
+    """argparse type: comma-separated names from ``allowed``, each once."""
+
+    def parse(text: str) -> list[str]:
+        methods = comma_list(text)
+        bad = [m for m in methods if m not in allowed]
+        if bad:
+            raise argparse.ArgumentTypeError(
+                f"unknown method(s) {', '.join(bad)}; choose from {','.join(allowed)}"
+            )
+        return methods
+
+    return parse
+
+
+def seed_list(text: str) -> list[int]:
+    """argparse type: comma-separated seeds in [0, 2**32), each once."""
+    seeds = []
+    for item in comma_list(text):
+        try:
+            seed = int(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated integers, got {item!r}"
+            ) from None
+        if not 0 <= seed < SEED_LIMIT:
+            raise argparse.ArgumentTypeError(f"seeds must be in [0, 2**32), got {seed}")
+        seeds.append(seed)
+    return seeds
+
+
+def torch_device(text: str) -> str:
+    """argparse type: cpu, cuda or cuda:N, with CUDA present for the latter (imports torch)."""
+    import torch
+
+    name, _, index = text.partition(":")
+    if name == "cpu" and not index:
+        return text
+    if name != "cuda" or (index and not index.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+    if not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r} asked for, but CUDA is not available")
+    if index and int(index) >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist"
+        )
+    return text
+
+
+def port(text: str) -> int:
+    """argparse type: a TCP port number, 1 to 65535."""
+    value = int_at_least(1)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535, got {value}")
+    return value

@@ -135,8 +135,14 @@ def training_table(benchmarks: list[dict[str, Any]]) -> str:
 
 
 def _other_table(benchmarks: list[dict[str, Any]]) -> str:
+    """Median time of every non-training benchmark (the kernel suite), one per line."""
     rows = [b for b in benchmarks if b.get("extra_info", {}).get("suite") != "training"]
-    return "\n".join(f"{b['name']:<70} {b['stats']['median'] * 1e3:10.4f} ms" for b in rows)
+    if not rows:
+        return ""
+    header = f"{'benchmark':<70} {'median':>13}"
+    lines = [header, "-" * len(header)]
+    lines += [f"{b['name']:<70} {b['stats']['median'] * 1e3:10.4f} ms" for b in rows]
+    return "\n".join(lines)
 
 
 def _run_pytest(cmd: list[str], cwd: Path, env: dict[str, str]) -> int:
@@ -220,8 +226,9 @@ def run(args: argparse.Namespace) -> int:
         cmd = [
             sys.executable, "-m", "pytest", *map(str, files),
             "-v", "-p", "no:cacheprovider", "-p", "no:xdist", "--benchmark-only",
-            f"--benchmark-json={raw}", "--benchmark-columns=median,iqr,rounds",
-            "--benchmark-sort=name",
+            # our own table follows; pytest-benchmark's table and its note of the
+            # temporary JSON path would only be noise
+            f"--benchmark-json={raw}", "--benchmark-quiet",
         ]  # fmt: skip
         if args.keyword:
             cmd += ["-k", args.keyword]
@@ -240,5 +247,7 @@ def run(args: argparse.Namespace) -> int:
     other = _other_table(benchmarks)
     if other:
         print("\n" + other)
+    if extras["note"]:
+        print(f"\n[bench] NOT A COST MEASUREMENT: {extras['note']}")
     print(f"\n[bench] {len(benchmarks)} results written to {out_path}")
     return rc

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from pathlib import Path
 
 from .. import paths
+from ._args import port
 
 
 def app_path() -> Path:
@@ -25,7 +27,9 @@ def app_path() -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8501, help="port to serve on (8501)")
+    parser.add_argument(
+        "--port", type=port, default=8501, help="port to serve on, 1-65535 (default: 8501)"
+    )
     parser.add_argument(
         "--results",
         type=Path,
@@ -63,6 +67,25 @@ def build_command(args: argparse.Namespace) -> list[str]:
     ]  # fmt: skip
 
 
+def port_problem(host: str, number: int) -> str | None:
+    """Why Streamlit could not listen on ``host:number`` (checked before it starts), or None."""
+    try:
+        infos = socket.getaddrinfo(host, number, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        return f"--host: cannot resolve {host!r}: {err.strerror}"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Streamlit (tornado) does
+        try:
+            sock.bind(address)
+        except OSError as err:
+            return (
+                f"--port: cannot listen on {host}:{number} ({err.strerror or err}); "
+                "is another dashboard running? pick another port with --port"
+            )
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     missing = [str(p) for p in args.extra if not Path(p).is_file()]
     if missing:
@@ -72,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.results is not None and not Path(args.results).is_dir():
         print(f"per-triton dashboard: --results is not a folder: {args.results}", file=sys.stderr)
+        return 2
+    problem = port_problem(args.host, args.port)
+    if problem:
+        print(f"per-triton dashboard: {problem}", file=sys.stderr)
         return 2
     command = build_command(args)
     print(f"per-triton dashboard: http://{args.host}:{args.port}", flush=True)
