@@ -5,6 +5,8 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from per_triton.methods import colour, order_key
+
 from .frames import METHOD_ORDER, PAPER_SERIES, PROVIDER_ORDER
 
 WIDTH = "container"
@@ -21,6 +23,12 @@ def _series_scale(df: pd.DataFrame) -> alt.Scale:
     return alt.Scale(domain=ours, range=colors)
 
 
+def method_scale(methods: pd.Series) -> alt.Scale:
+    """One fixed, distinct hue per method (:data:`per_triton.methods.COLOURS`)."""
+    domain = sorted(dict.fromkeys(methods.dropna()), key=order_key)
+    return alt.Scale(domain=domain, range=[colour(m) for m in domain])
+
+
 def _tip(*fields: str) -> list[alt.Tooltip]:
     return [alt.Tooltip(f) for f in fields]
 
@@ -31,47 +39,79 @@ def _hline(y: float) -> alt.Chart:
 
 
 def training_bars(df: pd.DataFrame) -> alt.LayerChart:
-    """Median time per iteration per method, one bar per series, 20-80 % whiskers."""
+    """Median milliseconds per iteration per method, one bar per series, 20-80 % whiskers.
+
+    The value of each bar is written above its whisker. The paper's series is left
+    out (its TITAN X seconds would dwarf the measured bars): :func:`paper_bars`
+    draws it on its own axis.
+    """
+    ours = df[df["series"] != PAPER_SERIES]
+    base = (
+        alt.Chart(ours)
+        .transform_calculate(
+            ms="datum.median_s * 1000", p20_ms="datum.p20_s * 1000", p80_ms="datum.p80_s * 1000"
+        )
+        .encode(
+            x=alt.X("method:N", sort=METHOD_ORDER, title="method", axis=alt.Axis(labelAngle=0)),
+            xOffset=alt.XOffset("series:N"),
+            color=alt.Color(
+                "series:N",
+                scale=_series_scale(ours),
+                legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=900),
+            ),
+            tooltip=_tip(
+                "series:N",
+                "model:N",
+                "method:N",
+                "batch:Q",
+                "dtype:N",
+                "median_s:Q",
+                "p20_s:Q",
+                "p80_s:Q",
+            ),  # fmt: skip
+        )
+    )
+    bars = base.mark_bar().encode(y=alt.Y("ms:Q", title="milliseconds per iteration (median)"))
+    whiskers = base.mark_rule(color="black").encode(y="p20_ms:Q", y2="p80_ms:Q")
+    values = base.mark_text(dy=-7, fontSize=11).encode(
+        y="p80_ms:Q", text=alt.Text("ms:Q", format=".2f")
+    )
+    return (bars + whiskers + values).properties(width=WIDTH, height=320)
+
+
+def paper_bars(df: pd.DataFrame) -> alt.LayerChart:
+    """The paper's TITAN X seconds per iteration (Joo, Kang & Kim 2020), on their own axis."""
+    paper = df[df["series"] == PAPER_SERIES]
+    base = alt.Chart(paper).encode(
+        x=alt.X("method:N", sort=METHOD_ORDER, title="method", axis=alt.Axis(labelAngle=0)),
+        tooltip=_tip("series:N", "method:N", "median_s:Q"),
+    )
+    bars = base.mark_bar(color=PAPER_COLOR).encode(
+        y=alt.Y("median_s:Q", title="seconds per iteration (paper)")
+    )
+    values = base.mark_text(dy=-7, fontSize=11).encode(
+        y="median_s:Q", text=alt.Text("median_s:Q", format=".3f")
+    )
+    return (bars + values).properties(width=WIDTH, height=320, title="paper, TITAN X")
+
+
+def ratio_bars(df: pd.DataFrame) -> alt.LayerChart:
+    """Time per iteration over vanilla's, per method and series, with a legend and values."""
     base = alt.Chart(df).encode(
         x=alt.X("method:N", sort=METHOD_ORDER, title="method", axis=alt.Axis(labelAngle=0)),
         xOffset=alt.XOffset("series:N"),
         color=alt.Color(
             "series:N",
             scale=_series_scale(df),
-            legend=alt.Legend(orient="right", labelLimit=420),
+            legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=900),
         ),
-        tooltip=_tip(
-            "series:N",
-            "model:N",
-            "method:N",
-            "batch:Q",
-            "dtype:N",
-            "median_s:Q",
-            "p20_s:Q",
-            "p80_s:Q",
-        ),  # fmt: skip
+        tooltip=_tip("series:N", "method:N", "ratio:Q", "median_s:Q", "vanilla_s:Q"),
     )
-    bars = base.mark_bar().encode(
-        y=alt.Y("median_s:Q", title="seconds per iteration (median)"),
+    bars = base.mark_bar().encode(y=alt.Y("ratio:Q", title="time / vanilla time"))
+    values = base.mark_text(dy=-7, fontSize=11).encode(
+        y="ratio:Q", text=alt.Text("ratio:Q", format=".2f")
     )
-    whiskers = base.mark_rule(color="black").encode(y="p20_s:Q", y2="p80_s:Q")
-    return (bars + whiskers).properties(width=WIDTH, height=320)
-
-
-def ratio_bars(df: pd.DataFrame) -> alt.LayerChart:
-    """Time per iteration over vanilla's, per method and series."""
-    bars = (
-        alt.Chart(df)
-        .mark_bar()
-        .encode(
-            x=alt.X("method:N", sort=METHOD_ORDER, title="method", axis=alt.Axis(labelAngle=0)),
-            xOffset=alt.XOffset("series:N"),
-            y=alt.Y("ratio:Q", title="time / vanilla time"),
-            color=alt.Color("series:N", scale=_series_scale(df), legend=None),
-            tooltip=_tip("series:N", "method:N", "ratio:Q", "median_s:Q", "vanilla_s:Q"),
-        )
-    )
-    return (bars + _hline(1.0)).properties(width=WIDTH, height=260)
+    return (bars + values + _hline(1.0)).properties(width=WIDTH, height=260)
 
 
 def kernel_lines(
@@ -139,15 +179,18 @@ def closeness_lines(df: pd.DataFrame) -> alt.Chart:
 
     ``per-triton train`` gives every record the same ``run``, so lines are split by
     run and seed as well as coloured by method: otherwise one line per method would
-    zig-zag through all of its seeds.
+    zig-zag through all of its seeds. Each method has its own hue; the seeds of a
+    method differ in dash pattern and point shape.
     """
     return (
         alt.Chart(df)
-        .mark_line(point=True)
+        .mark_line(point=True, strokeWidth=1.6)
         .encode(
             x=alt.X("step:Q", title="training step"),
             y=alt.Y("sw1:Q", title="sliced W1 to N(0, I)"),
-            color=alt.Color("method:N"),
+            color=alt.Color("method:N", scale=method_scale(df["method"])),
+            strokeDash=alt.StrokeDash("seed:N", title="seed"),
+            shape=alt.Shape("seed:N", title="seed"),
             detail=[alt.Detail("run:N"), alt.Detail("seed:N")],
             tooltip=_tip(
                 "run:N", "method:N", "seed:Q", "layer:N", "step:Q", "sw1:Q", "mean:Q", "var:Q"
@@ -157,17 +200,16 @@ def closeness_lines(df: pd.DataFrame) -> alt.Chart:
     )
 
 
-def closeness_by_layer(df: pd.DataFrame) -> alt.Chart:
-    """Last recorded sliced W1 per layer and method (mean over seeds)."""
-    return (
-        alt.Chart(df)
-        .mark_bar()
-        .encode(
-            x=alt.X("layer:N", sort=None, axis=alt.Axis(labelAngle=0)),
-            xOffset="method:N",
-            y=alt.Y("sw1:Q", title="sliced W1 at the last step"),
-            color="method:N",
-            tooltip=_tip("layer:N", "method:N", "sw1:Q", "step:Q"),
-        )
-        .properties(width=WIDTH, height=260)
+def closeness_by_layer(df: pd.DataFrame) -> alt.LayerChart:
+    """Last recorded sliced W1 per layer and method (mean over seeds), values on bars."""
+    base = alt.Chart(df).encode(
+        x=alt.X("layer:N", sort=None, axis=alt.Axis(labelAngle=0)),
+        xOffset=alt.XOffset("method:N", sort=sorted(set(df["method"]), key=order_key)),
+        color=alt.Color("method:N", scale=method_scale(df["method"])),
+        tooltip=_tip("layer:N", "method:N", "sw1:Q", "step:Q"),
     )
+    bars = base.mark_bar().encode(y=alt.Y("sw1:Q", title="sliced W1 at the last step"))
+    values = base.mark_text(dy=-7, fontSize=11).encode(
+        y="sw1:Q", text=alt.Text("sw1:Q", format=".2f")
+    )
+    return (bars + values).properties(width=WIDTH, height=260)

@@ -153,3 +153,20 @@ def compare_runs(a: Run, b: Run) -> pd.DataFrame:
 def closeness_frame(records: list[ClosenessRecord]) -> pd.DataFrame:
     """One row per (run, step, layer) closeness record."""
     return pd.DataFrame(records, columns=list(RECORD_KEYS))
+
+
+def most_distinct_layer(df: pd.DataFrame) -> str | None:
+    """The layer whose methods differ most at the last recorded step (the default view).
+
+    For each layer: the mean sliced W1 of each method over the last step of every
+    run, then the range (max - min) over methods. Ties (and a single method) go to
+    the layer recorded first. None for an empty table.
+    """
+    if df.empty:
+        return None
+    layers = list(dict.fromkeys(df["layer"]))
+    last = df[df["step"] == df.groupby(["run", "method", "seed"])["step"].transform("max")]
+    per_method = last.groupby(["layer", "method"])["sw1"].mean()
+    spread = per_method.groupby(level="layer").agg(lambda v: v.max() - v.min()).fillna(0.0)
+    best = max(layers, key=lambda layer: (spread.get(layer, 0.0), -layers.index(layer)))
+    return best

@@ -43,21 +43,34 @@ def most_common(series: pd.Series) -> Any:
     return None if counts.empty else sorted(counts[counts == counts.max()].index)[0]
 
 
-def chart_with_table(chart: alt.TopLevelMixin, table: pd.DataFrame, key: str) -> None:
+def chart_with_table(
+    chart: alt.TopLevelMixin,
+    table: pd.DataFrame,
+    key: str,
+    columns: Iterable[str] | None = None,
+) -> None:
     """Draw ``chart``; below it, a CSV download of ``table`` and the table itself."""
     st.altair_chart(chart, width="stretch", key=f"chart_{key}")
-    left, right = st.columns([1, 3])
-    with left:
-        st.download_button(
-            "Download table (CSV)",
-            table.to_csv(index=False).encode("utf-8"),
-            file_name=f"per-triton-{key}.csv",
-            mime="text/csv",
-            key=f"download_{key}",
-            on_click="ignore",
-        )
-    with right, st.expander("Table behind the chart"):
-        st.dataframe(table, hide_index=True, key=f"table_{key}")
+    table_below(table, key, columns)
+
+
+def table_below(table: pd.DataFrame, key: str, columns: Iterable[str] | None = None) -> None:
+    """A CSV download of ``table`` (every column) and, in a full-width expander, the table.
+
+    ``columns``: the columns shown, in this order (the ones the chart draws first,
+    so they are visible without scrolling); the others stay in the download.
+    """
+    st.download_button(
+        "Download table (CSV)",
+        table.to_csv(index=False).encode("utf-8"),
+        file_name=f"per-triton-{key}.csv",
+        mime="text/csv",
+        key=f"download_{key}",
+        on_click="ignore",
+    )
+    order = None if columns is None else [c for c in columns if c in table.columns]
+    with st.expander("Table behind the chart"):
+        st.dataframe(table, hide_index=True, column_order=order, key=f"table_{key}")
 
 
 def multiselect_all(label: str, values: Iterable[Any], key: str) -> list[Any]:

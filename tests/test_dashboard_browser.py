@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 GOOD = Path(__file__).parent / "fixtures" / "dashboard" / "results"
 PAGES = {
-    "training": ("", 2),
+    "training": ("", 3),
     "kernels": ("kernels", 4),
     "runs": ("runs", 1),
     "closeness": ("closeness", 2),

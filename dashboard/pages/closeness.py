@@ -31,20 +31,34 @@ if df.empty:
     widgets.stop_with("Pick at least one method.")
 with cols[2]:
     layers = list(dict.fromkeys(df["layer"]))  # in recorded order
-    layer = st.selectbox("Layer", layers, key="closeness_layer")
+    default = frames.most_distinct_layer(df)
+    layer = st.selectbox(
+        "Layer",
+        layers,
+        index=layers.index(default) if default in layers else 0,
+        key="closeness_layer",
+        help="Starts at the layer where the methods differ most at the last step.",
+    )
 
 st.subheader(f"Sliced W1 over training, layer `{layer}`")
 steps = df[df["layer"] == layer].sort_values(["run", "step"])
-widgets.chart_with_table(charts.closeness_lines(steps), steps, "closeness_steps")
+widgets.chart_with_table(
+    charts.closeness_lines(steps), steps, "closeness_steps",
+    ["method", "seed", "step", "sw1", "mean", "var", "q25", "q50", "q75", "run", "layer"],
+)  # fmt: skip
+st.caption("Colour: method. Dash pattern and point shape: seed.")
 
 st.subheader("Sliced W1 per layer at the last recorded step")
-last = df[df["step"] == df.groupby("run")["step"].transform("max")]
+last = df[df["step"] == df.groupby(["run", "method", "seed"])["step"].transform("max")]
 per_layer = last.groupby(["method", "layer"], sort=False, as_index=False).agg(
     sw1=("sw1", "mean"), step=("step", "max")
 )
-widgets.chart_with_table(charts.closeness_by_layer(per_layer), per_layer, "closeness_layers")
+widgets.chart_with_table(
+    charts.closeness_by_layer(per_layer), per_layer, "closeness_layers",
+    ["method", "layer", "sw1", "step"],
+)  # fmt: skip
 
 if data.summary:
     st.subheader("Training summary")
     summary = pd.DataFrame(data.summary)
-    st.dataframe(summary, hide_index=True, key="closeness_summary")
+    st.dataframe(summary, hide_index=True, width="content", key="closeness_summary")

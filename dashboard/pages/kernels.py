@@ -7,6 +7,16 @@ import streamlit as st
 from per_triton.dashboard import charts, context, frames, widgets
 
 AXES = {"d": "dimension d", "s": "slices s", "b": "batch b"}
+NO_KERNEL_RESULTS = (
+    "No kernel results in `{where}` yet. **The kernel benchmark needs a CUDA GPU**: "
+    "it times the fused Triton kernels against eager torch and `torch.compile` on the "
+    "device. On a machine with a GPU run\n\n"
+    "```\nper-triton bench --suite kernel\n```\n\n"
+    "(or `bash bench/gpu.sh` for every GPU stage), then `per-triton dashboard --extra "
+    "<the file it wrote>`, or upload that file in the sidebar. Without a GPU, "
+    "`per-triton bench --suite kernel --quick --device cpu` only checks that the suite "
+    "runs: its timings come from the Triton interpreter and are not costs."
+)
 
 st.title("Kernels: fused PER against the torch reference")
 results = context.results()
@@ -14,15 +24,18 @@ widgets.show_problems(results.problems)
 df = frames.kernel_frame(results.runs)
 if df.empty:
     where = context.settings().results_dir
-    widgets.stop_with(
-        f"No kernel results in `{where or 'bench/results'}` yet. The kernel suite of "
-        "`per-triton bench` writes them; you can also upload one in the sidebar."
-    )
+    widgets.stop_with(NO_KERNEL_RESULTS.format(where=where or "bench/results"))
 
 cols = st.columns(4)
 with cols[0]:
     gpu = widgets.select("GPU", df["gpu"], "kernels_gpu")
 df = df[df["gpu"] == gpu]
+if gpu == "cpu":
+    st.warning(
+        "CPU results: a smoke run of the suite (Triton interpreter), not a cost "
+        "measurement. Kernel costs come from a GPU run: `per-triton bench --suite kernel`.",
+        icon=":material/info:",
+    )
 with cols[1]:
     series = widgets.select("Run", df["series"], "kernels_run")
 df = df[df["series"] == series]
@@ -47,7 +60,10 @@ if df.empty:
     widgets.stop_with("No kernel results for this selection.")
 
 st.subheader("Time (median, whiskers: 20th-80th percentile)")
-widgets.chart_with_table(charts.kernel_lines(df, axis, "median_s", "seconds"), df, "kernels_time")
+SHOWN = ["provider", "median_s", "p20_s", "p80_s", "speedup", "b", "d", "s", "mode", "dtype"]
+widgets.chart_with_table(
+    charts.kernel_lines(df, axis, "median_s", "seconds"), df, "kernels_time", SHOWN
+)
 
 st.subheader("Speed-up of fused (other provider's time / fused time)")
 speed = df[(df["provider"] != "fused") & df["speedup"].notna()]
@@ -56,7 +72,7 @@ if speed.empty:
 else:
     widgets.chart_with_table(
         charts.kernel_lines(speed, axis, "speedup", "x fused", band=False, ref=1.0),
-        speed, "kernels_speedup",
+        speed, "kernels_speedup", SHOWN,
     )  # fmt: skip
 
 st.subheader("Peak extra memory")
@@ -68,7 +84,7 @@ if mem.empty:
 else:
     widgets.chart_with_table(
         charts.kernel_lines(mem, axis, "peak_mem_mib", "MiB", band=False, log_y=False),
-        mem, "kernels_memory",
+        mem, "kernels_memory", ["provider", "peak_mem_mib", *SHOWN[1:]],
     )  # fmt: skip
 
 st.subheader("Fused time over the measured floor")
@@ -79,7 +95,7 @@ if floor.empty:
 else:
     widgets.chart_with_table(
         charts.kernel_lines(floor, axis, "over_floor", "fused / floor", band=False, ref=1.0),
-        floor, "kernels_floor",
+        floor, "kernels_floor", ["provider", "over_floor", "floor_s", *SHOWN[1:]],
     )  # fmt: skip
 st.caption(
     "Floor: drawing 2*d*s normals with a draw-only kernel plus 4*b*d*s FLOPs at the "

@@ -18,7 +18,16 @@ if not results.runs:
 
 st.caption(f"Committed results read from `{conf.results_dir}`.")
 table = frames.runs_frame(results.runs)
-st.dataframe(table, hide_index=True, key="runs_table")
+# every column but the (long) command fits at 1400 px; the commands follow in full
+st.dataframe(
+    table,
+    hide_index=True,
+    column_order=[c for c in table.columns if c != "command"],
+    column_config={"file": st.column_config.TextColumn(width="medium")},
+    key="runs_table",
+)
+with st.expander("The command that produced each file", expanded=True):
+    st.markdown("\n".join(f"- `{r.name}`: `{r.command or '(not recorded)'}`" for r in results.runs))
 st.download_button(
     "Download table (CSV)",
     table.to_csv(index=False).encode("utf-8"),
@@ -45,5 +54,8 @@ diff = frames.compare_runs(by_label[a], by_label[b])
 if diff.empty:
     widgets.stop_with("These two runs have no benchmark with the same parameters.")
 diff["label"] = diff["method"] + " | " + diff["case"]
-widgets.chart_with_table(charts.compare_bars(diff), diff, "runs_compare")
+widgets.chart_with_table(
+    charts.compare_bars(diff), diff, "runs_compare",
+    ["method", "ratio_b_over_a", "median_s_a", "median_s_b", "case", "suite"],
+)  # fmt: skip
 st.caption("Below 1: run B is faster. Benchmarks match on every parameter (model, batch, ...).")

@@ -43,13 +43,28 @@ show_paper = st.checkbox(
 )
 table = pd.concat([df, frames.paper_frame(model, batch, dtype)]) if show_paper else df
 table = frames.with_ratio_to_vanilla(table.reset_index(drop=True))
+TIME_COLUMNS = ["method", "median_s", "p20_s", "p80_s", "series", "batch", "dtype", "model"]
 
-st.subheader("Seconds per iteration (median, whiskers: 20th-80th percentile)")
-widgets.chart_with_table(charts.training_bars(table), table, "training_time")
+st.subheader("Time per iteration (median; whiskers: 20th-80th percentile)")
+if show_paper:
+    ours_col, paper_col = st.columns([3, 1])
+    with ours_col:
+        st.altair_chart(charts.training_bars(table), width="stretch", key="chart_training_time")
+    with paper_col:
+        st.altair_chart(charts.paper_bars(table), width="stretch", key="chart_training_paper")
+    st.caption(
+        "Right: the paper's seconds per iteration on one TITAN X (Joo, Kang & Kim, ICLR "
+        "2020; their model and GPU), on their own axis; left: the runs measured here, in ms."
+    )
+else:
+    st.altair_chart(charts.training_bars(table), width="stretch", key="chart_training_time")
+widgets.table_below(table, "training_time", TIME_COLUMNS)
+
 st.subheader("Ratio to vanilla")
+ratios = table.dropna(subset=["ratio"])
 widgets.chart_with_table(
-    charts.ratio_bars(table.dropna(subset=["ratio"])), table.dropna(subset=["ratio"]),
-    "training_ratio",
+    charts.ratio_bars(ratios), ratios, "training_ratio",
+    ["method", "ratio", "median_s", "vanilla_s", "series", "batch", "dtype", "model"],
 )  # fmt: skip
 st.caption(
     "Paper: Joo, Kang & Kim (ICLR 2020), one TITAN X: 0.071 s vanilla, 0.083 s BN, "

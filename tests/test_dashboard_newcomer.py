@@ -1,0 +1,141 @@
+"""What a newcomer found hard to read on the dashboard, each fixed and checked
+under AppTest: the paper's series on its own axis, legends and values on bars,
+the tables' leading columns, the CPU kernels page, closeness hues, seeds and layer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from per_triton import methods
+from per_triton.dashboard import frames
+from per_triton.dashboard.context import ENV_EXTRA, ENV_RESULTS
+
+APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+GOOD = Path(__file__).parent / "fixtures" / "dashboard" / "results"
+
+
+def run_page(page: str, results: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv(ENV_RESULTS, str(results))
+    monkeypatch.setenv(ENV_EXTRA, "")
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    if page != "training":
+        at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def specs(at: AppTest) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+
+
+def chart_data(at: AppTest, index: int) -> pd.DataFrame:
+    """The rows Streamlit sent with the ``index``-th chart (Arrow IPC)."""
+    import pyarrow as pa
+
+    proto = list(at.get("vega_lite_chart"))[index].proto
+    frames_ = [pa.ipc.open_stream(d.data.data).read_all().to_pandas() for d in proto.datasets]
+    return pd.concat(frames_, ignore_index=True)
+
+
+def layers(spec: dict) -> list[dict]:
+    return spec.get("layer", [spec])
+
+
+def marks(spec: dict) -> list[str]:
+    return [m["mark"] if isinstance(m["mark"], str) else m["mark"]["type"] for m in layers(spec)]
+
+
+def test_training_paper_series_has_its_own_axis_and_bars_show_values(monkeypatch):
+    at = run_page("training", GOOD, monkeypatch)
+    time, paper, ratio = specs(at)
+    ours = set(chart_data(at, 0)["series"])
+    assert ours and frames.PAPER_SERIES not in ours  # measured runs only
+    assert set(chart_data(at, 1)["series"]) == {frames.PAPER_SERIES}  # the paper, own axis
+    assert layers(time)[0]["encoding"]["y"]["field"] != layers(paper)[0]["encoding"]["y"]["field"]
+    assert "text" in marks(time) and "text" in marks(paper) and "text" in marks(ratio)
+    colour = layers(ratio)[0]["encoding"]["color"]
+    assert colour.get("legend", {}) is not None  # the ratio chart has a legend
+    assert frames.PAPER_SERIES in set(chart_data(at, 2)["series"])  # ratios compare: both
+    at.checkbox(key="training_paper").uncheck().run()
+    assert len(specs(at)) == 2  # no paper panel when the paper is hidden
+
+
+def test_tables_lead_with_method_and_time(monkeypatch):
+    at = run_page("training", GOOD, monkeypatch)
+    time_table, ratio_table = at.dataframe[0].proto, at.dataframe[1].proto
+    assert list(time_table.column_order)[:2] == ["method", "median_s"]
+    assert list(ratio_table.column_order)[:2] == ["method", "ratio"]
+    at = run_page("closeness", GOOD, monkeypatch)
+    assert list(at.dataframe[0].proto.column_order)[:4] == ["method", "seed", "step", "sw1"]
+
+
+def test_kernels_page_without_results_says_a_gpu_is_needed(tmp_path: Path, monkeypatch):
+    at = run_page("kernels", tmp_path, monkeypatch)
+    message = at.info[0].value
+    assert "needs a CUDA GPU" in message and "per-triton bench --suite kernel" in message
+    assert "not costs" in message  # what a CPU run of the suite gives
+
+
+def test_kernels_page_marks_cpu_results_as_not_costs(tmp_path: Path, monkeypatch):
+    doc = json.loads((GOOD / "fixture-a" / "kernel.json").read_text())
+    doc["machine_info"]["gpu"] = "cpu"
+    (tmp_path / "kernel-quick.json").write_text(json.dumps(doc))
+    at = run_page("kernels", tmp_path, monkeypatch)
+    assert any("not a cost measurement" in w.value for w in at.warning)
+    at = run_page("kernels", GOOD, monkeypatch)  # GPU results: no such warning
+    assert not at.warning
+
+
+def test_closeness_hues_are_the_method_colours_and_seeds_differ(monkeypatch):
+    at = run_page("closeness", GOOD, monkeypatch)
+    lines, by_layer = specs(at)
+    enc = lines["encoding"]
+    scale = enc["color"]["scale"]
+    assert scale["range"] == [methods.COLOURS[m] for m in scale["domain"]]
+    assert len(set(scale["range"])) == len(scale["domain"]) == 3
+    assert enc["strokeDash"]["field"] == "seed" and enc["shape"]["field"] == "seed"
+    assert layers(by_layer)[0]["encoding"]["color"]["scale"]["range"] == scale["range"]
+
+
+def test_closeness_default_layer_is_where_methods_differ_most():
+    rows = [
+        {"run": "r", "method": m, "seed": s, "step": step, "layer": layer, "sw1": sw1}
+        for s in (0, 1)
+        for step in (0, 10)
+        for layer, gap in (("a", 0.01), ("b", 0.5), ("c", 0.1))
+        for m, sw1 in (("vanilla", 1.0 + gap * (step > 0)), ("per", 1.0))
+    ]
+    df = pd.DataFrame(rows)
+    assert frames.most_distinct_layer(df) == "b"
+    assert frames.most_distinct_layer(df[df["method"] == "per"]) == "a"  # one method: first
+    assert frames.most_distinct_layer(df.iloc[:0]) is None
+
+
+def test_closeness_page_opens_on_the_most_distinct_layer(tmp_path: Path, monkeypatch):
+    folder = tmp_path / "closeness"
+    folder.mkdir()
+    lines = []
+    for layer, gap in (("l1", 0.0), ("l2", 0.9), ("l3", 0.2)):
+        for method, extra in (("vanilla", gap), ("per", 0.0)):
+            for step in (0, 5):
+                rec = dict.fromkeys(("mean", "var", "q25", "q50", "q75"), 0.0)
+                rec |= {"run": "x", "model": "m", "method": method, "seed": 0, "step": step}
+                lines.append(rec | {"layer": layer, "sw1": 0.5 + extra * step / 5})
+    (folder / "x.jsonl").write_text("\n".join(json.dumps(r) for r in lines))
+    at = run_page("closeness", tmp_path, monkeypatch)
+    assert at.selectbox(key="closeness_layer").value == "l2"
+
+
+def test_runs_table_fits_and_commands_are_shown_in_full(monkeypatch):
+    at = run_page("runs", GOOD, monkeypatch)
+    runs = at.dataframe[0]
+    assert "command" not in list(runs.proto.column_order)
+    assert "command" in runs.value.columns  # still in the data and the CSV
+    text = " ".join(m.value for m in at.markdown)
+    for command in runs.value["command"]:
+        assert f"`{command}`" in text
