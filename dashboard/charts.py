@@ -71,7 +71,7 @@ def training_bars(df: pd.DataFrame) -> alt.LayerChart:
             ),  # fmt: skip
         )
     )
-    bars = base.mark_bar().encode(y=alt.Y("ms:Q", title="milliseconds per iteration (median)"))
+    bars = base.mark_bar().encode(y=alt.Y("ms:Q", title="ms per iteration (median)"))
     whiskers = base.mark_rule(color="black").encode(y="p20_ms:Q", y2="p80_ms:Q")
     values = base.mark_text(dy=-7, fontSize=11).encode(
         y="p80_ms:Q", text=alt.Text("ms:Q", format=".2f")
@@ -87,7 +87,7 @@ def paper_bars(df: pd.DataFrame) -> alt.LayerChart:
         tooltip=_tip("series:N", "method:N", "median_s:Q"),
     )
     bars = base.mark_bar(color=PAPER_COLOR).encode(
-        y=alt.Y("median_s:Q", title="seconds per iteration (paper)")
+        y=alt.Y("median_s:Q", title="s per iteration (paper)")
     )
     values = base.mark_text(dy=-7, fontSize=11).encode(
         y="median_s:Q", text=alt.Text("median_s:Q", format=".3f")
@@ -111,7 +111,7 @@ def ratio_bars(df: pd.DataFrame) -> alt.LayerChart:
     values = base.mark_text(dy=-7, fontSize=11).encode(
         y="ratio:Q", text=alt.Text("ratio:Q", format=".2f")
     )
-    return (bars + values + _hline(1.0)).properties(width=WIDTH, height=260)
+    return (bars + values + _hline(1.0)).properties(width=WIDTH, height=300)
 
 
 def kernel_lines(

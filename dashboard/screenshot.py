@@ -1,9 +1,10 @@
-"""Serve the dashboard and drive headless Chromium over it (tests and README image).
+"""Serve the dashboard and drive headless Chromium over it (tests and README images).
 
-``python -m per_triton.dashboard.screenshot --out docs/img/dashboard-training.png``
-starts ``per-triton dashboard`` on a free local port, waits for the Training
-page's charts and saves a screenshot. Needs the ``playwright`` package and Debian's
-Chromium (``scripts/install_browser.sh``); no browser is downloaded.
+``python -m per_triton.dashboard.screenshot --out-dir docs/img`` starts
+``per-triton dashboard`` on a free local port and saves a 1400 px wide screenshot of
+each page (``dashboard-<page>.png``: training, kernels, runs, closeness) once its
+charts have drawn and the app is idle. Needs the ``playwright`` package and
+Debian's Chromium (``scripts/install_browser.sh``); no browser is downloaded.
 """
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
 CHART = '[data-testid="stVegaLiteChart"]'
+RUNNING = '[data-testid="stStatusWidget"]'
+#: page name -> (URL path, charts it draws on the committed results)
+PAGES = {
+    "training": ("", 3),
+    "kernels": ("kernels", 0),
+    "runs": ("runs", 0),
+    "closeness": ("closeness", 2),
+}
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 
 
@@ -108,6 +117,8 @@ def open_page(page: object, url: str, charts: int, timeout_ms: int = 60_000) -> 
         arg=[CHART, charts],
         timeout=timeout_ms,
     )
+    page.wait_for_selector('[data-testid="stMainBlockContainer"] h1', timeout=timeout_ms)
+    page.wait_for_selector(RUNNING, state="detached", timeout=timeout_ms)  # script finished
     page.wait_for_timeout(500)  # let the last chart finish its layout
     return page.locator(ERRORS).count()
 
@@ -116,13 +127,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=None)
     parser.add_argument("--extra", type=Path, action="append", default=[])
-    parser.add_argument("--out", type=Path, default=Path("docs/img/dashboard-training.png"))
+    parser.add_argument("--out-dir", type=Path, default=Path("docs/img"))
+    parser.add_argument("--pages", default=",".join(PAGES), help="comma-separated page names")
+    parser.add_argument("--width", type=int, default=1400, help="viewport width in px")
     args = parser.parse_args(argv)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with serve(args.results, args.extra) as url, browser_page() as page:
-        errors = open_page(page, url, charts=2)
-        page.screenshot(path=str(args.out), full_page=True)
-    print(f"wrote {args.out} ({errors} error elements on the page)")
+    names = [n for n in args.pages.split(",") if n]
+    unknown = sorted(set(names) - set(PAGES))
+    if unknown:
+        parser.error(f"argument --pages: unknown page(s) {', '.join(unknown)}")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    errors = 0
+    with serve(args.results, args.extra) as url, browser_page(width=args.width) as page:
+        for name in names:
+            path, charts = PAGES[name]
+            found = open_page(page, f"{url}/{path}", charts)
+            out = args.out_dir / f"dashboard-{name}.png"
+            page.screenshot(path=str(out), full_page=True)
+            print(f"wrote {out} ({found} error elements on the page)")
+            errors += found
     return 1 if errors else 0
 
 

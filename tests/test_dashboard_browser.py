@@ -29,6 +29,25 @@ PAGES = {
 
 pytestmark = pytest.mark.browser
 
+# every visible table: [content width, visible width, header texts rendered]
+TABLES_JS = """() => [...document.querySelectorAll('[data-testid="stDataFrame"]')]
+  .filter(f => f.offsetParent !== null)
+  .map(f => { const s = f.querySelector('.dvn-scroller');
+     return [s.scrollWidth, s.clientWidth,
+             [...f.querySelectorAll('[role="columnheader"]')].map(h => h.innerText)]; })"""
+
+
+def _unclipped_tables(page) -> list[str]:
+    """Open every table expander; name each visible table wider than its frame."""
+    for summary in page.locator('[data-testid="stExpander"] summary').all():
+        if "Table behind" in summary.inner_text():
+            summary.click()
+    page.wait_for_timeout(800)
+    tables = page.evaluate(TABLES_JS)
+    clipped = [f"{heads[:2]}: {content} > {shown} px" for content, shown, heads in tables
+               if content > shown + 1]  # fmt: skip
+    return clipped if tables else ["no table found"]
+
 
 def test_every_page_renders_without_errors() -> None:
     """One server and one browser for all pages (keeps the test to ~15 s)."""
@@ -42,6 +61,12 @@ def test_every_page_renders_without_errors() -> None:
     ):
         for name, (path, charts) in PAGES.items():
             errors = open_page(page, f"{url}/{path}", charts)
+            if name != "kernels":  # the 1400 px viewport shows every table column
+                failures += [f"{name}: clipped table {c}" for c in _unclipped_tables(page)]
+            if name == "training":
+                heads = [t[2][:2] for t in page.evaluate(TABLES_JS)]
+                if heads != [["method", "median_s"], ["method", "ratio"]]:
+                    failures.append(f"training: tables start with {heads}")
             page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)
             drawn = page.locator(f"{CHART} canvas, {CHART} svg").count()
             uploader = page.locator('[data-testid="stFileUploader"]').count()
