@@ -25,10 +25,11 @@ from per_triton.baselines import (
     set_step_seed,
 )
 
+from . import tolerances
 from .assertions import assert_close
 
 # name -> (atol, rtol): hand values are exact in float32 up to rounding
-TOL = {"hand": (1e-6, 1e-6), "per": (1e-6, 1e-5)}
+TOL = {"hand": tolerances.F32_HAND, "per": tolerances.F32_PER_MODULE}
 
 
 def _penalty(module: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:

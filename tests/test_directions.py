@@ -11,6 +11,7 @@ import per_triton as pt
 from per_triton import cpu_path
 from per_triton.directions import STREAM_BLOCK, draw_columns
 
+from . import tolerances
 from .assertions import assert_close
 
 
@@ -18,7 +19,7 @@ from .assertions import assert_close
 def test_rows_are_unit_vectors(s: int, d: int):
     theta = pt.sample_directions(s, d, seed=3)
     assert theta.shape == (s, d) and theta.dtype == torch.float32
-    assert_close("row norms", theta.double().norm(dim=1), torch.ones(s), 1e-6, 0)
+    assert_close("row norms", theta.double().norm(dim=1), torch.ones(s), *tolerances.F32_UNIT_NORM)
 
 
 def test_same_seed_same_directions_other_seed_other_directions():
@@ -48,11 +49,11 @@ def test_chunk_size_does_not_change_loss_or_gradient(chunk: int):
     h = torch.randn(5, 5 * STREAM_BLOCK + 77, dtype=torch.float64)
     loss_ref, coeff_ref = cpu_path.forward(h, 42, 33, chunk=2 * STREAM_BLOCK)
     loss, coeff = cpu_path.forward(h, 42, 33, chunk=chunk)
-    assert_close("loss", loss, loss_ref, 0, 1e-13)
-    assert_close("coeff", coeff, coeff_ref, 1e-15, 1e-12)
+    assert_close("loss", loss, loss_ref, *tolerances.F64_SUM_ORDER)
+    assert_close("coeff", coeff, coeff_ref, *tolerances.F64_SAME_MATH)
     grad_ref = cpu_path.backward(coeff_ref, 42, h.shape[1], torch.float64, chunk=2 * STREAM_BLOCK)
     grad = cpu_path.backward(coeff_ref, 42, h.shape[1], torch.float64, chunk=chunk)
-    assert_close("grad", grad, grad_ref, 1e-15, 1e-12)
+    assert_close("grad", grad, grad_ref, *tolerances.F64_SAME_MATH)
 
 
 def test_uniform_on_the_sphere_ks_on_d3_coordinates():

@@ -135,3 +135,25 @@ def test_monitor_and_dashboard_use_the_one_schema() -> None:
     bad = json.dumps(GOOD_RECORD | {"sw1": "high"})
     records, problems = parse.parse_closeness_lines("x.jsonl", bad + "\n" + json.dumps(GOOD_RECORD))
     assert len(records) == 1 and "sw1" in problems[0].message
+
+
+# kernel tests are edited by the kernel work in flight; their constants move next
+NOT_YET_MIGRATED = {"test_kernels_fused.py", "test_philox_stream.py", "test_gpu_kernels.py"}
+
+
+def test_tests_take_tolerances_from_the_tolerances_module() -> None:
+    """No bare numeric tolerance in a test: tests/tolerances.py names each one."""
+    import re
+
+    bare = re.compile(
+        r"(?:\b(?:atol|rtol|abs|rel)\s*=\s*\d)"  # keyword forms
+        r"|(?:assert_close\(.*,\s*[\d.]+(?:e-\d+)?\s*,\s*[\d.]+(?:e-\d+)?\s*\)\s*$)"
+    )
+    found = [
+        f"{path.name}:{n}: {line.strip()}"
+        for path in sorted((ROOT / "tests").glob("test_*.py"))
+        if path.name not in NOT_YET_MIGRATED
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if bare.search(line)
+    ]
+    assert found == []

@@ -12,6 +12,7 @@ from scipy import integrate, special
 from per_triton import reference
 from per_triton.directions import sample_directions
 
+from . import tolerances
 from .assertions import assert_close
 
 SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
@@ -36,10 +37,16 @@ def test_reference_matches_numpy(b: int, d: int, s: int, reduction: str):
     theta = sample_directions(s, d, seed=11, dtype=torch.float64)
     loss_np, grad_np = numpy_per(h.numpy(), theta.numpy(), reduction)
     assert_close(
-        "loss", reference.per_loss(h, theta, reduction), torch.tensor(loss_np), 1e-13, 1e-12
+        "loss",
+        reference.per_loss(h, theta, reduction),
+        torch.tensor(loss_np),
+        *tolerances.F64_LOSS_VS_NUMPY,
     )
     assert_close(
-        "grad", reference.per_grad(h, theta, reduction), torch.tensor(grad_np), 1e-15, 1e-11
+        "grad",
+        reference.per_grad(h, theta, reduction),
+        torch.tensor(grad_np),
+        *tolerances.F64_GRAD_VS_NUMPY,
     )
 
 
@@ -47,12 +54,12 @@ def test_reference_grad_is_autograd_of_loss():
     h = torch.randn(5, 4, 3, dtype=torch.float64, requires_grad=True)
     theta = sample_directions(9, 12, seed=2, dtype=torch.float64)
     reference.per_loss(h, theta).backward()
-    assert_close("grad", reference.per_grad(h.detach(), theta), h.grad, 1e-15, 1e-12)
+    assert_close("grad", reference.per_grad(h.detach(), theta), h.grad, *tolerances.F64_SAME_MATH)
 
 
 def test_psi_at_zero():
-    assert reference.psi(torch.zeros((), dtype=torch.float64)).item() == pytest.approx(
-        SQRT_2_OVER_PI, rel=1e-15
+    assert reference.psi(torch.zeros((), dtype=torch.float64)).item() == tolerances.F64_ULP.approx(
+        SQRT_2_OVER_PI
     )
 
 
@@ -64,21 +71,26 @@ def test_psi_is_expected_distance_to_standard_normal():
         )
         expected /= math.sqrt(2 * math.pi)
         got = reference.psi(torch.tensor(p, dtype=torch.float64)).item()
-        assert got == pytest.approx(expected, rel=1e-9), p
+        assert got == tolerances.QUADRATURE_REL.approx(expected), p
 
 
 def test_psi_has_pseudo_huber_shape():
     """Quadratic near 0 (curvature sqrt(2/pi)), linear with slope +-1 far out, convex."""
     p = torch.tensor([1e-3, -2e-3, 5e-3], dtype=torch.float64)
     quad = (reference.psi(p) - SQRT_2_OVER_PI) / p**2
-    assert_close("near-zero curvature", quad, torch.full_like(p, SQRT_2_OVER_PI / 2), 0, 1e-4)
+    assert_close(
+        "near-zero curvature",
+        quad,
+        torch.full_like(p, SQRT_2_OVER_PI / 2),
+        *tolerances.PSI_CURVATURE,
+    )
     far = torch.tensor([-12.0, 9.0, 15.0], dtype=torch.float64)
-    assert_close("far field", reference.psi(far), far.abs(), 1e-12, 0)
-    assert_close("far slope", reference.psi_grad(far), far.sign(), 1e-12, 0)
+    assert_close("far field", reference.psi(far), far.abs(), *tolerances.PSI_FAR_FIELD)
+    assert_close("far slope", reference.psi_grad(far), far.sign(), *tolerances.PSI_FAR_FIELD)
     grid = torch.linspace(-6, 6, 1001, dtype=torch.float64)
     second = reference.psi(grid[2:]) - 2 * reference.psi(grid[1:-1]) + reference.psi(grid[:-2])
     assert (second > 0).all(), "psi must be strictly convex"
-    assert_close("symmetry", reference.psi(grid), reference.psi(-grid), 0, 1e-15)
+    assert_close("symmetry", reference.psi(grid), reference.psi(-grid), *tolerances.F64_ULP)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
@@ -88,4 +100,4 @@ def test_reference_accepts_low_precision(dtype: torch.dtype):
     low = reference.per_loss(h.to(dtype), theta.to(dtype))
     exact = reference.per_loss(h.double(), theta.double())
     assert low.dtype == torch.float32
-    assert_close("loss", low, exact, 0, 2e-2)
+    assert_close("loss", low, exact, *tolerances.LOW_PRECISION_INPUTS)
