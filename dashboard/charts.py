@@ -29,6 +29,15 @@ def method_scale(methods: pd.Series) -> alt.Scale:
     return alt.Scale(domain=domain, range=[colour(m) for m in domain])
 
 
+def _series_color(df: pd.DataFrame) -> alt.Color:
+    """Colour by series, legend below the chart (series names are long)."""
+    return alt.Color(
+        "series:N",
+        scale=_series_scale(df),
+        legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=900),
+    )
+
+
 def _tip(*fields: str) -> list[alt.Tooltip]:
     return [alt.Tooltip(f) for f in fields]
 
@@ -54,11 +63,7 @@ def training_bars(df: pd.DataFrame) -> alt.LayerChart:
         .encode(
             x=alt.X("method:N", sort=METHOD_ORDER, title="method", axis=alt.Axis(labelAngle=0)),
             xOffset=alt.XOffset("series:N"),
-            color=alt.Color(
-                "series:N",
-                scale=_series_scale(ours),
-                legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=900),
-            ),
+            color=_series_color(ours),
             tooltip=_tip(
                 "series:N",
                 "model:N",
@@ -100,11 +105,7 @@ def ratio_bars(df: pd.DataFrame) -> alt.LayerChart:
     base = alt.Chart(df).encode(
         x=alt.X("method:N", sort=METHOD_ORDER, title="method", axis=alt.Axis(labelAngle=0)),
         xOffset=alt.XOffset("series:N"),
-        color=alt.Color(
-            "series:N",
-            scale=_series_scale(df),
-            legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=900),
-        ),
+        color=_series_color(df),
         tooltip=_tip("series:N", "method:N", "ratio:Q", "median_s:Q", "vanilla_s:Q"),
     )
     bars = base.mark_bar().encode(y=alt.Y("ratio:Q", title="time / vanilla time"))

@@ -118,31 +118,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="factor on the initial conv weights, >1: drifting start (default: %(default)s)",
     )
     coeff = finite_float(False)
-    parser.add_argument(
-        "--per-coeff",
-        type=coeff,
-        default=d.per_coeff,
-        help="PER coefficient, reduction='mean', one per layer, also for per_exact "
-        "(default: %(default)s)",
-    )
-    parser.add_argument(
-        "--vcl-coeff",
-        type=coeff,
-        default=d.vcl_coeff,
-        help="VCL coefficient, one per layer (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--l1-coeff",
-        type=coeff,
-        default=d.l1_coeff,
-        help="L1 activation-penalty coefficient (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--l2-coeff",
-        type=coeff,
-        default=d.l2_coeff,
-        help="L2 activation-penalty coefficient (default: %(default)s)",
-    )
+    for method, what in (
+        ("per", "PER coefficient, reduction='mean', one per layer, also for per_exact"),
+        ("vcl", "VCL coefficient, one per layer"),
+        ("l1", "L1 activation-penalty coefficient"),
+        ("l2", "L2 activation-penalty coefficient"),
+    ):
+        parser.add_argument(
+            f"--{method}-coeff",
+            type=coeff,
+            default=getattr(d, f"{method}_coeff"),
+            help=what + " (default: %(default)s)",
+        )
     parser.add_argument(
         "--num-slices",
         type=positive,
