@@ -1,8 +1,11 @@
 """Entry script of the dashboard: ``streamlit run app.py -- [--results DIR] [--extra FILE]``.
 
 It only declares the pages (``st.navigation``) and the shared sidebar (the upload
-box). ``per_triton/__init__`` loads its torch-facing names lazily, so importing
-``per_triton.dashboard`` here loads neither torch nor triton.
+box). The page scripts live in ``views/``, not ``pages/``: Streamlit treats a
+``pages/`` folder beside the entry script as an old-style multipage app, and a first
+visit to a deep link (``/runs``) then ran the page without this script (no wide
+layout, no navigation titles). ``per_triton/__init__`` loads its torch-facing names
+lazily, so importing ``per_triton.dashboard`` here loads neither torch nor triton.
 """
 
 from __future__ import annotations
@@ -18,10 +21,10 @@ HERE = Path(__file__).resolve().parent
 st.set_page_config(page_title="per-triton performance", layout="wide")
 
 PAGES = [
-    st.Page(HERE / "pages" / "training.py", title="Training", default=True),
-    st.Page(HERE / "pages" / "kernels.py", title="Kernels"),
-    st.Page(HERE / "pages" / "runs.py", title="Runs"),
-    st.Page(HERE / "pages" / "closeness.py", title="Closeness"),
+    st.Page(HERE / "views" / "training.py", title="Training", default=True),
+    st.Page(HERE / "views" / "kernels.py", title="Kernels"),
+    st.Page(HERE / "views" / "runs.py", title="Runs"),
+    st.Page(HERE / "views" / "closeness.py", title="Closeness"),
 ]
 
 page = st.navigation(PAGES)

@@ -32,7 +32,8 @@ venv_site=$("$tmp/venv/bin/python" -c "import sysconfig; print(sysconfig.get_pat
 cd "$tmp"  # not the checkout
 export PATH="$tmp/venv/bin:$PATH" TRITON_INTERPRET=1
 echo "[wheel] imports"
-python - <<'EOF'
+# stderr shown on failure only: importing the dashboard outside Streamlit logs warnings
+if python - 2>"$tmp/imports.err" <<'EOF'
 import pathlib, sys
 import per_triton, per_triton.kernels.per_fused, per_triton.dashboard.loaders, per_triton.bench.common
 from per_triton import paths
@@ -48,6 +49,7 @@ loss = per_triton.per_loss(h, num_slices=32, seed=0)
 assert loss.ndim == 0 and torch.isfinite(loss)
 print(f"[wheel] imports from {venv}; committed results at {results}")
 EOF
+then :; else cat "$tmp/imports.err"; exit 1; fi
 echo "[wheel] CLI"
 per-triton --help >/dev/null
 per-triton train --help >/dev/null

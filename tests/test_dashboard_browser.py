@@ -75,4 +75,11 @@ def test_every_page_renders_without_errors() -> None:
                 failures.append(
                     f"{name}: {errors} errors {texts}, {drawn} charts, {uploader} uploaders"
                 )
+        # a first visit to a deep link goes through app.py too (titles, wide layout)
+        fresh = page.context.browser.new_page(viewport={"width": 1400, "height": 900})
+        open_page(fresh, f"{url}/runs", 0)
+        nav = fresh.locator('[data-testid="stSidebarNav"]').inner_text()
+        if "Training" not in nav or "app" in nav.split():
+            failures.append(f"deep link /runs: navigation {nav!r}")
+        fresh.close()
     assert not failures, failures

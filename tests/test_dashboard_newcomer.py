@@ -24,7 +24,7 @@ def run_page(page: str, results: Path, monkeypatch: pytest.MonkeyPatch) -> AppTe
     monkeypatch.setenv(ENV_EXTRA, "")
     at = AppTest.from_file(APP, default_timeout=60).run()
     if page != "training":
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"views/{page}.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 

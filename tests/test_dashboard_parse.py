@@ -233,7 +233,7 @@ from streamlit.testing.v1 import AppTest
 at = AppTest.from_file({str(Path(command.app_path()))!r}, default_timeout=60).run()
 assert not at.exception, at.exception
 for page in ("kernels", "runs", "closeness"):
-    at.switch_page(f"pages/{{page}}.py").run()
+    at.switch_page(f"views/{{page}}.py").run()
     assert not at.exception, at.exception
 print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "triton")))
 """
