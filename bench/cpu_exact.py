@@ -27,14 +27,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import per_triton as pt  # noqa: E402
-from bench.bench_training import FULL, synthetic_batch  # noqa: E402
-from bench.common import git_commit  # noqa: E402
-from bench.kernel_utils import eager_per_loss  # noqa: E402
-from per_triton.models import build_model  # noqa: E402
-from per_triton.training import train_step  # noqa: E402
+import per_triton as pt
+from per_triton.bench.bench_training import FULL, synthetic_batch
+from per_triton.bench.common import git_commit
+from per_triton.bench.kernel_utils import eager_per_loss
+from per_triton.models import build_model
+from per_triton.training import train_step
 
 
 def _timed(fn) -> float:

@@ -6,6 +6,7 @@ picked up on the next rerun. Uploaded files are cached by their bytes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,7 +64,20 @@ def _read_benchmark(path: str, name: str, source: str, mtime_ns: int, size: int)
     except OSError as err:
         return Results(problems=[Problem(name, f"cannot be read ({err.strerror})")])
     run, problems = parse_benchmark_file(name, data, source)  # type: ignore[arg-type]
+    if run is None and source == "committed" and _script_result(data):
+        return Results()  # a script's own result file beside the benchmarks: not a problem
     return Results(runs=[run] if run else [], problems=problems)
+
+
+def _script_result(data: bytes) -> bool:
+    """True for a JSON object that records its ``command`` but has no ``benchmarks``:
+    the result files of the project's scripts (e.g. ``bench/cpu_exact.py``), committed
+    beside the pytest-benchmark files and read by people, not by the dashboard."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and "command" in doc and "benchmarks" not in doc
 
 
 def _read(path: Path, name: str, source: Source) -> Results:

@@ -10,6 +10,7 @@ import pytest
 
 from per_triton.cli import build_parser, main
 from per_triton.commands import dashboard as dashboard_cmd
+from per_triton.methods import DEFAULT_TRAIN_METHODS
 
 
 @pytest.fixture
@@ -75,5 +76,6 @@ def test_train_help_states_every_default() -> None:
     ]
     assert no_default == []
     text = build_parser().parse_known_args(["train"])[0]._parser.format_help()
-    for shown in ("(default: 0.1)", "(default: 0.001)", "(default: vanilla,bn,vcl,per)"):
+    methods = ",".join(DEFAULT_TRAIN_METHODS)
+    for shown in ("(default: 0.1)", "(default: 0.001)", f"(default: {methods})"):
         assert shown in " ".join(text.split())

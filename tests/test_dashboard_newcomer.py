@@ -139,3 +139,23 @@ def test_runs_table_fits_and_commands_are_shown_in_full(monkeypatch):
     text = " ".join(m.value for m in at.markdown)
     for command in runs.value["command"]:
         assert f"`{command}`" in text
+
+
+def test_script_result_files_beside_the_benchmarks_are_skipped_quietly(tmp_path: Path, monkeypatch):
+    """Committed results of the project's scripts (a ``command``, no ``benchmarks``) are
+    not warned about; the same file given with --extra still is."""
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "smoke.json").write_bytes((GOOD / "cpu" / "smoke.json").read_bytes())
+    script = tmp_path / "cpu" / "exact-cpu.json"
+    script.write_text(json.dumps({"command": "python bench/cpu_exact.py", "loss": {}}))
+    (tmp_path / "cpu" / "foreign.json").write_text(json.dumps({"hello": 1}))
+    at = run_page("runs", tmp_path, monkeypatch)
+    warned = " ".join(w.value for w in at.warning)
+    assert "exact-cpu.json" not in warned and "foreign.json" in warned
+    assert list(at.dataframe[0].value["file"]) == ["cpu/smoke.json"]
+    extra = tmp_path.parent / f"{tmp_path.name}-exact-cpu.json"
+    extra.write_bytes(script.read_bytes())  # outside the committed folder
+    monkeypatch.setenv(ENV_EXTRA, str(extra))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("views/runs.py").run()
+    assert any(extra.name in w.value for w in at.warning)

@@ -13,10 +13,10 @@ import math
 
 import pytest
 import torch
-from per_triton.kernels import per_exact
 
 import per_triton as pt
 from per_triton import exact, reference
+from per_triton.kernels import per_exact
 
 from .assertions import assert_close
 

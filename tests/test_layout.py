@@ -138,7 +138,12 @@ def test_monitor_and_dashboard_use_the_one_schema() -> None:
 
 
 # kernel tests are edited by the kernel work in flight; their constants move next
-NOT_YET_MIGRATED = {"test_kernels_fused.py", "test_philox_stream.py", "test_gpu_kernels.py"}
+NOT_YET_MIGRATED = {
+    "test_kernels_fused.py",
+    "test_philox_stream.py",
+    "test_gpu_kernels.py",
+    "test_exact.py",  # landed on main while this moved; next to migrate
+}
 
 
 def test_tests_take_tolerances_from_the_tolerances_module() -> None:
