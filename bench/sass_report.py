@@ -146,10 +146,9 @@ def _meta(dtype: str, *shape: int):
 
 def builds(only: str = "all") -> list[Build]:
     """Every build of the report (``only``: ``all`` or ``fixed``, the CI subset)."""
+    from per_triton.bench.kernel_utils import draw_config
     from per_triton.kernels import per_fused as pf
     from per_triton.kernels import philox_directions as pd
-
-    from bench.kernel_utils import draw_config
 
     b, d, s = PAPER_SHAPE["b"], PAPER_SHAPE["d"], PAPER_SHAPE["s"]
     default_stages = 3  # Triton's CUDA default when the launcher passes none
@@ -303,9 +302,9 @@ def _exact_builds(b: int, d: int) -> list[Build]:
     only. Their launch arguments mirror ``per_exact``'s launchers.
     """
     import torch
-    from per_triton.kernels import per_exact as pe
 
     from per_triton import exact
+    from per_triton.kernels import per_exact as pe
 
     split_d, n_split = pe.plan_norm_splits(b, d)
     nodes = exact.node_table(torch.device("cpu"))
