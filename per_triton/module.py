@@ -15,6 +15,7 @@ Two ways to deliver the PER gradient (``mode``):
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 import torch
@@ -33,7 +34,7 @@ from .distributed import step_seed
 from .loss import per_loss
 from .regularizers import layer_seed
 
-__all__ = ["PER", "derive_seed"]
+__all__ = ["PER", "derive_seed", "stream_base"]
 
 SeedSource = int | torch.Tensor | Callable[[], "int | torch.Tensor"] | None
 
@@ -56,6 +57,19 @@ def derive_seed(value: int | torch.Tensor, index: int, call: int | None) -> int 
         offset = offset - 2**63 if offset >= 2**62 else offset
         return torch.bitwise_and(value.reshape(1) + offset, _MASK63)
     return layer_seed(value if call is None else step_seed(value, call), index)
+
+
+def stream_base() -> int:
+    """A base seed for PER's own stream, read from torch's default generator without drawing.
+
+    A hash of the CPU generator's state (which holds ``torch.manual_seed``'s seed and
+    its position), so ``torch.manual_seed`` makes it reproducible, while every later
+    draw (dropout masks, data order, initialisations) is exactly what it would be
+    without PER. Layers built with no draw between them get the same base; they are
+    told apart by their layer index (:func:`derive_seed`).
+    """
+    state = torch.default_generator.get_state().numpy().tobytes()
+    return int.from_bytes(hashlib.blake2b(state, digest_size=8).digest(), "little") & _MASK63
 
 
 def _plain(t: torch.Tensor) -> torch.Tensor:
@@ -119,13 +133,19 @@ class PER(nn.Module):
             unaware of any scaling of the task loss (GradScaler, ``loss / k``).
             ``"loss"``: ``coeff * L`` is recorded; add :meth:`penalty` to the task
             loss before any scaling (right under AMP and gradient accumulation).
-        seed: directions of each call. ``None``: drawn from torch's default
-            generator. An int: a base seed, new directions at every call, the same
-            on every process making the same calls (DDP without communication;
-            under torch.compile each call's int recompiles, use a tensor there). A
-            one-element int64 tensor: read at every call (change it in place
-            between steps; no recompile under torch.compile). A callable returning
-            an int or a tensor: called at every call (a per-step source such as
+        seed: directions of each call. ``None``: PER's own stream, separate from
+            torch's generator (so enabling PER, even with ``coeff=0``, changes no
+            dropout mask or data order): a base read without drawing from the
+            generator's state when the layer is built (:func:`stream_base`,
+            reproducible under ``torch.manual_seed``), then a one-element int64
+            tensor on the activations' device incremented at every call (no host
+            sync, no recompile under torch.compile). An int: a base seed, new
+            directions at every call, the same on every process making the same
+            calls (DDP without communication; under torch.compile each call's int
+            recompiles, use a tensor there). A one-element int64 tensor: read at
+            every call (change it in place between steps; no recompile under
+            torch.compile). A callable returning an int or a tensor: called at
+            every call (a per-step source such as
             :class:`per_triton.distributed.StepSeed`; a lambda works but does not
             pickle with the model). See :func:`derive_seed`.
 
@@ -165,10 +185,20 @@ class PER(nn.Module):
         self.calls = 0  # training calls so far (mixed into an int seed)
         self.last_loss: torch.Tensor | None = None
         self._pending: torch.Tensor | None = None
+        # seed=None: PER's own stream (not in the state dict; moves with .to()).
+        base = stream_base() if self.seed is None else 0
+        self.register_buffer("_stream", torch.tensor([base], dtype=torch.int64), persistent=False)
 
-    def _call_seed(self) -> int | torch.Tensor | None:
-        if self.seed is None:
-            return None
+    def _call_seed(self, device: torch.device) -> int | torch.Tensor | None:
+        if self.seed is None:  # own stream: call k of layer i uses base + k, mixed with i
+            if self._stream.device != device:
+                self._stream = self._stream.to(device)
+            seed = derive_seed(self._stream, self.seed_index, None)
+            if torch._C._are_functorch_transforms_active():  # no in-place on captured tensors
+                self._stream = self._stream + 1
+            else:
+                self._stream.add_(1)
+            return seed
         if callable(self.seed):  # a per-step source: only the layer is mixed in
             return derive_seed(check_seed_source(self.seed()), self.seed_index, None)
         call = None if isinstance(self.seed, torch.Tensor) else self.calls
@@ -187,7 +217,7 @@ class PER(nn.Module):
         if self.estimator == "exact":  # no directions: seed is not used
             loss = exact.exact_loss(h, self.reduction)
         else:
-            seed = self._call_seed()
+            seed = self._call_seed(h.device)
             if isinstance(self.seed, int):  # only an int seed counts (an int guard recompiles)
                 self.calls += 1
             loss = per_loss(

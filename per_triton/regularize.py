@@ -10,24 +10,36 @@ handle's :meth:`~PERHandle.remove`.
 from __future__ import annotations
 
 import difflib
+import importlib
+import re
 import sys
 import warnings
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
 
 from .module import PER, SeedSource
 
-__all__ = ["regularize", "PERHandle", "PERHook", "PenaltyReset", "DEFAULT_LAYERS"]
+__all__ = [
+    "regularize",
+    "PERHandle",
+    "PERHook",
+    "PenaltyReset",
+    "DEFAULT_LAYERS",
+    "SAMPLES",
+    "default_layers",
+    "as_samples",
+]
 
-#: Module types whose outputs are regularized when neither ``layers`` nor ``names`` is given.
-DEFAULT_LAYERS: tuple[type[nn.Module], ...] = (
+#: torch's pointwise activation modules (not Softmax-like normalisers, not Identity).
+TORCH_ACTIVATIONS: tuple[type[nn.Module], ...] = (
     nn.ReLU,
     nn.ReLU6,
     nn.LeakyReLU,
     nn.PReLU,
+    nn.RReLU,
     nn.ELU,
     nn.SELU,
     nn.CELU,
@@ -35,30 +47,129 @@ DEFAULT_LAYERS: tuple[type[nn.Module], ...] = (
     nn.SiLU,
     nn.Mish,
     nn.Softplus,
+    nn.Softsign,
     nn.Tanh,
+    nn.Tanhshrink,
     nn.Sigmoid,
+    nn.LogSigmoid,
     nn.Hardtanh,
-    nn.RNNBase,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Hardshrink,
+    nn.Softshrink,
+    nn.Threshold,
+    nn.GLU,
+)
+
+#: Module types regularized when neither ``layers`` nor ``names`` is given (torch's
+#: activations and recurrent layers); :func:`default_layers` adds transformers' and
+#: timm's activation classes when those packages are loaded.
+DEFAULT_LAYERS: tuple[type[nn.Module], ...] = (*TORCH_ACTIVATIONS, nn.RNNBase)
+
+# Activation classes of the model zoos, read lazily from these modules; neither
+# package is a dependency. Identity-like classes are left out.
+_ZOO_ACTIVATIONS = {
+    "transformers": ("transformers.activations",),
+    "timm": ("timm.layers.activations", "timm.layers.activations_me"),
+}
+_NOT_ACTIVATIONS = {"LinearActivation", "Identity"}
+
+#: Sample conventions of :func:`regularize` and the monitor (see :func:`as_samples`).
+SAMPLES = ("auto", "flatten", "token")
+
+# Squeeze-excite / attention-gate blocks: activations inside them act on pooled
+# (b, C, 1, 1) descriptors or are multiplicative gates, not the main path.
+_GATE_BLOCK = re.compile(
+    r"squeeze|excit|^(effective)?se(module|layer|block)?$|^c?eca(module)?$|cbam", re.IGNORECASE
 )
 
 
-def _apply_per(per: PER, output, recurrent: bool):
-    """PER on a module's output (its first element for a tuple output).
+def default_layers() -> tuple[type[nn.Module], ...]:
+    """:data:`DEFAULT_LAYERS` plus transformers' and timm's activation classes.
 
-    Outputs of recurrent layers (``nn.RNNBase``) are regularized per (time step,
-    sample): ``(T, b, H)`` is read as ``T*b`` samples of dimension ``H``. Any other
-    output ``(b, *)`` is flattened per sample (Eq. 1).
+    Those packages' classes (``NewGELUActivation``, ``GELUActivation``,
+    ``SiLUActivation``, timm's ``GELU``, ``Swish``, ``HardSwish``, ...) subclass
+    ``nn.Module`` directly, not torch's activations. They are collected from
+    ``transformers.activations`` and ``timm.layers.activations(_me)`` only when the
+    package is already imported (a model built from it has imported it), so neither
+    becomes a dependency nor is imported here for nothing.
     """
-    first = output[0] if isinstance(output, tuple) and output else output
-    if isinstance(first, nn.utils.rnn.PackedSequence):
-        out = first._replace(data=per(first.data))
-    elif isinstance(first, torch.Tensor) and recurrent:
-        out = per(first.reshape(-1, first.shape[-1])).view_as(first)
-    elif isinstance(first, torch.Tensor):
-        out = per(first)
-    else:
-        raise TypeError(f"regularize: cannot apply PER to a module output of type {type(output)}")
-    return (out, *output[1:]) if isinstance(output, tuple) else out
+    found = list(DEFAULT_LAYERS)
+    for package, module_names in _ZOO_ACTIVATIONS.items():
+        if package not in sys.modules:
+            continue
+        for module_name in module_names:
+            try:
+                module = importlib.import_module(module_name)
+            except Exception:  # another version's layout: keep torch's list
+                continue
+            for obj in vars(module).values():
+                if (
+                    isinstance(obj, type)
+                    and issubclass(obj, nn.Module)
+                    and obj.__module__ == module_name
+                    and obj.__name__ not in _NOT_ACTIVATIONS
+                    and obj not in found
+                ):
+                    found.append(obj)
+    return tuple(found)
+
+
+def as_samples(h: torch.Tensor, samples: str, recurrent: bool = False) -> torch.Tensor:
+    """``h`` as the ``(n, d)`` (or ``(b, *)``) batch of samples PER and the monitor see.
+
+    - ``"flatten"``: ``(b, *)`` is ``b`` samples of ``d = prod(*)`` (Eq. 1; ``C*H*W``
+      for a conv map). Returned as is.
+    - ``"token"``: ``(..., H)`` is ``prod(...)`` samples of ``H``: one sample per
+      token of a ``(b, T, H)`` hidden state, as LayerNorm normalises.
+    - ``"auto"`` (default): ``"token"`` for 3-D outputs ``(b, T, H)`` (transformer
+      blocks and their MLP activations), ``"flatten"`` otherwise (vectors, conv
+      maps, channels-last maps). A ``Conv1d`` map ``(b, C, L)`` is 3-D too: pass
+      ``"flatten"`` for it.
+
+    Recurrent layers (``recurrent=True``, outputs ``(T, b, H)``) always give one
+    sample per (time step, sample) pair, as in the paper.
+    """
+    if recurrent or (samples == "token" and h.dim() > 2) or (samples == "auto" and h.dim() == 3):
+        return h.reshape(-1, h.shape[-1])
+    return h
+
+
+def _check_samples(samples: object) -> str:
+    if samples not in SAMPLES:
+        raise ValueError(f"samples must be one of {SAMPLES}, got {samples!r}")
+    return samples  # type: ignore[return-value]
+
+
+def _per_on(per: PER, h: torch.Tensor, samples: str, recurrent: bool) -> torch.Tensor:
+    flat = as_samples(h, samples, recurrent)
+    return per(h) if flat is h else per(flat).view_as(h)
+
+
+def _apply_per(per: PER, output, samples: str = "auto", recurrent: bool = False):
+    """PER on a module's output: a tensor, a ``PackedSequence``, the first element of
+    a tuple (or named tuple), or the first tensor of a mapping (a dict, or a
+    transformers ``ModelOutput``: its ``last_hidden_state``), replaced in place.
+    """
+    if isinstance(output, nn.utils.rnn.PackedSequence):
+        return output._replace(data=per(output.data))
+    if isinstance(output, torch.Tensor):
+        return _per_on(per, output, samples, recurrent)
+    if isinstance(output, Mapping):
+        key = next((k for k, v in output.items() if isinstance(v, torch.Tensor)), None)
+        if key is not None:
+            output[key] = _per_on(per, output[key], samples, recurrent)  # type: ignore[index]
+            return output
+    elif isinstance(output, tuple) and output:
+        first = _apply_per(per, output[0], samples, recurrent)
+        if hasattr(output, "_fields"):  # a named tuple keeps its type
+            return output._replace(**{output._fields[0]: first})
+        return (first, *output[1:])
+    raise TypeError(
+        f"regularize: cannot apply PER to a module output of type {type(output).__name__} "
+        "(PER needs a tensor, a tuple whose first element is one, or a dict/ModelOutput "
+        "holding one); choose the module that computes the hidden state instead"
+    )
 
 
 class PERHook:
@@ -69,13 +180,17 @@ class PERHook:
     own call counter).
     """
 
-    def __init__(self, per: PER, recurrent: bool) -> None:
+    def __init__(self, per: PER, recurrent: bool, samples: str = "auto") -> None:
         self.per = per
         self.recurrent = recurrent
+        self.samples = samples
+
+    def __setstate__(self, state: dict) -> None:  # hooks pickled before ``samples`` existed
+        self.__dict__.update({"samples": "auto", **state})
 
     def __call__(self, module: nn.Module, _args: object, output: object) -> object:
         self.per.train(module.training)
-        return _apply_per(self.per, output, self.recurrent)
+        return _apply_per(self.per, output, self.samples, self.recurrent)
 
     def __repr__(self) -> str:
         return f"PERHook({self.per.extra_repr()})"
@@ -196,28 +311,169 @@ def _compiled_and_run(model: nn.Module) -> bool:
     return any(code is not None and _debug_get_cache_entry_list(code) for code in codes)
 
 
-def _no_match_message(model: nn.Module, types: tuple, names: set[str]) -> str:
+def _as_types(value: object, arg: str) -> tuple[type[nn.Module], ...]:
+    """A module type, or an iterable of them, as a tuple (``arg`` names the argument)."""
+    items = (value,) if isinstance(value, type) else value
+    if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+        raise TypeError(
+            f"{arg} must be an nn.Module subclass or an iterable of them, got {value!r}"
+        )
+    items = tuple(items)
+    for t in items:
+        if not (isinstance(t, type) and issubclass(t, nn.Module)):
+            raise TypeError(f"{arg} must hold nn.Module subclasses, got {t!r}")
+    return items
+
+
+def _as_names(value: object, arg: str) -> list[str]:
+    """A module name (wildcards allowed), or an iterable of them, as a list."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, Iterable):
+        raise TypeError(f"{arg} must be a module name or an iterable of names, got {value!r}")
+    items = list(items)
+    for n in items:
+        if not isinstance(n, str):
+            raise TypeError(f"{arg} must hold module names (str), got {n!r}")
+    return items
+
+
+def _pattern(name: str) -> re.Pattern[str]:
+    """``*`` matches one dotted component (or part of one), ``**`` any run of them."""
+    parts = re.split(r"(\*\*|\*)", name)
+    regex = "".join(".*" if p == "**" else "[^.]*" if p == "*" else re.escape(p) for p in parts)
+    return re.compile(regex)
+
+
+def _match_names(patterns: list[str], modules: dict[str, nn.Module], arg: str) -> set[str]:
+    """Module names matching ``patterns``; ValueError naming the patterns that match nothing."""
+    matched: set[str] = set()
+    missing = []
+    for name in patterns:
+        if "*" in name:
+            rx = _pattern(name)
+            hits = {n for n in modules if n and rx.fullmatch(n)}
+        else:
+            hits = {name} if name in modules else set()
+        if not hits:
+            missing.append(name)
+        matched |= hits
+    if missing:
+        keys = [k for k in modules if k]
+        close = {n: difflib.get_close_matches(n, keys, 3) for n in missing}
+        hints = "; ".join(f"{n!r}: did you mean {c}?" for n, c in close.items() if c)
+        blocks = _block_suggestions(modules)
+        raise ValueError(
+            f"{arg} not found in model: {missing}"
+            + (f" ({hints})" if hints else "")
+            + (f". Block names in the model: {blocks}" if blocks else "")
+            + " ('*' matches one name component, '**' any number)"
+        )
+    return matched
+
+
+def _in_gate_block(name: str, modules: dict[str, nn.Module]) -> bool:
+    """Whether module ``name`` sits inside a squeeze-excite / attention-gate block."""
+    parts = name.split(".")
+    return any(
+        _GATE_BLOCK.search(type(modules[".".join(parts[:i])]).__name__)
+        for i in range(1, len(parts))
+    )
+
+
+def _repeated_blocks(modules: dict[str, nn.Module]) -> list[tuple[str, nn.Module]]:
+    """Containers (ModuleList / Sequential) of >= 2 blocks of one type, largest first."""
+    found = []
+    for name, m in modules.items():
+        if not isinstance(m, (nn.ModuleList, nn.Sequential)):
+            continue
+        kids = list(m.children())
+        nested = all(next(k.children(), None) is not None for k in kids)
+        if len(kids) >= 2 and nested and len({type(k) for k in kids}) == 1:
+            found.append((name, m))
+    return sorted(found, key=lambda nm: -len(nm[1]))
+
+
+_MLP_NAMES = ("mlp", "ffn", "feed_forward", "intermediate", "fc", "mlp_block")
+
+
+def _block_suggestions(modules: dict[str, nn.Module]) -> list[str]:
+    """Wildcard names of the model's repeated blocks (and their MLP part, if named so)."""
+    out = []
+    for name, container in _repeated_blocks(modules)[:2]:
+        if not name:
+            continue
+        out.append(f"{name}.*")
+        child = next(container.children())
+        for sub, _ in child.named_children():
+            if sub in _MLP_NAMES:
+                out.append(f"{name}.*.{sub}")
+    return out
+
+
+_ACTIVATION_LIKE = re.compile(
+    r"act|relu|gelu|silu|swish|mish|tanh|sigmoid|elu$|softplus|glu", re.IGNORECASE
+)
+
+
+def _no_match_message(model: nn.Module, types: tuple, names: list[str]) -> str:
     """Why nothing matched, with the model's candidate modules (functional activations)."""
-    modules = [(n, m) for n, m in model.named_modules() if n]
+    modules = dict(model.named_modules())
+    named = [(n, m) for n, m in modules.items() if n]
     containers = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
-    blocks = [(n, m) for n, m in modules if next(m.children(), None) is not None]
-    blocks = [(n, m) for n, m in blocks if not isinstance(m, containers)]
-    counts = Counter(type(m).__name__ for _, m in modules)
     text = (
         f"regularize found no module to regularize in {type(model).__name__} "
-        f"(layers={tuple(t.__name__ for t in types)}, names={sorted(names)}). "
-        "If its activations are functional calls (F.relu), regularize the outputs of "
-        "modules instead, by type or by name"
+        f"(layers={tuple(t.__name__ for t in types)}, names={names})."
     )
+    act_like = Counter(
+        type(m).__name__
+        for _, m in named
+        if next(m.children(), None) is None and _ACTIVATION_LIKE.search(type(m).__name__)
+    )
+    if act_like:
+        first = next(iter(act_like))
+        text += (
+            f" Activation-like modules in the model: "
+            f"{', '.join(f'{k} x{v}' for k, v in act_like.most_common(6))}: pass "
+            f"layers=({first}, ...)."
+        )
+    text += (
+        " If its activations are functional calls (F.relu, F.gelu), regularize the "
+        "outputs of modules instead, by type or by name"
+    )
+    suggestions = _block_suggestions(modules)
+    if suggestions:
+        text += f", e.g. names={suggestions[-1:]!r} (wildcards: {suggestions})"
+    blocks = [(n, m) for n, m in named if next(m.children(), None) is not None]
+    blocks = [(n, m) for n, m in blocks if not isinstance(m, containers)]
     if blocks:
         block_type = type(blocks[0][1])
         same = [n for n, m in blocks if type(m) is block_type]
         text += (
-            f", e.g. layers=({block_type.__name__},) ({len(same)} modules: "
-            f"{', '.join(same[:4])}{', ...' if len(same) > 4 else ''})"
+            f"{' or' if suggestions else ', e.g.'} layers=({block_type.__name__},) "
+            f"({len(same)} modules: {', '.join(same[:4])}{', ...' if len(same) > 4 else ''})"
         )
+    counts = Counter(type(m).__name__ for _, m in named)
     types_text = ", ".join(f"{k} x{v}" for k, v in counts.most_common(12))
     return text + f". Module types in the model: {types_text or 'none'}."
+
+
+def _partial_match_warning(chosen: list[str], modules: dict[str, nn.Module]) -> str | None:
+    """A warning when the default choice misses the model's repeated blocks entirely."""
+    blocks = [(n, c) for n, c in _repeated_blocks(modules) if n]
+    if not chosen or not blocks:
+        return None
+    name, container = blocks[0]
+    if any(c == name or c.startswith(name + ".") for c in chosen):
+        return None
+    suggestions = _block_suggestions(modules)
+    return (
+        f"regularize: the default layers matched only {chosen[:4]}"
+        f"{' ...' if len(chosen) > 4 else ''}, outside the model's {len(container)} "
+        f"repeated blocks ({name}.0 ... {name}.{len(container) - 1}): their activations "
+        "are probably functional calls (F.gelu) and get no PER. Regularize the blocks' "
+        f"outputs by name, e.g. names={suggestions[-1:]!r}, or pass layers=/names= to "
+        "silence this warning."
+    )
 
 
 def regularize(
@@ -225,8 +481,10 @@ def regularize(
     coeff: float = 1e-4,
     num_slices: int = 256,
     *,
-    layers: Iterable[type[nn.Module]] | None = None,
-    names: Iterable[str] | None = None,
+    layers: type[nn.Module] | Iterable[type[nn.Module]] | None = None,
+    names: str | Iterable[str] | None = None,
+    exclude: str | type[nn.Module] | Iterable[str | type[nn.Module]] | None = None,
+    samples: str = "auto",
     reduction: str = "mean",
     precision: str = "tf32",
     estimator: str = "monte_carlo",
@@ -235,12 +493,26 @@ def regularize(
 ) -> PERHandle:
     """Add PER (Algorithm 1) after the chosen modules of ``model`` with forward hooks.
 
-    Modules are chosen by type (``layers``, default :data:`DEFAULT_LAYERS`: the usual
-    activation modules and recurrent layers) or by name (``names``, as in
-    ``model.named_modules()``); with both, a module is chosen if it matches either.
-    Models whose activations are functional calls (``F.relu``) have no activation
-    module: choose their blocks, e.g. ``layers=(BasicBlock,)``; the error raised when
-    nothing matches lists the candidates.
+    Which modules:
+
+    - by type (``layers``; default :func:`default_layers`: torch's activation
+      modules, recurrent layers, and transformers' / timm's activation classes when
+      those packages are loaded). Modules chosen by type inside a squeeze-excite or
+      attention-gate block (an enclosing module whose class is named like
+      ``SqueezeExcite``, ``SqueezeExcitation``, ``SEModule``, ``EffectiveSEModule``,
+      ``EcaModule``, ``CbamModule``, ``GatherExcite``) are skipped: they act on pooled
+      ``(b, C, 1, 1)`` descriptors or are multiplicative gates, not the main path;
+      pick them by name to include them.
+    - by name (``names``, as in ``model.named_modules()``; ``"*"`` matches one
+      dotted component or part of one, ``"**"`` any number of them:
+      ``names=["transformer.h.*.mlp"]``). For models whose activations are
+      functional calls (``F.relu``, ``F.gelu``) this regularizes block outputs; the
+      error raised when nothing matches lists the candidates.
+    - with both, a module is chosen if it matches either; ``exclude`` (types and
+      names, wildcards allowed) then removes modules.
+
+    With the defaults, a warning says when the match looks partial (nothing inside
+    the model's repeated blocks, e.g. only a pooler).
 
     ``mode="inject"`` (default): the training loop needs no change, the PER gradient
     is added in the backward pass of the task loss, but it ignores any scaling of
@@ -254,19 +526,29 @@ def regularize(
         coeff, num_slices, reduction, precision, estimator, mode: as in :class:`PER`
             (``estimator="exact"``: no random directions, ``num_slices`` and ``seed``
             ignored).
-        layers: module types whose outputs get PER.
-        names: module names whose outputs get PER.
+        layers: a module type or types whose outputs get PER.
+        names: a module name or names whose outputs get PER (wildcards allowed).
+        exclude: module types and/or names (wildcards allowed) never regularized.
+        samples: how an output is cut into samples (:func:`as_samples`): ``"auto"``
+            (one sample per token for 3-D outputs ``(b, T, H)``, per sample
+            flattened otherwise), ``"token"`` or ``"flatten"``. Recurrent layers
+            always give one sample per (time step, sample). The output may be a
+            tensor, a tuple (its first element), or a dict / ``ModelOutput`` (its
+            first tensor, ``last_hidden_state``).
         seed: as in :class:`PER`; each layer mixes its index in, so layers get
             different directions from one seed (:func:`per_triton.module.derive_seed`).
+            ``None``: PER's own stream, which leaves torch's generator untouched.
 
     Returns:
         A :class:`PERHandle`: ``losses()`` for logging, ``penalty()`` in
         ``mode="loss"``, ``remove()``; also a context manager.
 
     Raises:
-        TypeError for a non-module model or bad ``layers``; ValueError if a name is
-        not in the model or nothing matches; RuntimeError if a chosen module is
-        already regularized (remove the earlier handle first).
+        TypeError for a non-module model or bad ``layers``/``names``/``exclude``;
+        ValueError if a name matches no module, nothing is chosen (the message lists
+        the model's activation-like modules and block names) or ``samples`` is
+        unknown; RuntimeError if a chosen module is already regularized (remove the
+        earlier handle first).
 
     Example:
         >>> handle = regularize(model, coeff=1e-4)
@@ -275,22 +557,33 @@ def regularize(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    wanted_names = set(names) if names is not None else set()
-    types = tuple(layers) if layers is not None else (() if names is not None else DEFAULT_LAYERS)
-    for t in types:
-        if not (isinstance(t, type) and issubclass(t, nn.Module)):
-            raise TypeError(f"layers must hold nn.Module subclasses, got {t!r}")
+    samples = _check_samples(samples)
+    default = layers is None and names is None
+    types = default_layers() if default else (() if layers is None else _as_types(layers, "layers"))
+    patterns = [] if names is None else _as_names(names, "names")
     modules = dict(model.named_modules())
-    missing = sorted(wanted_names - modules.keys())
-    if missing:
-        close = {n: difflib.get_close_matches(n, [k for k in modules if k], 3) for n in missing}
-        hints = "; ".join(f"{n!r}: did you mean {c}?" for n, c in close.items() if c)
-        raise ValueError(f"names not found in model: {missing}" + (f" ({hints})" if hints else ""))
+    by_name = _match_names(patterns, modules, "names")
+    ex_types: tuple[type[nn.Module], ...] = ()
+    ex_names: set[str] = set()
+    if exclude is not None:
+        items = [exclude] if isinstance(exclude, (str, type)) else list(exclude)
+        ex_types = _as_types([t for t in items if isinstance(t, type)], "exclude")
+        ex_names = _match_names(
+            _as_names([n for n in items if not isinstance(n, type)], "exclude"), modules, "exclude"
+        )
     chosen = [
-        n for n, m in modules.items() if n in wanted_names or (types and isinstance(m, types))
+        n
+        for n, m in modules.items()
+        if (n in by_name or (types and isinstance(m, types) and not _in_gate_block(n, modules)))
+        and n not in ex_names
+        and not (ex_types and isinstance(m, ex_types))
     ]
     if not chosen:
-        raise ValueError(_no_match_message(model, types, wanted_names))
+        raise ValueError(_no_match_message(model, types, patterns))
+    if default:
+        message = _partial_match_warning(chosen, modules)
+        if message:
+            warnings.warn(message, stacklevel=2)
     again = [n or "<model>" for n in chosen if _per_hooks(modules[n])]
     if again:
         raise RuntimeError(
@@ -312,7 +605,7 @@ def regularize(
         )
         per.seed_index = index
         per.train(model.training)
-        hook = PERHook(per, isinstance(modules[name], nn.RNNBase))
+        hook = PERHook(per, isinstance(modules[name], nn.RNNBase), samples)
         modules[name].register_forward_hook(hook)
         handle.layers[name or "<model>"] = per
         handle._entries.append((modules[name], hook))

@@ -8,15 +8,15 @@ from torch import nn
 
 import per_triton as pt
 from per_triton import reference
+from per_triton.module import derive_seed
 
 from . import tolerances
 from .assertions import assert_close
 
 
-def _next_seed(generator_seed: int) -> int:
-    """The seed that seed=None will draw after torch.manual_seed(generator_seed)."""
-    torch.manual_seed(generator_seed)
-    return int(torch.randint(0, 2**62, (1,)).item())
+def _next_seed(layer: pt.PER) -> int:
+    """The seed that a seed=None layer uses at its next call (its own stream)."""
+    return int(derive_seed(layer._stream, layer.seed_index, None))
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
@@ -24,9 +24,8 @@ def test_per_layer_adds_coeff_times_gradient(reduction: str):
     coeff, s = 0.3, 11
     h = torch.randn(6, 4, 5, dtype=torch.float64, requires_grad=True)
     upstream = torch.randn_like(h)
-    seed = _next_seed(123)
-    torch.manual_seed(123)
     layer = pt.PER(coeff, s, reduction)
+    seed = _next_seed(layer)
     out = layer(h)
     assert torch.equal(out, h), "forward must be the identity"
     out.backward(upstream)
@@ -62,7 +61,7 @@ def test_regularize_matches_explicit_per_layers_and_removes_cleanly():
     plain = grads()
     handle = pt.regularize(net, coeff=0.5, num_slices=16)
     assert sorted(handle.layers) == ["1", "3"]
-    torch.manual_seed(42)
+    streams = [(p._stream.clone(), p.seed_index) for p in handle.layers.values()]
     with_per = grads()
     losses = handle.losses()
     assert set(losses) == {"1", "3"} and all(torch.isfinite(v) for v in losses.values())
@@ -72,8 +71,10 @@ def test_regularize_matches_explicit_per_layers_and_removes_cleanly():
     explicit = nn.Sequential(
         net[0], net[1], pt.PER(0.5, 16), net[2], net[3], pt.PER(0.5, 16), net[4]
     )
+    for layer, (stream, index) in zip((explicit[2], explicit[5]), streams, strict=True):
+        layer._stream.copy_(stream)  # the same seed stream as the hooks' layers
+        layer.seed_index = index
     handle.remove()
-    torch.manual_seed(42)
     explicit.zero_grad()
     explicit(x).square().sum().backward()
     for a, p in zip(with_per, net.parameters(), strict=True):
@@ -138,9 +139,8 @@ def test_in_place_ops_after_regularized_activation(build):
     act_module = next(m for m in net.modules() if isinstance(m, nn.LeakyReLU))
     seen: list[torch.Tensor] = []
     probe = act_module.register_forward_hook(lambda _m, _a, out: seen.append(out.detach().clone()))
-    seed = _next_seed(7)
     handle = pt.regularize(net, coeff=0.5, num_slices=8, layers=(nn.LeakyReLU,))
-    torch.manual_seed(7)
+    seed = _next_seed(next(iter(handle.layers.values())))
     net(x).sum().backward()
     with_per = x.grad.clone()
     handle.remove()
@@ -171,9 +171,8 @@ def test_regularize_tuple_output_of_a_non_recurrent_module_is_flattened_per_samp
     """(feature_map, aux) outputs: PER sees (b, C*H*W), not rows of the last axis (review)."""
     model = nn.ModuleDict({"block": _ConvWithAux()})
     x = torch.randn(4, 1, 5, 5)
-    seed = _next_seed(3)
     with pt.regularize(model, coeff=1.0, num_slices=6, names=["block"]) as handle:
-        torch.manual_seed(3)
+        seed = _next_seed(handle.layers["block"])
         y, aux = model["block"](x)
         assert aux.shape == ()
         y.sum().backward()

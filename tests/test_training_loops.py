@@ -285,14 +285,16 @@ def test_torch_func_grad_over_a_network_with_per():
     net, (x, y) = _net(torch.float64), _batch(dtype=torch.float64)
     model = nn.Sequential(net[0], net[1], pt.PER(0.9, 6), *net[2:])
     params = {n: p.detach() for n, p in model.named_parameters()}
+    start = model[2]._stream.clone()
 
     def loss_fn(p):
-        torch.manual_seed(4)  # the same directions in both runs
         return F.cross_entropy(torch.func.functional_call(model, p, (x,)), y)
 
     got = torch.func.grad(loss_fn)(params)
     logged = model[2].last_loss
     assert not torch._C._functorch.is_functorch_wrapped_tensor(logged), "a plain logged value"
+    assert int(model[2]._stream) == int(start) + 1, "the stream advanced under the transform"
+    model[2]._stream = start  # the same directions in both runs
     loss_fn(dict(model.named_parameters())).backward()
     assert float(model[2].last_loss) == float(logged)
     for name, g in got.items():
