@@ -7,7 +7,7 @@ Public API (DESIGN.md section 4)::
     pt.sample_directions(num_slices, dim, seed, device="cpu", dtype=torch.float32)
     pt.reference.per_loss(h, directions), pt.reference.per_grad(h, directions)
     pt.PER(coeff=1e-4, num_slices=256, reduction="mean")
-    pt.regularize(model, coeff=1e-4, num_slices=256, ...)
+    pt.regularize(model, coeff=1e-4, num_slices=256, ...)   # pt.DEFAULT_LAYERS, pt.default_layers()
     pt.sliced_wasserstein_to_normal(h, num_slices=256, *, p=1, seed=None)
     pt.monitor
 
@@ -33,6 +33,8 @@ _API = {
     "PER": "per_triton.module",
     "regularize": "per_triton.regularize",
     "PERHandle": "per_triton.regularize",
+    "DEFAULT_LAYERS": "per_triton.regularize",
+    "default_layers": "per_triton.regularize",
     "sliced_wasserstein_to_normal": "per_triton.sliced_wasserstein",
 }
 _SUBMODULES = ("reference", "monitor", "ops", "models", "distributed")
@@ -42,11 +44,13 @@ _SUBMODULES = ("reference", "monitor", "ops", "models", "distributed")
 _RENAMED = {"per_triton.regularizers": "per_triton.baselines"}
 
 __all__ = [
+    "DEFAULT_LAYERS",
     "PER",
     "PERHandle",
     "distributed",
     "models",
     "monitor",
+    "default_layers",
     "ops",
     "per_loss",
     "reference",
@@ -60,7 +64,7 @@ if TYPE_CHECKING:
     from .directions import sample_directions
     from .loss import per_loss
     from .module import PER
-    from .regularize import PERHandle, regularize
+    from .regularize import DEFAULT_LAYERS, PERHandle, default_layers, regularize
     from .sliced_wasserstein import sliced_wasserstein_to_normal
 
 

@@ -6,11 +6,12 @@ and the distribution of a few of its units. :class:`LayerMonitor` records the sa
 on any model with forward hooks: every ``every`` steps, for each chosen layer,
 
 - ``sw1``: the sliced W1 distance to N(0, I) (:func:`per_triton.sliced_wasserstein_to_normal`,
-  exact 1-D distances, averaged over ``num_slices`` directions), with the sample
-  flattened as in Eq. 1 (``d = C*H*W`` for a conv map). The directions of a record
-  depend only on ``(direction_seed, step)`` and the layer's width, so runs of
-  different methods are compared on the same directions. On CUDA the projection is
-  the fused direction kernel.
+  exact 1-D distances, averaged over ``num_slices`` directions), with samples cut
+  as :func:`per_triton.regularize` cuts them (``samples=``: flattened as in Eq. 1,
+  ``d = C*H*W`` for a conv map; one sample per token for a ``(b, T, H)`` output).
+  The directions of a record depend only on ``(direction_seed, step)`` and the
+  layer's width, so runs of different methods are compared on the same directions.
+  On CUDA the projection is the fused direction kernel.
 - ``mean``, ``var``, ``q25``, ``q50``, ``q75``: the values of a fixed random set of
   ``units`` coordinates of the flattened sample, pooled over the batch (the
   histograms of Figure 5); ``var`` is the variance of those pooled values.
@@ -40,6 +41,7 @@ from torch import nn
 
 from .closeness_schema import RECORD_KEYS as RECORD_KEYS  # the one record format
 from .closeness_schema import STAT_KEYS, check_record
+from .regularize import SAMPLES, as_samples, hidden_state
 
 _QUANTILES = (0.25, 0.5, 0.75)
 _SEED_MOD = 2**31 - 1
@@ -127,6 +129,12 @@ class LayerMonitor:
             is the training seed of the run).
         train_only: ignore forward passes in eval mode.
         flush_every: records kept on device before they are converted and written.
+        samples: how a layer's output is cut into samples, as in
+            :func:`per_triton.regularize` (:func:`per_triton.regularize.as_samples`):
+            ``"auto"`` (one sample per token for a 3-D output ``(b, T, H)``, per
+            sample flattened otherwise), ``"token"`` or ``"flatten"``; recurrent
+            layers always per (time step, sample). A dict / ``ModelOutput`` output
+            is read at its first tensor.
 
     Stepping: call :meth:`step` with the step number before each training forward,
     or never call it and the monitor counts training forwards of ``model`` itself
@@ -154,10 +162,14 @@ class LayerMonitor:
         seed: int = 0,
         train_only: bool = True,
         flush_every: int = 64,
+        samples: str = "auto",
     ) -> None:
         for name, value in (("every", every), ("num_slices", num_slices), ("units", units)):
             if int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        if samples not in SAMPLES:
+            raise ValueError(f"samples must be one of {SAMPLES}, got {samples!r}")
+        self.samples = samples
         self.model = model
         self.layers = _resolve_layers(model, layers)
         self.every, self.num_slices, self.units = int(every), int(num_slices), int(units)
@@ -207,11 +219,11 @@ class LayerMonitor:
             step = self.current_step
             if step % self.every or (step, name) in self._seen:
                 return
-            h = output if isinstance(output, torch.Tensor) else output[0]
+            h = hidden_state(output)
             if isinstance(h, nn.utils.rnn.PackedSequence):
                 h = h.data
-            elif isinstance(module, nn.RNNBase):  # each (time step, sample) is a sample
-                h = h.reshape(-1, h.shape[-1])
+            else:  # regularize()'s convention: per (time step, sample), per token, ...
+                h = as_samples(h, self.samples, isinstance(module, nn.RNNBase))
             self._seen.add((step, name))
             self._pending.append((step, name, self._statistics(name, h, step)))
             if len(self._pending) >= self.flush_every:

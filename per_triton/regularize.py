@@ -31,6 +31,7 @@ __all__ = [
     "SAMPLES",
     "default_layers",
     "as_samples",
+    "hidden_state",
 ]
 
 #: torch's pointwise activation modules (not Softmax-like normalisers, not Identity).
@@ -133,6 +134,28 @@ def as_samples(h: torch.Tensor, samples: str, recurrent: bool = False) -> torch.
     if recurrent or (samples == "token" and h.dim() > 2) or (samples == "auto" and h.dim() == 3):
         return h.reshape(-1, h.shape[-1])
     return h
+
+
+def hidden_state(output: object) -> torch.Tensor | nn.utils.rnn.PackedSequence:
+    """The tensor :func:`regularize` (and the monitor) reads in a module's output: the
+    output itself, a tuple's first element, or a dict's / ``ModelOutput``'s first tensor.
+
+    Raises:
+        TypeError naming the output type when it holds no such tensor.
+    """
+    if isinstance(output, (torch.Tensor, nn.utils.rnn.PackedSequence)):
+        return output
+    if isinstance(output, Mapping):
+        for value in output.values():
+            if isinstance(value, torch.Tensor):
+                return value
+    elif isinstance(output, tuple) and output:
+        return hidden_state(output[0])
+    raise TypeError(
+        f"cannot read a hidden state from a module output of type {type(output).__name__} "
+        "(a tensor, a tuple whose first element is one, or a dict/ModelOutput holding one "
+        "is needed); choose the module that computes the hidden state instead"
+    )
 
 
 def _check_samples(samples: object) -> str:
