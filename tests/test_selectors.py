@@ -300,3 +300,41 @@ def test_layers_of_one_regularize_call_get_distinct_streams():
     handle = pt.regularize(net, coeff=1.0, num_slices=4)
     seeds = {int(derive_seed(p._stream, p.seed_index, None)) for p in handle.layers.values()}
     assert len(seeds) == 2
+
+
+# -- the project's own models -----------------------------------------------------------
+
+
+def test_own_models_default_is_their_activation_modules():
+    from per_triton.models import LSTMLM, SmallCNN, cnn11
+
+    torch.manual_seed(0)
+    cnn = cnn11(10, width=0.05, input_size=8)
+    elus = [n for n, m in cnn.named_modules() if isinstance(m, nn.ELU)]
+    assert list(pt.regularize(cnn, num_slices=4).layers) == elus and len(elus) == 11
+    small = SmallCNN(width=4)
+    assert list(pt.regularize(small, num_slices=4).layers) == [f"block{i}.act" for i in (1, 2, 3)]
+    lm = LSTMLM(vocab_size=20, hidden=8, num_layers=2)
+    assert list(pt.regularize(lm, num_slices=4).layers) == ["layers.0", "layers.1"]
+
+
+def test_vanilla_resnet_functional_relu_one_line_on_the_pre_activations():
+    """ResNet with F.relu: the identity taps before every ReLU (where BN would be) by
+    wildcard names; each loss is the reference's on that tap's output."""
+    from per_triton.models.resnet import resnet
+
+    torch.manual_seed(0)
+    model = resnet(8, 10, "vanilla", width=4).double()
+    taps = ["stem_reg"] + [f"blocks.{i}.reg{j}" for i in range(3) for j in (1, 2)]
+    seen = {}
+    for name in taps:
+        model.get_submodule(name).register_forward_hook(
+            lambda _m, _a, out, name=name: seen.update({name: out.detach()})
+        )
+    handle = pt.regularize(model, num_slices=6, names=["stem_reg", "blocks.*.reg*"], seed=2)
+    assert list(handle.layers) == taps  # 6n + 1 = 7: the inputs of every F.relu
+    model(torch.randn(3, 3, 8, 8, dtype=torch.float64)).sum().backward()
+    for index, name in enumerate(taps):
+        h = seen[name].reshape(3, -1)  # a conv map: one flattened sample per image
+        theta = pt.sample_directions(6, h.shape[1], derive_seed(2, index, 0), dtype=torch.float64)
+        assert_close(name, handle.losses()[name], reference.per_loss(h, theta), 0, 1e-12)
