@@ -29,10 +29,10 @@ from ._validation import (
     check_reduction,
     check_seed_source,
 )
+from .baselines import layer_seed
 from .directions import accumulation_dtype
 from .distributed import step_seed
 from .loss import per_loss
-from .regularizers import layer_seed
 
 __all__ = ["PER", "derive_seed", "stream_base"]
 

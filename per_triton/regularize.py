@@ -81,7 +81,9 @@ SAMPLES = ("auto", "flatten", "token")
 # Squeeze-excite / attention-gate blocks: activations inside them act on pooled
 # (b, C, 1, 1) descriptors or are multiplicative gates, not the main path.
 _GATE_BLOCK = re.compile(
-    r"squeeze|excit|^(effective)?se(module|layer|block)?$|^c?eca(module)?$|cbam", re.IGNORECASE
+    r"squeeze_?excit|excitation|gatherexcite|cbam|^(effective)?se(module|layer|block)?$"
+    r"|^c?eca(module)?$",
+    re.IGNORECASE,
 )
 
 
@@ -443,9 +445,11 @@ def _no_match_message(model: nn.Module, types: tuple, names: list[str]) -> str:
     modules = dict(model.named_modules())
     named = [(n, m) for n, m in modules.items() if n]
     containers = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+    shown = tuple(t.__name__ for t in types)
     text = (
         f"regularize found no module to regularize in {type(model).__name__} "
-        f"(layers={tuple(t.__name__ for t in types)}, names={names})."
+        f"(layers={shown if len(shown) <= 6 else f'pt.default_layers(), {len(shown)} types'}, "
+        f"names={names})."
     )
     act_like = Counter(
         type(m).__name__

@@ -56,9 +56,15 @@ class _SEBlock(nn.Module):
         return self.se(self.act(self.conv(x)))
 
 
+class SqueezeNet(nn.Sequential):
+    """A backbone whose name says squeeze but which is no squeeze-excite block."""
+
+
 def test_squeeze_excite_activations_are_skipped_by_type_and_taken_by_name():
     net = nn.Sequential(_SEBlock(), _SEBlock())
     assert list(pt.regularize(net, num_slices=4).layers) == ["0.act", "1.act"]
+    wrapped = nn.ModuleDict({"backbone": SqueezeNet(nn.Conv2d(4, 4, 1), nn.ReLU())})
+    assert list(pt.regularize(wrapped, num_slices=4).layers) == ["backbone.1"]
     pt.PERHandle.of(net).remove()
     # layers= given explicitly: the same rule; names= picks the gate explicitly.
     assert list(pt.regularize(net, num_slices=4, layers=nn.Sigmoid, names="0.se.gate").layers) == [
