@@ -75,7 +75,7 @@ def test_transformers_default_is_the_mlp_activations(name, count):
     model.train()
     expected = [n for n, _ in model.named_modules() if _HF_ACT.search(n)]
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no partial-match warning
+        warnings.filterwarnings("error", message="regularize: the default layers matched")
         handle = pt.regularize(model, coeff=1.0, num_slices=8)  # the one line
     assert list(handle.layers) == expected and len(expected) == count
     if name == "bert":  # the two MLP activations and the classifier head's pooler
@@ -153,7 +153,7 @@ def test_timm_default_is_the_main_path_activations(name, count, kw):
         if _TIMM_ACT.search(n) and ".se." not in n and not isinstance(m, torch.nn.Identity)
     ]
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no partial-match warning
+        warnings.filterwarnings("error", message="regularize: the default layers matched")
         handle = pt.regularize(model, coeff=1.0, num_slices=4)  # the one line
     assert list(handle.layers) == expected and len(expected) == count
     x = torch.randn(2, 3, 32, 32)
