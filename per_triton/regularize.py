@@ -469,7 +469,8 @@ def _no_match_message(model: nn.Module, types: tuple, names: list[str]) -> str:
     )
     suggestions = _block_suggestions(modules)
     if suggestions:
-        text += f", e.g. names={suggestions[-1:]!r} (wildcards: {suggestions})"
+        text += f", e.g. names={suggestions[-1:]!r}"
+        text += f" (wildcards: {suggestions})" if len(suggestions) > 1 else ""
     blocks = [(n, m) for n, m in named if next(m.children(), None) is not None]
     blocks = [(n, m) for n, m in blocks if not isinstance(m, containers)]
     if blocks:

@@ -329,6 +329,24 @@ def test_own_models_default_is_their_activation_modules():
     assert list(pt.regularize(lm, num_slices=4).layers) == ["layers.0", "layers.1"]
 
 
+def test_loop_lstm_one_line_is_per_time_step_like_nn_lstm():
+    """The step-by-step LSTM (variational dropout) is no nn.RNNBase: layers=LoopLSTM, and
+    its (T, b, H) output is read per (time step, sample) as nn.LSTM's is."""
+    from per_triton.models import LSTMLM, LoopLSTM
+
+    torch.manual_seed(0)
+    lm = LSTMLM(vocab_size=20, hidden=8, num_layers=2, variational=True).double()
+    with pytest.raises(ValueError, match=r"layers=\(LoopLSTM,\)"):
+        pt.regularize(lm)
+    seen = {}
+    lm.layers[1].register_forward_hook(lambda _m, _a, out: seen.update(h=out[0].detach()))
+    handle = pt.regularize(lm, num_slices=5, layers=LoopLSTM, seed=3)
+    lm(torch.randint(0, 20, (6, 2)))
+    rows = seen["h"].reshape(-1, 8)  # 6 steps x 2 sequences
+    theta = pt.sample_directions(5, 8, derive_seed(3, 1, 0), dtype=torch.float64)
+    assert_close("loss", handle.losses()["layers.1"], reference.per_loss(rows, theta), *F64_LOSS)
+
+
 def test_vanilla_resnet_functional_relu_one_line_on_the_pre_activations():
     """ResNet with F.relu: the identity taps before every ReLU (where BN would be) by
     wildcard names; each loss is the reference's on that tap's output."""
