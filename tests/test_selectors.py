@@ -367,3 +367,18 @@ def test_vanilla_resnet_functional_relu_one_line_on_the_pre_activations():
         h = seen[name].reshape(3, -1)  # a conv map: one flattened sample per image
         theta = pt.sample_directions(6, h.shape[1], derive_seed(2, index, 0), dtype=torch.float64)
         assert_close(name, handle.losses()[name], reference.per_loss(h, theta), *F64_LOSS)
+
+
+def test_zoo_activation_classes_are_found_without_importing_the_zoos():
+    """regularize() never imports transformers or timm itself (neither is a dependency)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch, per_triton as pt\n"
+        "pt.regularize(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU()))\n"
+        "assert len(pt.default_layers()) == len(pt.DEFAULT_LAYERS)\n"
+        "print(sorted(m for m in ('transformers', 'timm', 'torchvision') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
