@@ -7,7 +7,9 @@
 #   NO_DASHBOARD=1 bash scripts/main.sh   # bench only (e.g. over ssh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh dev
+# Only what the main job needs: the dev extra adds test tools and the zoo stack
+# (with a torchvision that only the tests can import), which a user's env need not get.
+bash scripts/setup.sh bench,dashboard,train
 mkdir -p runs
 run_file="runs/run-$(date -u +%Y%m%dT%H%M%SZ).json"
 status=0
