@@ -1,67 +1,187 @@
 """The CPU implementation of PER: forward and backward in chunks of coordinates.
 
-It never holds the ``s x d`` direction matrix: each working chunk of
-``chunk`` coordinates (a whole number of stream blocks) is drawn, used and
-dropped, so extra memory is ``O(s * chunk + b * s)`` whatever ``d`` is. The
-backward pass regenerates the same chunks from the seed (DESIGN.md section 2).
+It never holds the ``s x d`` direction matrix of a large layer: each working chunk
+of about :data:`WORK_BYTES` of directions (a whole number of stream blocks) is
+drawn, used and dropped, so extra memory is ``O(s * chunk + b * s)`` whatever ``d``
+is, plus the kept directions below.
+
+Kept directions: the forward pass keeps the chunks it drew, in order, while they
+fit in :func:`cache_budget` bytes (default 16 MiB, ``PER_TRITON_CPU_CACHE_MB``
+or :func:`set_cache_budget`); the backward pass uses them and regenerates only the
+chunks past the budget from the seed (DESIGN.md section 2). A layer whose
+directions fit is drawn once per step instead of twice. The store is a memo of a
+pure function, keyed by ``(seed, s, d, chunk)``: it never changes a result, only what
+is drawn again. The backward takes its entry out; the least recently stored entries
+are dropped first when the budget is full (a forward with no backward, e.g. under
+``torch.no_grad``, leaves at most the budget behind).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import threading
+from collections import OrderedDict
 
 import torch
 
-from .directions import STREAM_BLOCK, accumulation_dtype, draw_columns
+from .directions import STREAM_BLOCK, accumulation_dtype, draw_columns, parallel_map
 from .reference import loss_and_coefficients
 
-__all__ = ["forward", "backward", "projections", "default_chunk"]
+__all__ = [
+    "WORK_BYTES",
+    "backward",
+    "cache_budget",
+    "chunk_count",
+    "default_chunk",
+    "forward",
+    "projections",
+    "set_cache_budget",
+]
 
-# Budget for one chunk of directions, in float32 elements (4 MiB).
-_CHUNK_ELEMENTS = 1024 * 1024
+#: Working chunk of directions, in bytes of float32 (4 MiB).
+WORK_BYTES = 4 * 2**20
+# Below this many normals per call one thread does the whole call (measured).
+_SPLIT_MIN_NORMALS = 1 << 18
+
+_lock = threading.Lock()
+_store: OrderedDict[tuple[int, int, int, int], list[torch.Tensor]] = OrderedDict()
+_budget = int(float(os.environ.get("PER_TRITON_CPU_CACHE_MB", 16)) * 2**20)
 
 
-def default_chunk(num_slices: int) -> int:
-    """Coordinates per working chunk: about 4 MiB of directions, whole stream blocks."""
-    blocks = max(1, _CHUNK_ELEMENTS // (num_slices * STREAM_BLOCK))
+def cache_budget() -> int:
+    """Bytes of directions the forward pass may keep for the backward pass."""
+    return _budget
+
+
+def set_cache_budget(num_bytes: int) -> int:
+    """Set the kept-directions budget in bytes (``0`` turns keeping off); returns the old one.
+
+    Raises:
+        ValueError: ``num_bytes`` is not a non-negative int.
+    """
+    global _budget
+    if isinstance(num_bytes, bool) or not isinstance(num_bytes, int) or num_bytes < 0:
+        raise ValueError(f"num_bytes must be a non-negative int, got {num_bytes!r}")
+    with _lock:
+        old, _budget = _budget, num_bytes
+        _evict(0)
+    return old
+
+
+def _stored_bytes() -> int:
+    return sum(t.numel() * t.element_size() for chunks in _store.values() for t in chunks)
+
+
+def _evict(room: int) -> None:
+    """Drop the oldest entries until ``room`` more bytes fit in the budget (lock held)."""
+    used = _stored_bytes()
+    while _store and used + room > _budget:
+        _key, chunks = _store.popitem(last=False)
+        used -= sum(t.numel() * t.element_size() for t in chunks)
+
+
+def default_chunk(num_slices: int, dim: int | None = None, threads: int = 1) -> int:
+    """Coordinates per working chunk: at most :data:`WORK_BYTES` of directions, whole blocks.
+
+    With ``dim`` and ``threads``, the chunk is shrunk (never grown) so that the chunks
+    split evenly over the threads.
+    """
+    blocks = max(1, WORK_BYTES // (4 * num_slices * STREAM_BLOCK))
+    if dim is not None and threads > 1:
+        total = math.ceil(dim / STREAM_BLOCK)
+        count = math.ceil(math.ceil(total / blocks) / threads) * threads
+        blocks = max(1, math.ceil(total / count))
     return blocks * STREAM_BLOCK
 
 
-def _chunks(dim: int, chunk: int):
+def _chunks(dim: int, chunk: int) -> list[tuple[int, int]]:
     if chunk % STREAM_BLOCK:
         raise ValueError(f"chunk must be a multiple of {STREAM_BLOCK}, got {chunk}")
-    for start in range(0, dim, chunk):
-        yield start, min(dim, start + chunk)
+    return [(start, min(dim, start + chunk)) for start in range(0, dim, chunk)]
+
+
+def _plan(dim: int, num_slices: int, chunk: int | None) -> tuple[int, int]:
+    """``(chunk, parts)``: the working chunk and how many threads share the chunks.
+
+    One part per torch thread once there are at least two chunks and the draw is
+    worth splitting; a single chunk draws its blocks on the threads instead.
+    """
+    threads = torch.get_num_threads()
+    if num_slices * dim < _SPLIT_MIN_NORMALS:
+        threads = 1
+    chunk = chunk or default_chunk(num_slices, dim, threads)
+    return chunk, max(1, min(threads, math.ceil(dim / chunk)))
+
+
+def _split(items: list, parts: int) -> list[list]:
+    """``items`` in ``parts`` contiguous runs of near-equal length."""
+    bounds = [len(items) * i // parts for i in range(parts + 1)]
+    return [items[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def projections(
-    h: torch.Tensor, seed: int, num_slices: int, chunk: int | None = None
+    h: torch.Tensor, seed: int, num_slices: int, chunk: int | None = None, keep: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Unnormalised projections ``H @ V^T`` ``(b, s)`` and row norms ``||v_k||`` ``(s,)``.
 
-    Both are accumulated together, chunk by chunk, in the accumulation dtype.
+    Both are accumulated chunk by chunk in the accumulation dtype; the chunks are
+    split into contiguous runs, one per torch thread, and the runs' sums added in
+    order (so the result depends on the thread count only through rounding). With
+    ``keep``, the leading chunks that fit in the budget are stored for :func:`backward`.
     """
     b, dim = h.shape
     acc = accumulation_dtype(h.dtype)
-    chunk = chunk or default_chunk(num_slices)
-    proj = torch.zeros(b, num_slices, dtype=acc)
-    sq_norm = torch.zeros(num_slices, dtype=acc)
-    buffer = torch.empty(num_slices, min(chunk, dim))
-    for start, stop in _chunks(dim, chunk):
-        v = draw_columns(seed, num_slices, start, stop, out=buffer).to(acc)
-        proj.addmm_(h[:, start:stop].to(acc), v.T)
-        sq_norm.add_(torch.linalg.vector_norm(v, dim=1).square())
+    chunk, parts = _plan(dim, num_slices, chunk)
+    chunks = _chunks(dim, chunk)
+    room, keep_count = (_budget if keep else 0), 0
+    for start, stop in chunks:
+        room -= 4 * num_slices * (stop - start)
+        if room < 0:
+            break
+        keep_count += 1
+    draw_threads = torch.get_num_threads() if parts == 1 else 1
+
+    def run(run_chunks: list[tuple[int, tuple[int, int]]]):
+        proj = torch.zeros(b, num_slices, dtype=acc)
+        sq_norm = torch.zeros(num_slices, dtype=acc)
+        kept: list[torch.Tensor] = []
+        buffer = None
+        for index, (start, stop) in run_chunks:
+            if index < keep_count:  # a fresh tensor, kept for the backward pass
+                v = draw_columns(seed, num_slices, start, stop, threads=draw_threads)
+                kept.append(v)
+            else:
+                if buffer is None:
+                    buffer = torch.empty(num_slices * chunk)
+                v = draw_columns(seed, num_slices, start, stop, out=buffer, threads=draw_threads)
+            v = v.to(acc)
+            proj.addmm_(h[:, start:stop].to(acc), v.T)
+            sq_norm.add_(torch.linalg.vector_norm(v, dim=1).square())
+        return proj, sq_norm, kept
+
+    results = parallel_map(run, _split(list(enumerate(chunks)), parts), parts)
+    proj, sq_norm, kept = results[0]
+    for other_proj, other_sq, other_kept in results[1:]:
+        proj.add_(other_proj)
+        sq_norm.add_(other_sq)
+        kept += other_kept
+    if kept:
+        with _lock:
+            _evict(sum(4 * t.numel() for t in kept))
+            _store[(seed, num_slices, dim, chunk)] = kept
     return proj, sq_norm.sqrt()
 
 
 def forward(
-    h: torch.Tensor, seed: int, num_slices: int, chunk: int | None = None
+    h: torch.Tensor, seed: int, num_slices: int, chunk: int | None = None, keep: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 5 without the ``1/b``: ``sum_i (1/s) sum_k psi(p_ik)``, plus the backward coefficients.
 
     Returns ``(loss_sum, coeff)`` with ``coeff[i, k] = erf(p_ik/sqrt2) / (s * ||v_k||)``.
+    With ``keep`` (default), the directions within the budget are kept for :func:`backward`.
     """
-    proj, norm = projections(h, seed, num_slices, chunk)
+    proj, norm = projections(h, seed, num_slices, chunk, keep=keep)
     return loss_and_coefficients(proj, norm, num_slices)
 
 
@@ -72,14 +192,31 @@ def backward(
     out_dtype: torch.dtype,
     chunk: int | None = None,
 ) -> torch.Tensor:
-    """Eq. 6 on unnormalised rows: ``grad[i, j] = sum_k coeff[i, k] * v_kj``, ``(b, dim)``."""
+    """Eq. 6 on unnormalised rows: ``grad[i, j] = sum_k coeff[i, k] * v_kj``, ``(b, dim)``.
+
+    Uses the chunks the forward pass kept for ``(seed, s, dim, chunk)`` (taking them
+    out of the store) and regenerates the others; each thread fills its own columns.
+    """
     b, num_slices = coeff.shape
-    chunk = chunk or default_chunk(num_slices)
+    chunk, parts = _plan(dim, num_slices, chunk)
+    with _lock:
+        kept = _store.pop((seed, num_slices, dim, chunk), [])
     grad = torch.empty(b, dim, dtype=out_dtype)
-    buffer = torch.empty(num_slices, min(chunk, dim))
-    for start, stop in _chunks(dim, chunk):
-        v = draw_columns(seed, num_slices, start, stop, out=buffer).to(coeff.dtype)
-        grad[:, start:stop] = coeff @ v
+    draw_threads = torch.get_num_threads() if parts == 1 else 1
+
+    def run(run_chunks: list[tuple[int, tuple[int, int]]]) -> None:
+        buffer = None
+        for index, (start, stop) in run_chunks:
+            if index < len(kept):
+                v = kept[index]
+                kept[index] = None  # type: ignore[call-overload]  # free as we go
+            else:
+                if buffer is None:
+                    buffer = torch.empty(num_slices * chunk)
+                v = draw_columns(seed, num_slices, start, stop, out=buffer, threads=draw_threads)
+            grad[:, start:stop] = coeff @ v.to(coeff.dtype)
+
+    parallel_map(run, _split(list(enumerate(_chunks(dim, chunk))), parts), parts)
     return grad
 
 

@@ -4,65 +4,125 @@ Directions are ``theta_k = v_k / ||v_k||`` with ``v_k ~ N(0, I_d)``, always draw
 float32. They are a pure function of ``(seed, k, j)`` and of the device kind.
 
 CPU stream: coordinates are cut into blocks of :data:`STREAM_BLOCK`; block ``c``
-gets its own ``torch.Generator`` seeded with ``mix(seed, c)``, which draws an
+gets its own ``torch.Generator`` keyed with :func:`per_triton.seeds.cpu_block_keys`
+(32-bit keys, distinct for the blocks of one seed), which draws an
 ``(s, STREAM_BLOCK)`` row-major tile; ``v[k, j]`` is entry ``(k, j - c*STREAM_BLOCK)``
 of that tile. Any block can be regenerated on its own (the backward pass does),
 the working chunk of the CPU path is a whole number of blocks, and since torch
-fills a tile row by row, row ``k`` does not depend on ``s``. CUDA uses Philox
-kernels (``per_triton.kernels``), a different stream.
+fills a tile row by row, row ``k`` does not depend on ``s``. Blocks are independent,
+so :func:`draw_columns` draws them on up to ``torch.get_num_threads()`` threads (the
+result does not depend on the thread count). CUDA uses Philox kernels
+(``per_triton.kernels``), a different stream.
 """
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 
 from ._validation import check_positive_int, seed_tensor
+from .seeds import cpu_block_keys
 
-__all__ = ["STREAM_BLOCK", "block_seed", "draw_block", "draw_columns", "sample_directions"]
+__all__ = ["STREAM_BLOCK", "draw_columns", "parallel_map", "sample_directions"]
 
 STREAM_BLOCK = 256
-_MASK64 = (1 << 64) - 1
-_GOLDEN = 0x9E3779B97F4A7C15
+# Below this many normals per call the draw stays on the calling thread: handing
+# blocks to a second thread costs more than it saves (measured, bench/bench_cpu.py).
+_PARALLEL_MIN_NORMALS = 1 << 17
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+_local = threading.local()
 
 
-def block_seed(seed: int, block: int) -> int:
-    """Seed of coordinate block ``block``: splitmix64 of ``seed + (block + 1) * golden``."""
-    z = (seed + (block + 1) * _GOLDEN) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return z ^ (z >> 31)
+def _single_threaded(fn, *args):
+    """Run ``fn`` on a pool thread whose torch ops use one intra-op thread.
+
+    ``torch.set_num_threads(1)`` on a thread sets that thread's OpenMP and MKL thread
+    counts; it also resets torch's process-wide default for threads not yet started,
+    which :func:`parallel_map` puts back afterwards.
+    """
+    if not getattr(_local, "single", False):
+        torch.set_num_threads(1)
+        _local.single = True
+    return fn(*args)
 
 
-def draw_block(
-    seed: int, num_slices: int, block: int, out: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Unnormalised Gaussian tile ``(s, STREAM_BLOCK)`` of block ``block`` (float32, CPU)."""
+def parallel_map(fn, items: list, threads: int) -> list:
+    """``[fn(x) for x in items]``, one item per pool thread when ``threads > 1``.
+
+    Each item runs on its own single-threaded worker, so the work is split once per
+    call (no per-operation thread barrier: on a machine where another process is busy
+    a barrier can wait a whole scheduler time slice). Results come back in order.
+    """
+    if threads <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    global _pool
+    main_threads = torch.get_num_threads()
+    with _pool_lock:
+        if _pool is None or _pool._max_workers < len(items):
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(len(items), thread_name_prefix="per_triton_cpu")
+        pool = _pool
+    try:
+        futures = [pool.submit(_single_threaded, fn, x) for x in items]
+        return [f.result() for f in futures]
+    finally:
+        torch.set_num_threads(main_threads)  # the process-wide default, see above
+
+
+def _draw_blocks(keys: list[int], num_slices: int, out, offsets: range, width: int) -> None:
+    """Draw the tiles of ``keys`` and copy their first columns into ``out`` (numpy view)."""
     gen = torch.Generator()
-    gen.manual_seed(block_seed(seed, block))
-    if out is None:
-        return torch.randn(num_slices, STREAM_BLOCK, generator=gen)
-    return torch.randn(num_slices, STREAM_BLOCK, generator=gen, out=out)
+    tile = torch.empty(num_slices, STREAM_BLOCK)
+    tile_np = tile.numpy()
+    for key, offset in zip(keys, offsets, strict=True):
+        gen.manual_seed(key)
+        torch.randn(num_slices, STREAM_BLOCK, generator=gen, out=tile)
+        cols = min(STREAM_BLOCK, width - offset)
+        out[:, offset : offset + cols] = tile_np[:, :cols]
 
 
 def draw_columns(
-    seed: int, num_slices: int, start: int, stop: int, out: torch.Tensor | None = None
+    seed: int,
+    num_slices: int,
+    start: int,
+    stop: int,
+    out: torch.Tensor | None = None,
+    threads: int | None = None,
 ) -> torch.Tensor:
     """Unnormalised directions ``v[:, start:stop]`` (float32, CPU); ``start`` is block-aligned.
 
-    With ``out`` (float32, at least ``(s, stop - start)``), the columns are written
-    there and a view of it is returned: no allocation proportional to the width.
+    With ``out`` (float32, contiguous, at least ``(s, stop - start)`` elements), the
+    columns are written there and a ``(s, stop - start)`` view of it is returned: no
+    allocation proportional to the width. The tiles are drawn on ``threads`` threads
+    (default ``torch.get_num_threads()``); the values never depend on it.
     """
     if start % STREAM_BLOCK:
         raise ValueError(f"start must be a multiple of {STREAM_BLOCK}, got {start}")
     width = stop - start
     if out is None:
         out = torch.empty(num_slices, width)
-    tile = torch.empty(num_slices, STREAM_BLOCK)
-    for offset in range(0, width, STREAM_BLOCK):
-        draw_block(seed, num_slices, (start + offset) // STREAM_BLOCK, out=tile)
-        cols = min(STREAM_BLOCK, width - offset)
-        out[:, offset : offset + cols].copy_(tile[:, :cols])
-    return out[:, :width]
+    view = out.view(-1)[: num_slices * width].view(num_slices, width)
+    view_np = view.numpy()
+    first = start // STREAM_BLOCK
+    offsets = range(0, width, STREAM_BLOCK)
+    keys = cpu_block_keys(seed, first, len(offsets))
+    threads = torch.get_num_threads() if threads is None else threads
+    parts = min(threads, len(keys))
+    if num_slices * width < _PARALLEL_MIN_NORMALS:
+        parts = 1
+    bounds = [len(keys) * i // parts for i in range(parts + 1)]
+
+    def draw(part: int) -> None:
+        lo, hi = bounds[part], bounds[part + 1]
+        _draw_blocks(keys[lo:hi], num_slices, view_np, offsets[lo:hi], width)
+
+    parallel_map(draw, list(range(parts)), parts)
+    return view
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -1,11 +1,13 @@
 """`per-triton bench`: run the pytest-benchmark suites and write the result JSON.
 
-Runs ``pytest`` on ``bench/bench_training.py`` (``--suite training``) and/or
-``bench/bench_kernels.py`` (``--suite kernel``) in a subprocess with
+Runs ``pytest`` on ``bench/bench_training.py`` (``--suite training``),
+``bench/bench_kernels.py`` (``--suite kernel``) and/or ``bench/bench_cpu.py``
+(``--suite cpu``: per_triton's CPU path against plain torch) in a subprocess with
 ``--benchmark-json``, streaming pytest's progress, then adds the ``machine_info``
 keys of docs/CONTRACTS.md (GPU name, torch / triton / CUDA versions, commit, this
 command) and prints, for the training suite, the time per iteration of each method
-and its ratio to ``vanilla``.
+and its ratio to ``vanilla``; for the cpu suite, the per_triton / plain-torch ratio
+table, also written as Markdown beside the JSON (``<stem>.md``).
 
 The file goes to ``<out>/<gpu-or-cpu>/<suite>[-quick]-<UTC time>.json`` (``<out>``
 defaults to :func:`per_triton.paths.default_output_dir`: ``bench/results`` in a
@@ -34,7 +36,11 @@ from .. import paths
 from ..methods import order_key
 from ._args import int_at_least
 
-SUITE_FILES = {"training": ("bench_training.py",), "kernel": ("bench_kernels.py",)}
+SUITE_FILES = {
+    "training": ("bench_training.py",),
+    "kernel": ("bench_kernels.py",),
+    "cpu": ("bench_cpu.py",),
+}
 SUITE_FILES["all"] = SUITE_FILES["kernel"] + SUITE_FILES["training"]
 
 
@@ -54,6 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="results folder (default: bench/results in a checkout, else ./per-triton-results; "
         "the file goes to <out>/<gpu-or-cpu>/) or a file path ending in .json",
+    )
+    parser.add_argument(
+        "--busy",
+        action="store_true",
+        help="cpu suite: keep a CPU-bound process running beside the benchmarks",
     )
     parser.add_argument("-k", dest="keyword", default=None, help="pytest -k expression")
     parser.add_argument(
@@ -92,6 +103,8 @@ def _command_line(args: argparse.Namespace) -> str:
     parts = ["per-triton", "bench", "--suite", args.suite, "--device", args.device]
     if args.quick:
         parts.append("--quick")
+    if getattr(args, "busy", False):
+        parts.append("--busy")
     if args.out is not None:
         parts += ["--out", str(args.out)]
     if args.keyword:
@@ -134,9 +147,32 @@ def training_table(benchmarks: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def cpu_table(benchmarks: list[dict[str, Any]]) -> str:
+    """Markdown table of the cpu suite: both providers' medians and their ratio."""
+    rows = [b["extra_info"] for b in benchmarks if b.get("extra_info", {}).get("suite") == "cpu"]
+    if not rows:
+        return ""
+    lines = [
+        "| threads | busy core | b | d | s | per_triton (ms) | plain torch (ms) | ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["threads"], r["d"], r["b"], r["s"])):
+        lines.append(
+            f"| {r['threads']} | {'yes' if r['busy'] else 'no'} | {r['b']} | {r['d']} | {r['s']} "
+            f"| {r['per_triton_median_s'] * 1e3:.2f} | {r['torch_median_s'] * 1e3:.2f} "
+            f"| {r['ratio']:.2f} |"
+        )
+    ratios = [r["ratio"] for r in rows]
+    lines.append("")
+    median = sorted(ratios)[len(ratios) // 2]
+    lines.append(f"max ratio {max(ratios):.2f}, median ratio {median:.2f}")
+    return "\n".join(lines)
+
+
 def _other_table(benchmarks: list[dict[str, Any]]) -> str:
-    """Median time of every non-training benchmark (the kernel suite), one per line."""
-    rows = [b for b in benchmarks if b.get("extra_info", {}).get("suite") != "training"]
+    """Median time of every benchmark of the other suites (the kernel suite), one per line."""
+    suites = ("training", "cpu")
+    rows = [b for b in benchmarks if b.get("extra_info", {}).get("suite") not in suites]
     if not rows:
         return ""
     header = f"{'benchmark':<70} {'median':>13}"
@@ -166,12 +202,14 @@ def _run_pytest(cmd: list[str], cwd: Path, env: dict[str, str]) -> int:
         return proc.wait()
 
 
-def _note(quick: bool, device: str) -> str | None:
+def _note(quick: bool, device: str, suite: str = "training") -> str | None:
     """Label for results that are not cost measurements (DESIGN.md section 5)."""
     notes = []
     if quick:
         notes.append("quick run: tiny shapes and few rounds, a smoke test")
-    if device == "cpu":
+    if suite == "cpu":
+        notes.append("CPU suite: the claim is the per_triton / plain-torch ratio, side by side")
+    elif device == "cpu":
         notes.append("CPU timings: not a cost measurement, only GPU figures count")
     return "; ".join(notes) or None
 
@@ -180,6 +218,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     device = args.device
+    if args.suite == "cpu":
+        device = "cpu"  # the cpu suite times the CPU path only
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
@@ -212,6 +252,7 @@ def run(args: argparse.Namespace) -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
     env[common.ENV_DEVICE] = device
     env[common.ENV_QUICK] = "1" if args.quick else "0"
+    env["PER_TRITON_BENCH_BUSY"] = "1" if getattr(args, "busy", False) else "0"
     if args.rounds is not None:
         env[common.ENV_ROUNDS] = str(args.rounds)
     if not torch.cuda.is_available():
@@ -233,17 +274,31 @@ def run(args: argparse.Namespace) -> int:
         if args.keyword:
             cmd += ["-k", args.keyword]
         print(f"[bench] {device}: {' '.join(f.name for f in files)}", flush=True)
+        load_start = [round(x, 2) for x in os.getloadavg()]
         rc = _run_pytest(cmd, cwd=bench_dir.parent, env=env)
         if not raw.is_file() or not raw.read_text().strip():
             print(f"per-triton bench: pytest wrote no result (exit {rc})", file=sys.stderr)
             return rc or 1
         extras = common.machine_extras(device, _command_line(args))
-        extras["note"] = _note(args.quick, device)
+        extras["note"] = _note(args.quick, device, args.suite)
+        extras["load_average_start"] = load_start
+        extras["load_average"] = [round(x, 2) for x in os.getloadavg()]
         data = common.stamp_result_file(raw, extras)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(data, indent=2) + "\n")
     benchmarks = data.get("benchmarks", [])
     print(training_table(benchmarks))
+    table = cpu_table(benchmarks)
+    if table:
+        header = (
+            f"# CPU sweep: per_triton vs plain torch (forward + backward)\n\n"
+            f"command: `{extras['command']}`\n\ncommit: {extras.get('commit')}\n\n"
+            f"load average (1, 5, 15 min) at the start {load_start}, at the end "
+            f"{extras['load_average']}; busy process beside: {getattr(args, 'busy', False)}; "
+            f"nproc {os.cpu_count()}\n\n"
+        )
+        out_path.with_suffix(".md").write_text(header + table + "\n")
+        print("\n" + table)
     other = _other_table(benchmarks)
     if other:
         print("\n" + other)
