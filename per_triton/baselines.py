@@ -39,6 +39,7 @@ from torch import nn
 from . import reference
 from .loss import per_loss
 from .methods import METHODS, PENALTY_METHODS, check_method
+from .seeds import child_seed
 
 __all__ = [
     "METHODS",
@@ -56,9 +57,6 @@ __all__ = [
     "penalty_modules",
     "set_step_seed",
 ]
-
-_SEED_MASK = 2**63 - 1
-_GOLDEN = 0x9E3779B97F4A7C15  # odd constant: distinct layers get well-separated seeds
 
 
 class ActivationPenalty(nn.Module):
@@ -232,8 +230,11 @@ def penalty_modules(model: nn.Module) -> list[ActivationPenalty]:
 
 
 def layer_seed(step_seed: int, index: int) -> int:
-    """Seed of the ``index``-th penalty module for one step: distinct per layer."""
-    return (int(step_seed) + (index + 1) * _GOLDEN) & _SEED_MASK
+    """Seed of the ``index``-th penalty module for one step: distinct per layer.
+
+    ``per_triton.seeds.child_seed(step_seed, "layer", index)``.
+    """
+    return child_seed(int(step_seed), "layer", index)
 
 
 def set_step_seed(model: nn.Module, seed: int | None) -> None:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .methods import TRAIN_METHODS, check_method
+from .seeds import child_seed
 
 MODEL_NAME = "small_cnn_digits"
 # Training images in load_digits()'s fixed split: 1797 minus 359 held out (20% of each
@@ -62,7 +63,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
 
 def _step_seed(seed: int, step: int) -> int:
     """Seed of PER's directions at one step: reproducible, distinct per run and step."""
-    return seed * 1_000_003 + step
+    return child_seed(seed, "step", step)
 
 
 def train_one(

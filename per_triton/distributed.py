@@ -34,6 +34,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from .seeds import child_seed
+
 __all__ = ["StepSeed", "agree_seed", "step_seed"]
 
 _SEED_LIMIT = 2**62
@@ -57,8 +59,11 @@ def agree_seed(generator: torch.Generator | None = None, group: object = None) -
 
 
 def step_seed(base_seed: int, step: int) -> int:
-    """A communication-free step seed: the same on every rank for the same ``(base, step)``."""
-    return (int(base_seed) * 1_000_003 + int(step)) % _SEED_LIMIT
+    """A communication-free step seed: the same on every rank for the same ``(base, step)``.
+
+    ``per_triton.seeds.child_seed(base_seed, "step", step)``, in ``[0, 2**63)``.
+    """
+    return child_seed(int(base_seed), "step", int(step))
 
 
 class StepSeed:

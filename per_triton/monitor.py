@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -42,14 +41,17 @@ from torch import nn
 from .closeness_schema import RECORD_KEYS as RECORD_KEYS  # the one record format
 from .closeness_schema import STAT_KEYS, check_record
 from .regularize import SAMPLES, as_samples, hidden_state
+from .seeds import child_seed
 
 _QUANTILES = (0.25, 0.5, 0.75)
-_SEED_MOD = 2**31 - 1
 
 
 def record_seed(direction_seed: int, step: int) -> int:
-    """Seed of the SW1 directions for one record step (same for every method)."""
-    return (direction_seed * 1_000_003 + step * 7_919 + 1) % _SEED_MOD
+    """Seed of the SW1 directions for one record step (same for every method).
+
+    ``per_triton.seeds.child_seed(direction_seed, "monitor-record", step)``.
+    """
+    return child_seed(int(direction_seed), "monitor-record", int(step))
 
 
 def select_units(dim: int, units: int, direction_seed: int, layer: str) -> torch.Tensor:
@@ -59,7 +61,7 @@ def select_units(dim: int, units: int, direction_seed: int, layer: str) -> torch
     """
     if units >= dim:
         return torch.arange(dim)
-    gen = torch.Generator().manual_seed(direction_seed * 65_537 + zlib.crc32(layer.encode()))
+    gen = torch.Generator().manual_seed(child_seed(int(direction_seed), "monitor-units", layer))
     return torch.randperm(dim, generator=gen)[:units].sort().values
 
 

@@ -122,6 +122,15 @@ def _mix32(x: np.ndarray) -> np.ndarray:
         return x ^ (x >> np.uint32(16))
 
 
+def _mix32_int(x: int) -> int:
+    """:func:`_mix32` of one int."""
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & 0xFFFFFFFF
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
 def cpu_block_keys(seed: int, first: int, count: int) -> list[int]:
     """Keys of the torch CPU generators of blocks ``first .. first + count - 1``.
 
@@ -134,6 +143,8 @@ def cpu_block_keys(seed: int, first: int, count: int) -> list[int]:
     (about ``n_blocks**2 / 2**33`` over all the blocks compared), never structurally.
     """
     base = child_seed(seed, "cpu-block") & 0xFFFFFFFF
+    if count <= 64:  # plain ints: cheaper than numpy for a few blocks
+        return [_mix32_int((base + c) & 0xFFFFFFFF) for c in range(first, first + count)]
     blocks = np.arange(first, first + count, dtype=np.uint64)
     words = ((blocks + np.uint64(base)) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
     return _mix32(words).tolist()

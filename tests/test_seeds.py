@@ -1,0 +1,110 @@
+"""Child seeds (per_triton/seeds.py): one derivation, no collisions of purpose, layer, block."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from per_triton import digits_experiment, monitor, seeds
+from per_triton.baselines import layer_seed
+from per_triton.directions import STREAM_BLOCK, draw_columns
+from per_triton.distributed import step_seed
+
+STEP_SEEDS = (0, 1, 12345, 7000026, 2**62 + 3)  # 7000026: the collision of issue 15
+
+
+def test_layer_blocks_never_repeat_a_tile_across_layers():
+    """Every (layer, block) of one step draws its own tile.
+
+    The old derivation added ``(i + 1) * golden`` twice (layer, then block), so layer
+    ``i``'s block ``c`` was bit-identical to layer ``i + 1``'s block ``c - 1``.
+    """
+    layers, blocks = 12, 48
+    for step in STEP_SEEDS:
+        heads = {}
+        for i in range(layers):
+            v = draw_columns(layer_seed(step, i), 1, 0, blocks * STREAM_BLOCK)[0]
+            for c in range(blocks):
+                head = tuple(v[c * STREAM_BLOCK : c * STREAM_BLOCK + 4].tolist())
+                assert head not in heads, f"step {step}: layer {i} block {c} = {heads[head]}"
+                heads[head] = (i, c)
+
+
+def test_generator_keys_of_a_step_are_distinct_over_layers_and_blocks():
+    """The 32-bit keys torch's generators see, for 32 layers x 4096 blocks per step."""
+    for step in STEP_SEEDS:
+        keys = np.concatenate(
+            [seeds.cpu_block_keys(layer_seed(step, i), 0, 4096) for i in range(32)]
+        )
+        assert len(np.unique(keys)) == keys.size, f"step {step}"
+
+
+def test_block_keys_of_one_seed_are_distinct():
+    """A bijection of ``base + c``: no repeated tile inside one direction set, 2**20 blocks."""
+    keys = np.asarray(seeds.cpu_block_keys(99, 0, 2**20), dtype=np.uint64)
+    assert len(np.unique(keys)) == keys.size and keys.max() < 2**32
+    # the short (plain int) path and the numpy path agree, across the 2**32 wrap too
+    for first in (0, 17, 2**32 - 5):
+        assert seeds.cpu_block_keys(5, first, 10) == seeds.cpu_block_keys(5, first, 100)[:10]
+
+
+def test_torch_cpu_generator_keeps_only_32_bits_of_a_seed():
+    """The fact cpu_block_keys is built on (if torch changes it, the keys may widen)."""
+    a = torch.randn(8, generator=torch.Generator().manual_seed(12345))
+    b = torch.randn(8, generator=torch.Generator().manual_seed(12345 + 2**40))
+    assert torch.equal(a, b)
+
+
+def test_child_seeds_do_not_collide_over_purposes_parents_and_indices():
+    """5 purposes x 8 parents x 2**15 indices (1.3M 63-bit children): all distinct."""
+    parents = [*STEP_SEEDS, layer_seed(7000026, 3), layer_seed(7000026, 4), 2**64 - 1]
+    indices = np.arange(2**15)
+    children = [
+        seeds.child_seeds(p, purpose, indices) for purpose in seeds.PURPOSES for p in parents
+    ]
+    flat = np.concatenate(children)
+    assert flat.min() >= 0 and len(np.unique(flat)) == flat.size
+    # the vectorised form is the scalar one
+    for purpose in seeds.PURPOSES:
+        for p in parents[:3]:
+            expected = [seeds.child_seed(p, purpose, int(i)) for i in (0, 1, 777, 2**15 - 1)]
+            assert (
+                seeds.child_seeds(p, purpose, np.array([0, 1, 777, 2**15 - 1])).tolist() == expected
+            )
+
+
+def test_every_derivation_goes_through_child_seed():
+    assert layer_seed(7000026, 3) == seeds.child_seed(7000026, "layer", 3)
+    assert step_seed(11, 40) == seeds.child_seed(11, "step", 40)
+    assert digits_experiment._step_seed(11, 40) == step_seed(11, 40)
+    assert monitor.record_seed(9, 4) == seeds.child_seed(9, "monitor-record", 4)
+    gen = torch.Generator().manual_seed(seeds.child_seed(9, "monitor-units", "block2.pre"))
+    expected = torch.randperm(1000, generator=gen)[:20].sort().values
+    assert torch.equal(monitor.select_units(1000, 20, 9, "block2.pre"), expected)
+
+
+def test_string_index_and_range():
+    a = seeds.child_seed(3, "monitor-units", "conv1")
+    assert (
+        a
+        == seeds.child_seed(3, "monitor-units", "conv1")
+        != seeds.child_seed(3, "monitor-units", "conv2")
+    )
+    assert 0 <= a < seeds.SEED_LIMIT
+
+
+@pytest.mark.parametrize(
+    ("args", "name"),
+    [
+        ((-1, "layer", 0), "parent"),
+        ((2**64, "layer", 0), "parent"),
+        ((1.5, "layer", 0), "parent"),
+        ((1, "layers", 0), "purpose"),
+        ((1, "layer", -2), "index"),
+        ((1, "layer", 2.0), "index"),
+    ],
+)
+def test_bad_arguments_are_named(args, name):
+    with pytest.raises(ValueError, match=name):
+        seeds.child_seed(*args)
