@@ -1,0 +1,131 @@
+"""The CPU path's kept directions, thread split and allocation bound (per_triton/cpu_path.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import per_triton as pt
+from per_triton import cpu_path, reference
+from per_triton.directions import STREAM_BLOCK, draw_columns
+
+from .assertions import assert_close
+
+
+@pytest.fixture
+def budget():
+    """Restore the kept-directions budget and empty the store after the test."""
+    old = cpu_path.cache_budget()
+    yield cpu_path.set_cache_budget
+    cpu_path.set_cache_budget(0)
+    cpu_path.set_cache_budget(old)
+
+
+@pytest.mark.parametrize("kept_chunks", [0, 3, 10])
+def test_kept_or_regenerated_the_gradient_is_eq6_on_the_same_directions(budget, kept_chunks):
+    """Budget for 0, 3 or all 10 chunks: loss and gradient equal the reference's."""
+    s, chunk = 16, 2 * STREAM_BLOCK
+    h = torch.randn(3, 10 * chunk - 77, dtype=torch.float64)
+    budget(4 * s * chunk * kept_chunks)
+    loss, coeff = cpu_path.forward(h, 5, s, chunk=chunk)
+    grad = cpu_path.backward(coeff, 5, h.shape[1], torch.float64, chunk=chunk)
+    theta = pt.sample_directions(s, h.shape[1], 5, dtype=torch.float64)
+    assert_close("loss", loss / 3, reference.per_loss(h, theta), 0, 1e-12)
+    assert_close("grad", grad / 3, reference.per_grad(h, theta), 1e-15, 1e-10)
+
+
+def test_backward_redraws_only_the_chunks_past_the_budget(budget, monkeypatch):
+    s, chunk = 8, STREAM_BLOCK
+    h = torch.randn(2, 10 * chunk)
+    budget(4 * s * chunk * 3)
+    calls = []
+
+    def counting(seed, num_slices, start, stop, **kw):
+        calls.append(start // chunk)
+        return draw_columns(seed, num_slices, start, stop, **kw)
+
+    monkeypatch.setattr(cpu_path, "draw_columns", counting)
+    _loss, coeff = cpu_path.forward(h, 1, s, chunk=chunk)
+    assert calls == list(range(10))
+    calls.clear()
+    cpu_path.backward(coeff, 1, h.shape[1], torch.float32, chunk=chunk)
+    assert sorted(calls) == list(range(3, 10))
+    # the backward took its entry out: a second backward redraws everything
+    calls.clear()
+    cpu_path.backward(coeff, 1, h.shape[1], torch.float32, chunk=chunk)
+    assert sorted(calls) == list(range(10))
+
+
+class _LargestOutput(TorchDispatchMode):
+    """Records the largest tensor any aten op returns (allocations of this thread)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel() * t.element_size())
+        return out
+
+
+def test_no_allocation_of_directions_above_the_working_chunk_and_budget(budget):
+    """``s*d`` = 64 MiB of directions: no tensor above 4 MiB, kept bytes within the budget."""
+    b, d, s = 2, 2**16, 256
+    budget(6 * 2**20)
+    h = torch.randn(b, d, requires_grad=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # every op on this thread, where the mode sees it
+    try:
+        with _LargestOutput() as mode:
+            loss = pt.per_loss(h, s, seed=3)
+            stored = cpu_path._stored_bytes()
+            loss.backward()
+    finally:
+        torch.set_num_threads(threads)
+    assert 0 < stored <= 6 * 2**20
+    assert cpu_path._stored_bytes() == 0
+    assert mode.largest <= max(cpu_path.WORK_BYTES, 4 * b * d), mode.largest
+    assert mode.largest <= 4 * s * d // 16  # a sixteenth of the direction matrix
+
+
+def test_forward_without_backward_leaves_at_most_the_budget(budget):
+    budget(2**20)
+    for seed in range(5):
+        cpu_path.forward(torch.randn(2, 4096), seed, 64)
+    assert cpu_path._stored_bytes() <= 2**20
+
+
+def test_thread_count_changes_nothing_but_rounding():
+    a = draw_columns(8, 64, 0, 40 * STREAM_BLOCK, threads=1)
+    assert torch.equal(a, draw_columns(8, 64, 0, 40 * STREAM_BLOCK, threads=2))
+    h = torch.randn(4, 3 * 2**14, dtype=torch.float64)
+    threads = torch.get_num_threads()
+    results = []
+    for n in (1, 2):
+        torch.set_num_threads(n)
+        try:
+            loss, coeff = cpu_path.forward(h, 4, 256, keep=False)
+            results.append((loss, cpu_path.backward(coeff, 4, h.shape[1], torch.float64)))
+        finally:
+            torch.set_num_threads(threads)
+    assert_close("loss", results[1][0], results[0][0], 0, 1e-12)
+    assert_close("grad", results[1][1], results[0][1], 1e-15, 1e-10)
+
+
+def test_eager_path_equals_the_registered_ops():
+    h = torch.randn(5, 3000, requires_grad=True)
+    loss = pt.per_loss(h, 32, seed=11, reduction="sum")
+    loss.backward()
+    h2 = h.detach().clone().requires_grad_()
+    loss2, _ = torch.ops.per_triton.per_fwd(h2, torch.tensor([11]), 32, "tf32")
+    loss2.backward()
+    assert torch.equal(loss, loss2) and torch.equal(h.grad, h2.grad)
+
+
+def test_bad_budget_is_named():
+    with pytest.raises(ValueError, match="num_bytes"):
+        cpu_path.set_cache_budget(-1)
