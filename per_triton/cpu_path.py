@@ -6,7 +6,7 @@ drawn, used and dropped, so extra memory is ``O(s * chunk + b * s)`` whatever ``
 is, plus the kept directions below.
 
 Kept directions: the forward pass keeps the chunks it drew, in order, while they
-fit in :func:`cache_budget` bytes (default 16 MiB, ``PER_TRITON_CPU_CACHE_MB``
+fit in :func:`cache_budget` bytes (default 32 MiB, ``PER_TRITON_CPU_CACHE_MB``
 or :func:`set_cache_budget`); the backward pass uses them and regenerates only the
 chunks past the budget from the seed (DESIGN.md section 2). A layer whose
 directions fit is drawn once per step instead of twice. The store is a memo of a
@@ -25,7 +25,7 @@ from collections import OrderedDict
 
 import torch
 
-from .directions import STREAM_BLOCK, accumulation_dtype, draw_columns, parallel_map
+from .directions import STREAM_BLOCK, accumulation_dtype, draw_tiles, parallel_map
 from .reference import loss_and_coefficients
 
 __all__ = [
@@ -41,12 +41,13 @@ __all__ = [
 
 #: Working chunk of directions, in bytes of float32 (4 MiB).
 WORK_BYTES = 4 * 2**20
-# Below this many normals per call one thread does the whole call (measured).
+# Below this many normals per call (about 1 ms of drawing) one thread does the call:
+# handing parts to pool threads costs tens of microseconds.
 _SPLIT_MIN_NORMALS = 1 << 18
 
 _lock = threading.Lock()
 _store: OrderedDict[tuple[int, int, int, int], list[torch.Tensor]] = OrderedDict()
-_budget = int(float(os.environ.get("PER_TRITON_CPU_CACHE_MB", 16)) * 2**20)
+_budget = int(float(os.environ.get("PER_TRITON_CPU_CACHE_MB", 32)) * 2**20)
 
 
 def cache_budget() -> int:
@@ -120,6 +121,29 @@ def _split(items: list, parts: int) -> list[list]:
     return [items[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
+def _draw(seed: int, num_slices: int, start: int, stop: int, out, parts: int) -> torch.Tensor:
+    """Tiles ``(n, s, STREAM_BLOCK)`` covering columns ``[start, stop)`` of the stream.
+
+    With one part on several torch threads (a single chunk), the blocks are drawn on
+    those threads; within a part of a split call, on the part's own thread.
+    """
+    first, count = start // STREAM_BLOCK, math.ceil((stop - start) / STREAM_BLOCK)
+    threads = torch.get_num_threads() if parts == 1 else 1
+    if threads <= 1 or num_slices * (stop - start) < _SPLIT_MIN_NORMALS:
+        return draw_tiles(seed, num_slices, first, count, out)
+    size = count * num_slices * STREAM_BLOCK
+    tiles = (torch.empty(size) if out is None else out.view(-1)[:size]).view(
+        count, num_slices, STREAM_BLOCK
+    )
+    runs = _split(list(range(count)), min(threads, count))
+    parallel_map(
+        lambda r: draw_tiles(seed, num_slices, first + r[0], len(r), tiles[r[0] : r[-1] + 1]),
+        runs,
+        len(runs),
+    )
+    return tiles
+
+
 def projections(
     h: torch.Tensor, seed: int, num_slices: int, chunk: int | None = None, keep: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,11 +160,10 @@ def projections(
     chunks = _chunks(dim, chunk)
     room, keep_count = (_budget if keep else 0), 0
     for start, stop in chunks:
-        room -= 4 * num_slices * (stop - start)
+        room -= 4 * num_slices * STREAM_BLOCK * math.ceil((stop - start) / STREAM_BLOCK)
         if room < 0:
             break
         keep_count += 1
-    draw_threads = torch.get_num_threads() if parts == 1 else 1
 
     def run(run_chunks: list[tuple[int, tuple[int, int]]]):
         proj = torch.zeros(b, num_slices, dtype=acc)
@@ -149,15 +172,20 @@ def projections(
         buffer = None
         for index, (start, stop) in run_chunks:
             if index < keep_count:  # a fresh tensor, kept for the backward pass
-                v = draw_columns(seed, num_slices, start, stop, threads=draw_threads)
-                kept.append(v)
+                tiles = _draw(seed, num_slices, start, stop, None, parts)
+                kept.append(tiles)
             else:
                 if buffer is None:
                     buffer = torch.empty(num_slices * chunk)
-                v = draw_columns(seed, num_slices, start, stop, out=buffer, threads=draw_threads)
-            v = v.to(acc)
-            proj.addmm_(h[:, start:stop].to(acc), v.T)
-            sq_norm.add_(torch.linalg.vector_norm(v, dim=1).square())
+                tiles = _draw(seed, num_slices, start, stop, buffer, parts)
+            tail = (stop - start) % STREAM_BLOCK
+            if tail:  # columns past d: zero, so that one norm covers the chunk
+                tiles[-1, :, tail:] = 0
+            tiles_acc = tiles.to(acc)
+            sq_norm.add_(torch.linalg.vector_norm(tiles_acc, dim=(0, 2)).square())
+            for offset, tile in zip(range(start, stop, STREAM_BLOCK), tiles_acc, strict=True):
+                cols = min(STREAM_BLOCK, stop - offset)
+                proj.addmm_(h[:, offset : offset + cols].to(acc), tile[:, :cols].T)
         return proj, sq_norm, kept
 
     results = parallel_map(run, _split(list(enumerate(chunks)), parts), parts)
@@ -202,19 +230,26 @@ def backward(
     with _lock:
         kept = _store.pop((seed, num_slices, dim, chunk), [])
     grad = torch.empty(b, dim, dtype=out_dtype)
-    draw_threads = torch.get_num_threads() if parts == 1 else 1
+
+    same_dtype = out_dtype == coeff.dtype
 
     def run(run_chunks: list[tuple[int, tuple[int, int]]]) -> None:
         buffer = None
         for index, (start, stop) in run_chunks:
             if index < len(kept):
-                v = kept[index]
+                tiles = kept[index]
                 kept[index] = None  # type: ignore[call-overload]  # free as we go
             else:
                 if buffer is None:
                     buffer = torch.empty(num_slices * chunk)
-                v = draw_columns(seed, num_slices, start, stop, out=buffer, threads=draw_threads)
-            grad[:, start:stop] = coeff @ v.to(coeff.dtype)
+                tiles = _draw(seed, num_slices, start, stop, buffer, parts)
+            for offset, tile in zip(range(start, stop, STREAM_BLOCK), tiles, strict=True):
+                cols = min(STREAM_BLOCK, stop - offset)
+                v = tile[:, :cols].to(coeff.dtype)
+                if same_dtype:  # straight into the gradient's columns
+                    torch.mm(coeff, v, out=grad[:, offset : offset + cols])
+                else:
+                    grad[:, offset : offset + cols] = coeff @ v
 
     parallel_map(run, _split(list(enumerate(_chunks(dim, chunk))), parts), parts)
     return grad

@@ -25,11 +25,11 @@ import torch
 from ._validation import check_positive_int, seed_tensor
 from .seeds import cpu_block_keys
 
-__all__ = ["STREAM_BLOCK", "draw_columns", "parallel_map", "sample_directions"]
+__all__ = ["STREAM_BLOCK", "draw_columns", "draw_tiles", "parallel_map", "sample_directions"]
 
 STREAM_BLOCK = 256
-# Below this many normals per call the draw stays on the calling thread: handing
-# blocks to a second thread costs more than it saves (measured, bench/bench_cpu.py).
+# Below this many normals per call (about half a millisecond of drawing) the draw
+# stays on the calling thread: handing blocks to a pool thread costs tens of microseconds.
 _PARALLEL_MIN_NORMALS = 1 << 17
 
 _pool: ThreadPoolExecutor | None = None
@@ -84,6 +84,26 @@ def _draw_blocks(keys: list[int], num_slices: int, out, offsets: range, width: i
         torch.randn(num_slices, STREAM_BLOCK, generator=gen, out=tile)
         cols = min(STREAM_BLOCK, width - offset)
         out[:, offset : offset + cols] = tile_np[:, :cols]
+
+
+def draw_tiles(
+    seed: int, num_slices: int, first: int, count: int, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The tiles of blocks ``first .. first + count - 1``: ``(count, s, STREAM_BLOCK)`` float32.
+
+    Tile ``i`` is ``v[:, (first + i) * STREAM_BLOCK : (first + i + 1) * STREAM_BLOCK]``
+    (past ``d`` its columns are drawn but unused), drawn on the calling thread straight
+    into ``out`` (contiguous float32 of at least that many elements) if given: no copy.
+    """
+    size = count * num_slices * STREAM_BLOCK
+    tiles = (torch.empty(size) if out is None else out.view(-1)[:size]).view(
+        count, num_slices, STREAM_BLOCK
+    )
+    gen = torch.Generator()
+    for key, tile in zip(cpu_block_keys(seed, first, count), tiles, strict=True):
+        gen.manual_seed(key)
+        torch.randn(num_slices, STREAM_BLOCK, generator=gen, out=tile)
+    return tiles
 
 
 def draw_columns(

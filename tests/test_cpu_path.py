@@ -8,7 +8,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import per_triton as pt
 from per_triton import cpu_path, reference
-from per_triton.directions import STREAM_BLOCK, draw_columns
+from per_triton.directions import STREAM_BLOCK, draw_columns, draw_tiles
 
 from .assertions import assert_close
 
@@ -41,11 +41,11 @@ def test_backward_redraws_only_the_chunks_past_the_budget(budget, monkeypatch):
     budget(4 * s * chunk * 3)
     calls = []
 
-    def counting(seed, num_slices, start, stop, **kw):
-        calls.append(start // chunk)
-        return draw_columns(seed, num_slices, start, stop, **kw)
+    def counting(seed, num_slices, first, count, out=None):
+        calls.append(first)
+        return draw_tiles(seed, num_slices, first, count, out)
 
-    monkeypatch.setattr(cpu_path, "draw_columns", counting)
+    monkeypatch.setattr(cpu_path, "draw_tiles", counting)
     _loss, coeff = cpu_path.forward(h, 1, s, chunk=chunk)
     assert calls == list(range(10))
     calls.clear()
