@@ -144,3 +144,32 @@ def test_unwritable_out_fails_before_any_benchmark(tmp_path: Path, capsys) -> No
 def test_full_kernel_suite_on_cpu_is_refused(capsys: pytest.CaptureFixture) -> None:
     assert main(["bench", "--suite", "kernel", "--device", "cpu"]) == 2
     assert "needs a GPU" in capsys.readouterr().err
+
+
+def test_cpu_suite_writes_ratios_and_markdown_table(tmp_path: Path) -> None:
+    """`--suite cpu --quick -k <one shape>`: both providers timed, ratio, load, table."""
+    out = tmp_path / "cpu.json"
+    proc = _run("--suite", "cpu", "--quick", "--out", str(out), "-k", "b8-d650-s64")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["machine_info"]["command"].startswith("per-triton bench --suite cpu --device")
+    assert len(data["machine_info"]["load_average"]) == 3
+    rows = [b["extra_info"] for b in data["benchmarks"]]
+    assert sorted(r["threads"] for r in rows) == [1, 2]
+    for r in rows:
+        assert (r["suite"], r["b"], r["d"], r["s"], r["busy"]) == ("cpu", 8, 650, 64, False)
+        for p in ("per_triton", "torch"):
+            assert 0 < r[f"{p}_p20_s"] <= r[f"{p}_median_s"] <= r[f"{p}_p80_s"]
+        assert r["ratio"] == pytest.approx(r["per_triton_median_s"] / r["torch_median_s"])
+    table = out.with_suffix(".md").read_text()
+    assert "| threads | busy core | b | d | s |" in table and "max ratio" in table
+
+
+def test_cpu_sweep_shapes_follow_the_issue() -> None:
+    sys.path.insert(0, str(REPO))
+    from bench.bench_cpu import MAX_BD, sweep_shapes
+
+    shapes = sweep_shapes()
+    # 26 (b, d) pairs with b*d <= 2**25 (not 700 x 49152, not b >= 128 at d = 2**20), two s each
+    assert all(b * d <= MAX_BD for b, d, _ in shapes) and len(shapes) == 2 * 26
+    assert (32, 2**20, 256) in shapes and (64, 2**20, 64) not in shapes
