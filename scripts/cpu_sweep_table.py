@@ -1,0 +1,55 @@
+"""Before/after table of `per-triton bench --suite cpu` result files (README, issue 15).
+
+Each argument is ``LABEL=FILE`` (a result JSON of the cpu suite); runs with the busy
+process beside are told apart by their ``busy`` flag. Prints a summary per (label,
+threads, busy) and the ratio (per_triton / plain torch, medians) of every shape::
+
+    python scripts/cpu_sweep_table.py before=bench/results/cpu/before-9a041f0.json \\
+        before=bench/results/cpu/before-9a041f0-busy.json \\
+        after=bench/results/cpu/after-c09ad82.json after=bench/results/cpu/after-c09ad82-busy.json
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    if not argv or any("=" not in a for a in argv):
+        print(__doc__, file=sys.stderr)
+        return 2
+    ratios: dict[tuple, float] = {}
+    labels: list[str] = []
+    for arg in argv:
+        label, path = arg.split("=", 1)
+        labels += [label] if label not in labels else []
+        for bench in json.loads(Path(path).read_text())["benchmarks"]:
+            e = bench["extra_info"]
+            ratios[(label, e["threads"], e["busy"], e["b"], e["d"], e["s"])] = e["ratio"]
+    cols = [(w, t, busy) for busy in (False, True) for t in (1, 2) for w in labels]
+    print("| run | threads | busy core | shapes | max | median | over 1.0 | median d >= 49152 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for w, t, busy in cols:
+        rows = [(k[4], v) for k, v in ratios.items() if k[:3] == (w, t, busy)]
+        if rows:
+            vals = [v for _, v in rows]
+            big = [v for d, v in rows if d >= 49152] or [float("nan")]
+            print(f"| {w} | {t} | {'yes' if busy else 'no'} | {len(vals)} | {max(vals):.2f} "
+                  f"| {statistics.median(vals):.2f} | {sum(v > 1 for v in vals)} "
+                  f"| {statistics.median(big):.2f} |")  # fmt: skip
+    shapes = sorted({k[3:] for k in ratios}, key=lambda x: (x[1], x[0], x[2]))
+    names = [f"{w} t{t}{' busy' if busy else ''}" for w, t, busy in cols]
+    print("\n| b | d | s | " + " | ".join(names) + " |")
+    print("|" + "---|" * (3 + len(cols)))
+    for b, d, s in shapes:
+        cells = [ratios.get((w, t, busy, b, d, s)) for w, t, busy in cols]
+        text = " | ".join("-" if r is None else f"{r:.2f}" for r in cells)
+        print(f"| {b} | {d} | {s} | {text} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
