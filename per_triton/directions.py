@@ -17,6 +17,7 @@ result does not depend on the thread count). CUDA uses Philox kernels
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -35,6 +36,15 @@ _PARALLEL_MIN_NORMALS = 1 << 17
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 _local = threading.local()
+
+
+def _forget_pool_after_fork() -> None:
+    """A forked child has none of the parent's pool threads: start a new pool there."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def _single_threaded(fn, *args):

@@ -129,3 +129,24 @@ def test_eager_path_equals_the_registered_ops():
 def test_bad_budget_is_named():
     with pytest.raises(ValueError, match="num_bytes"):
         cpu_path.set_cache_budget(-1)
+
+
+def _child_draw(queue) -> None:
+    torch.set_num_threads(2)
+    # no torch reduction here: GNU OpenMP parallel regions can hang in a forked child
+    queue.put(draw_columns(8, 64, 0, 40 * STREAM_BLOCK, threads=2).numpy().copy())
+
+
+def test_a_forked_child_draws_on_its_own_pool():
+    """The parent's pool threads do not exist after fork: the child must not wait on them."""
+    import multiprocessing as mp
+
+    expected = draw_columns(8, 64, 0, 40 * STREAM_BLOCK, threads=2)  # starts the parent's pool
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_draw, args=(queue,))
+    child.start()
+    got = queue.get(timeout=120)  # before join: the child exits once its data is sent
+    child.join(timeout=30)
+    assert child.exitcode == 0
+    assert torch.equal(torch.from_numpy(got), expected)
