@@ -116,7 +116,7 @@ def test_thread_count_changes_nothing_but_rounding():
     assert_close("grad", results[1][1], results[0][1], 1e-15, 1e-10)
 
 
-def test_eager_path_equals_the_registered_ops():
+def test_per_loss_equals_the_registered_ops():
     h = torch.randn(5, 3000, requires_grad=True)
     loss = pt.per_loss(h, 32, seed=11, reduction="sum")
     loss.backward()
