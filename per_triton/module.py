@@ -33,6 +33,7 @@ from .baselines import layer_seed
 from .directions import accumulation_dtype
 from .distributed import step_seed
 from .loss import per_loss
+from .seeds import child_seed_tensor
 
 __all__ = ["PER", "derive_seed", "stream_base"]
 
@@ -52,10 +53,8 @@ def derive_seed(value: int | torch.Tensor, index: int, call: int | None) -> int 
     torch.compile and CUDA-graph friendly); the caller changes its value between steps.
     """
     if isinstance(value, torch.Tensor):
-        # layer_seed in wrapping int64 arithmetic: the same low 63 bits.
-        offset = layer_seed(0, index)
-        offset = offset - 2**63 if offset >= 2**62 else offset
-        return torch.bitwise_and(value.reshape(1) + offset, _MASK63)
+        # layer_seed in int64 tensor arithmetic on the device: the same value
+        return child_seed_tensor(torch.bitwise_and(value.reshape(1), _MASK63), "layer", index)
     return layer_seed(value if call is None else step_seed(value, call), index)
 
 

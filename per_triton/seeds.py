@@ -35,8 +35,16 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import torch
 
-__all__ = ["PURPOSES", "SEED_LIMIT", "child_seed", "child_seeds", "cpu_block_keys"]
+__all__ = [
+    "PURPOSES",
+    "SEED_LIMIT",
+    "child_seed",
+    "child_seed_tensor",
+    "child_seeds",
+    "cpu_block_keys",
+]
 
 #: Every derived seed lies in ``[0, SEED_LIMIT)``, the range the public seed APIs accept.
 SEED_LIMIT = 2**63
@@ -110,6 +118,42 @@ def child_seeds(parent: int, purpose: str, indices: np.ndarray) -> np.ndarray:
         z = (z ^ (z >> np.uint64(27))) * np.uint64(_M2)
         z = z ^ (z >> np.uint64(31))
     return (z >> np.uint64(1)).astype(np.int64)
+
+
+def _s64(x: int) -> int:
+    """A 64-bit word as the int64 with the same bits."""
+    x &= _MASK64
+    return x - 2**64 if x >= 2**63 else x
+
+
+def _srl(z: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 words (torch's ``>>`` is arithmetic)."""
+    return (z >> k) & ((1 << (64 - k)) - 1)
+
+
+def _splitmix64_tensor(z: torch.Tensor) -> torch.Tensor:
+    z = (z ^ _srl(z, 30)) * _s64(_M1)  # int64 products wrap: the low 64 bits
+    z = (z ^ _srl(z, 27)) * _s64(_M2)
+    return z ^ _srl(z, 31)
+
+
+def child_seed_tensor(parent: torch.Tensor, purpose: str, index: int) -> torch.Tensor:
+    """:func:`child_seed` of an int64 tensor of parents in ``[0, 2**63)``, elementwise.
+
+    Plain int64 tensor operations on the parent's device: no host sync, traceable by
+    torch.compile and CUDA graphs. Equal to ``child_seed(int(p), purpose, index)``.
+    """
+    if parent.dtype != torch.int64:
+        raise ValueError(f"parent must be an int64 tensor, got {parent.dtype}")
+    state = _splitmix64_tensor(parent ^ _s64(_TAGS[_check_purpose(purpose)]))
+    z = state + _s64((_index(index) + 1) * _GOLDEN)
+    return _srl(_splitmix64_tensor(z), 1)
+
+
+def _check_purpose(purpose: str) -> str:
+    if purpose not in _TAGS:
+        raise ValueError(f"purpose must be one of {', '.join(PURPOSES)}; got {purpose!r}")
+    return purpose
 
 
 def _mix32(x: np.ndarray) -> np.ndarray:

@@ -108,3 +108,11 @@ def test_string_index_and_range():
 def test_bad_arguments_are_named(args, name):
     with pytest.raises(ValueError, match=name):
         seeds.child_seed(*args)
+
+
+def test_tensor_children_equal_int_children():
+    """The on-device derivation (PER's seed stream) gives child_seed's values exactly."""
+    parents = [0, 1, 7000026, 2**62 + 3, 2**63 - 1, 123456789123456789]
+    for purpose, index in (("layer", 0), ("layer", 5), ("step", 1000)):
+        got = seeds.child_seed_tensor(torch.tensor(parents), purpose, index).tolist()
+        assert got == [seeds.child_seed(p, purpose, index) for p in parents]
