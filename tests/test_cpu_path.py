@@ -10,6 +10,7 @@ import per_triton as pt
 from per_triton import cpu_path, reference
 from per_triton.directions import STREAM_BLOCK, draw_columns, draw_tiles
 
+from . import tolerances
 from .assertions import assert_close
 
 
@@ -31,8 +32,8 @@ def test_kept_or_regenerated_the_gradient_is_eq6_on_the_same_directions(budget, 
     loss, coeff = cpu_path.forward(h, 5, s, chunk=chunk)
     grad = cpu_path.backward(coeff, 5, h.shape[1], torch.float64, chunk=chunk)
     theta = pt.sample_directions(s, h.shape[1], 5, dtype=torch.float64)
-    assert_close("loss", loss / 3, reference.per_loss(h, theta), 0, 1e-12)
-    assert_close("grad", grad / 3, reference.per_grad(h, theta), 1e-15, 1e-10)
+    assert_close("loss", loss / 3, reference.per_loss(h, theta), *tolerances.F64_SAME_MATH)
+    assert_close("grad", grad / 3, reference.per_grad(h, theta), *tolerances.F64_GRAD_PATHS)
 
 
 def test_backward_redraws_only_the_chunks_past_the_budget(budget, monkeypatch):
@@ -112,8 +113,8 @@ def test_thread_count_changes_nothing_but_rounding():
             results.append((loss, cpu_path.backward(coeff, 4, h.shape[1], torch.float64)))
         finally:
             torch.set_num_threads(threads)
-    assert_close("loss", results[1][0], results[0][0], 0, 1e-12)
-    assert_close("grad", results[1][1], results[0][1], 1e-15, 1e-10)
+    assert_close("loss", results[1][0], results[0][0], *tolerances.F64_SAME_MATH)
+    assert_close("grad", results[1][1], results[0][1], *tolerances.F64_GRAD_PATHS)
 
 
 def test_per_loss_equals_the_registered_ops():
