@@ -18,6 +18,7 @@ import per_triton as pt
 from per_triton import exact, reference
 from per_triton.kernels import per_exact
 
+from . import tolerances
 from .assertions import assert_close
 
 mp = pytest.importorskip("mpmath")
@@ -26,7 +27,6 @@ SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
 DIMS = (1, 2, 3, 7, 650, 196608, 2**26)
 RATIOS = (0.0, 1e-3, 0.1, 1.0, 10.0, 1e3, 1e6)
 # Worst relative error allowed against mpmath, per dtype of the squared norms and results.
-MPMATH_RTOL = {torch.float64: 5e-14, torch.float32: 1.2e-7}
 
 
 def _oracle(sq_norm: float, dim: int) -> tuple[float, float]:
@@ -44,9 +44,9 @@ def test_kummer_pair_matches_mpmath(dim: int, dtype: torch.dtype):
     sq = torch.tensor([q * q * dim for q in RATIOS], dtype=dtype)
     f, g = exact.kummer_pair(sq, dim)
     want = torch.tensor([_oracle(float(v), dim) for v in sq], dtype=torch.float64)
-    rtol = MPMATH_RTOL[dtype]
-    assert_close(f"M(-1/2,{dim}/2,.)", f.to(dtype), want[:, 0], atol=0, rtol=rtol)
-    assert_close(f"M(1/2,{dim}/2+1,.)", g.to(dtype), want[:, 1], atol=0, rtol=rtol)
+    tol = tolerances.EXACT_VS_MPMATH[dtype]
+    assert_close(f"M(-1/2,{dim}/2,.)", f.to(dtype), want[:, 0], *tol)
+    assert_close(f"M(1/2,{dim}/2+1,.)", g.to(dtype), want[:, 1], *tol)
 
 
 @pytest.mark.parametrize("dim", [2, 3, 40, 290])
@@ -59,14 +59,14 @@ def test_kummer_pair_continuous_at_the_quadrature_switch(dim: int):
                 continue
             f, g = exact.kummer_pair(torch.tensor([2 * x], dtype=torch.float64), dim)
             of, og = _oracle(2 * x, dim)
-            assert f.item() == pytest.approx(of, rel=5e-14)
-            assert g.item() == pytest.approx(og, rel=5e-14)
+            assert f.item() == tolerances.EXACT_VS_MPMATH[torch.float64].approx(of)
+            assert g.item() == tolerances.EXACT_VS_MPMATH[torch.float64].approx(og)
 
 
 def test_d1_is_psi():
     h = torch.linspace(-30, 30, 61, dtype=torch.float64).reshape(61, 1)
     loss = pt.per_loss(h, estimator="exact", reduction="sum")
-    assert loss.item() == pytest.approx(reference.psi(h).sum().item(), rel=1e-14)
+    assert loss.item() == tolerances.EXACT_D1_IS_PSI.approx(reference.psi(h).sum().item())
 
 
 def _psi_average_d3(r: torch.Tensor) -> torch.Tensor:
@@ -88,11 +88,16 @@ def test_d3_is_the_average_of_psi_over_an_interval():
     loss.backward()
     r = h.detach().norm(dim=1).requires_grad_()
     want = _psi_average_d3(r)
-    assert loss.item() == pytest.approx(want.sum().item(), rel=1e-13)
+    assert loss.item() == tolerances.EXACT_D3_LOSS.approx(want.sum().item())
     # the gradient is d/dr of the closed form along h/r (the closed form cancels to
     # about 1e-11 relative in its r-derivative at r = 0.01, hence rtol)
     (dr,) = torch.autograd.grad(want.sum(), r)
-    assert_close("grad d=3", h.grad, dr[:, None] * h.detach() / r.detach()[:, None], 1e-14, 1e-10)
+    assert_close(
+        "grad d=3",
+        h.grad,
+        dr[:, None] * h.detach() / r.detach()[:, None],
+        *tolerances.EXACT_D3_GRAD,
+    )
 
 
 def test_large_d_limit():
@@ -100,13 +105,15 @@ def test_large_d_limit():
     r2 = torch.tensor([0.0, 1.0, d / 4, float(d), 100.0 * d, 1e6 * d], dtype=torch.float64)
     f, g = exact.kummer_pair(r2, d)
     # corrections are O(1/d) relative
-    assert_close("f", f, torch.sqrt(1 + r2 / d), atol=0, rtol=1e-6)
-    assert_close("g", g, 1 / torch.sqrt(1 + r2 / d), atol=0, rtol=1e-6)
+    assert_close("f", f, torch.sqrt(1 + r2 / d), *tolerances.EXACT_LARGE_D)
+    assert_close("g", g, 1 / torch.sqrt(1 + r2 / d), *tolerances.EXACT_LARGE_D)
 
 
 def test_gaussian_activations_give_2_over_sqrt_pi():
     h = torch.randn(64, 4096, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    assert pt.per_loss(h, estimator="exact").item() == pytest.approx(2 / math.sqrt(math.pi), 2e-3)
+    assert pt.per_loss(h, estimator="exact").item() == tolerances.EXACT_GAUSSIAN.approx(
+        2 / math.sqrt(math.pi)
+    )
 
 
 @pytest.mark.parametrize("dim,scale", [(1, 3.0), (2, 1.0), (3, 20.0), (7, 0.3), (33, 9.0)])
@@ -152,8 +159,8 @@ def test_low_precision_norms_accumulate_in_float32():
     h32 = h.detach().float().requires_grad_()
     want = pt.per_loss(h32, estimator="exact")
     want.backward()
-    assert loss.item() == pytest.approx(want.item(), rel=1e-6)
-    assert_close("bf16 grad", h.grad, h32.grad, atol=0, rtol=1e-2)
+    assert loss.item() == tolerances.EXACT_BF16_LOSS.approx(want.item())
+    assert_close("bf16 grad", h.grad, h32.grad, *tolerances.EXACT_BF16_GRAD)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
@@ -205,9 +212,9 @@ def test_per_layer_adds_exact_gradient_to_incoming():
     (out * up).sum().backward()
     h = x.detach().requires_grad_()
     (g_loss,) = torch.autograd.grad(pt.per_loss(h, estimator="exact", reduction="sum"), h)
-    assert_close("PER grad", x.grad, up + 0.3 * g_loss, 1e-15, 1e-13)
-    assert layer.last_loss.item() == pytest.approx(
-        pt.per_loss(h.detach(), estimator="exact", reduction="sum").item(), rel=1e-14
+    assert_close("PER grad", x.grad, up + 0.3 * g_loss, *tolerances.EXACT_PER_LAYER_GRAD)
+    assert layer.last_loss.item() == tolerances.EXACT_PER_LAYER_LOSS.approx(
+        pt.per_loss(h.detach(), estimator="exact", reduction="sum").item()
     )
     assert "estimator='exact'" in repr(layer)
 
@@ -223,7 +230,7 @@ def test_regularize_with_exact_estimator():
     net.zero_grad()
     hidden = torch.relu(net[0](x))
     (net[2](hidden).sum() + 0.5 * pt.per_loss(hidden, estimator="exact")).backward()
-    assert_close("weight grad", got, net[0].weight.grad, 1e-6, 1e-5)
+    assert_close("weight grad", got, net[0].weight.grad, *tolerances.F32_PATHS)
 
 
 def test_compile_fullgraph_matches_eager():
@@ -235,8 +242,8 @@ def test_compile_fullgraph_matches_eager():
     b = h.clone().requires_grad_()
     lb = pt.per_loss(b, estimator="exact")
     lb.backward()
-    assert la.item() == pytest.approx(lb.item(), rel=1e-6)
-    assert_close("compiled grad", a.grad, b.grad, 1e-8, 1e-5)
+    assert la.item() == tolerances.EXACT_COMPILED_LOSS.approx(lb.item())
+    assert_close("compiled grad", a.grad, b.grad, *tolerances.EXACT_COMPILED_GRAD)
 
 
 # The Triton kernels (kernels/per_exact.py) against the torch ops: TRITON_INTERPRET=1 in
@@ -255,18 +262,18 @@ def test_kernels_match_torch(b: int, d: int, block: int):
     h64 = h.double()
     norms = per_exact.row_sq_norms(h, block=block)  # the first kernel of exact_fwd
     assert norms.dtype == torch.float32
-    assert_close("row_sq_norms", norms, h64.square().sum(1), atol=1e-6, rtol=1e-5)
+    assert_close("row_sq_norms", norms, h64.square().sum(1), *tolerances.EXACT_KERNEL_NORMS_F32)
     want = grad.double() + scale.double()[:, None] * h64
-    assert_close("scale_rows", per_exact.scale_rows(h, scale, grad, block=block), want, 1e-6, 1e-6)
+    assert_close("scale_rows", per_exact.scale_rows(h, scale, grad, block=block), want,
+                 *tolerances.EXACT_KERNEL_SCALE_F32)  # fmt: skip
     assert_close(
         "scale_rows no grad_in",
         per_exact.scale_rows(h, scale, None, block=block),
         scale.double()[:, None] * h64,
-        1e-6,
-        1e-6,
+        *tolerances.EXACT_KERNEL_SCALE_F32,
     )
     assert_close("row_sq_norms f64", per_exact.row_sq_norms(h64, block=block), h64.square().sum(1),
-                 atol=1e-12, rtol=1e-12)  # fmt: skip
+                 *tolerances.EXACT_KERNEL_F64)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -298,10 +305,10 @@ def test_exact_fwd_kernel_matches_torch(dim: int, dtype: torch.dtype):
     table = exact.node_table(h.device)
     loss, scale = per_exact.exact_fwd(h[:-2], table, exact.SWITCH_K, block=64, block_b=4)
     want_loss, want_scale = exact.exact_fwd(h[:-2].cpu())
-    rtol = 1e-13 if dtype == torch.float64 else 1e-6
+    tol = tolerances.EXACT_KERNEL_FWD[dtype]
     assert loss.dtype == want_loss.dtype and scale.dtype == want_scale.dtype
-    assert loss.item() == pytest.approx(want_loss.item(), rel=rtol)
-    assert_close("scale", scale, want_scale, atol=0, rtol=rtol)
+    assert loss.item() == tol.approx(want_loss.item())
+    assert_close("scale", scale, want_scale, *tol)
     # non-finite rows: NaN stays NaN; Inf gives an infinite loss and a zero scale
     loss_nan, scale_nan = per_exact.exact_fwd(h, table, exact.SWITCH_K, block=64, block_b=4)
     assert math.isnan(loss_nan.item()) and scale_nan[-2].isnan()
@@ -339,15 +346,14 @@ def test_cuda_matches_cpu_float64(dtype: torch.dtype):
     h64 = h.double().requires_grad_()
     want = pt.per_loss(h64, estimator="exact")
     want.backward()
-    tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-5}[dtype]
-    assert loss.item() == pytest.approx(want.item(), rel=tol)
-    gtol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
-    assert_close("cuda grad", hc.grad.double(), h64.grad, atol=1e-9, rtol=gtol)
+    loss_tol, grad_tol, layer_tol = tolerances.EXACT_CUDA[dtype]
+    assert loss.item() == loss_tol.approx(want.item())
+    assert_close("cuda grad", hc.grad.double(), h64.grad, *grad_tol)
     # PER layer: one fused pass adds coeff * grad to the incoming gradient
     x = h.cuda().requires_grad_()
     up = torch.randn(x.shape, device="cuda", dtype=dtype)
     (pt.PER(0.5, estimator="exact")(x) * up).sum().backward()
-    assert_close("PER cuda", x.grad.double(), up.double() + 0.5 * h64.grad, 1e-6, 10 * gtol)
+    assert_close("PER cuda", x.grad.double(), up.double() + 0.5 * h64.grad, *layer_tol)
     # compiled, fullgraph, no recompile for new values
     fn = torch.compile(lambda t: pt.per_loss(t, estimator="exact"), fullgraph=True)
-    assert fn(h.cuda()).item() == pytest.approx(want.item(), rel=tol)
+    assert fn(h.cuda()).item() == loss_tol.approx(want.item())

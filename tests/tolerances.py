@@ -114,3 +114,124 @@ FLOOR_RATIO_MEASURED = Tol(0.0, 0.1)
 GAUSSIAN_PER_MC = Tol(6e-3, 0.0)
 #: statistical tests accept within this many standard errors
 SIGMAS = 5
+
+# --- the fused Triton kernels (kernels/per_fused.py), same directions -------------------
+#: fused kernels vs the float64 reference, dtype -> output -> Tol; float32 kernels, and
+#: float64 = per_triton.cuda_ops' materialised chunks. Values: coeff ~ 1/(s sqrt d),
+#: grad ~ 1/sqrt(d)
+FUSED_VS_REFERENCE: dict[torch.dtype, dict[str, Tol]] = {
+    torch.float32: {
+        "loss_sum": Tol(1e-5, 1e-5),
+        "coeff": Tol(1e-7, 1e-4),
+        "grad": Tol(1e-7, 1e-4),
+    },
+    torch.float64: {
+        "loss_sum": Tol(1e-12, 1e-12),
+        "coeff": Tol(1e-14, 1e-10),
+        "grad": Tol(1e-14, 1e-10),
+    },
+}
+#: two tile configs (or two splits of d) on the same data: summation order only
+FUSED_TILE_CONFIGS = Tol(1e-7, 1e-5)
+#: absolute slack added to a float64 rounding bound (e.g. s * eps32 * (|C| @ |V|))
+F64_BOUND_SLACK = 1e-12
+#: GPU (gpu-marked tests): relative error norm ||got - want|| / ||want|| vs float64 on
+#: the same directions, by (dtype, precision) and output. TF32 rounds operands to 10
+#: mantissa bits; bf16/fp16 project in float32 (TF32), so loss and coefficients are as
+#: close as float32's; bf16 rounds the gradient on output to 8 bits, fp16 to 11.
+GPU_REL_NORM: dict[tuple[str, str], dict[str, float]] = {
+    ("float32", "ieee"): {"loss": 1e-5, "coeff": 1e-5, "grad": 1e-5},
+    ("float32", "tf32"): {"loss": 2e-3, "coeff": 5e-3, "grad": 5e-3},
+    ("bfloat16", "tf32"): {"loss": 2e-3, "coeff": 5e-3, "grad": 2e-2},
+    ("float16", "tf32"): {"loss": 2e-3, "coeff": 5e-3, "grad": 5e-3},
+}
+#: GPU: the float64 path of per_triton.cuda_ops vs the reference (relative error norm)
+GPU_F64_REL_NORM = 1e-12
+#: GPU: fused float32 (ieee) vs the float64 chunk path at s * d > 2**31 (relative error norm)
+GPU_LARGE_INDEX_REL_NORM = 1e-5
+#: GPU: a compiled step vs eager on the same seed (relative, scalar loss)
+GPU_COMPILED_VS_EAGER = Tol(0.0, 1e-5)
+#: GPU: CUDA-graph replays on a fixed seed vs one eager call (relative, scalar loss)
+GPU_GRAPH_REPLAY = Tol(0.0, 1e-6)
+
+# --- the Philox direction stream (kernels/philox_directions.py) -------------------------
+#: interpreter only: kernel normals vs a float32 numpy replica of the same expressions
+#: (numpy's float32 log2/sin/cos/sqrt; FMA or not in the angle)
+PHILOX_F32_REPLICA = Tol(2e-6, 2e-6)
+#: unit rows of the materialised directions, by dtype (absolute)
+PHILOX_UNIT_ROWS: dict[torch.dtype, Tol] = {
+    torch.float32: Tol(1e-5, 0.0),
+    torch.float64: Tol(1e-12, 0.0),
+}
+#: the benchmark floor kernel's per-split float32 sums vs the sum of the same normals
+PHILOX_SPLIT_SUM = Tol(1e-3, 1e-5)
+#: Kolmogorov-Smirnov tests against N(0, 1) pass above this p-value
+KS_MIN_PVALUE = 1e-3
+
+# --- the exact estimator (per_triton/exact.py, kernels/per_exact.py) ---------------------
+#: Kummer's M(-1/2, d/2, .) and M(1/2, d/2 + 1, .) vs mpmath, relative, by dtype
+EXACT_VS_MPMATH: dict[torch.dtype, Tol] = {
+    torch.float64: Tol(0.0, 5e-14),
+    torch.float32: Tol(0.0, 1.2e-7),
+}
+#: d = 1: the exact loss is psi summed (float64, relative)
+EXACT_D1_IS_PSI = Tol(0.0, 1e-14)
+#: d = 3: the loss vs the average of psi over an interval (closed form, float64)
+EXACT_D3_LOSS = Tol(0.0, 1e-13)
+#: d = 3: the gradient vs the r-derivative of the closed form, which cancels to about
+#: 1e-11 relative at r = 0.01 (hence rtol)
+EXACT_D3_GRAD = Tol(1e-14, 1e-10)
+#: d = 2**26: the large-d limit sqrt(1 + r^2/d); corrections are O(1/d) relative
+EXACT_LARGE_D = Tol(0.0, 1e-6)
+#: E over Gaussian activations = 2/sqrt(pi) at d = 4096 (relative, Monte Carlo)
+EXACT_GAUSSIAN = Tol(0.0, 2e-3)
+#: bfloat16 inputs (float32 norms) vs float32 inputs: loss, and the bf16-rounded gradient
+EXACT_BF16_LOSS = Tol(0.0, 1e-6)
+EXACT_BF16_GRAD = Tol(0.0, 1e-2)
+#: the PER layer's fused gradient / last_loss vs per_loss's, float64
+EXACT_PER_LAYER_GRAD = Tol(1e-15, 1e-13)
+EXACT_PER_LAYER_LOSS = Tol(0.0, 1e-14)
+#: compiled (fullgraph) vs eager, float32: loss and gradient
+EXACT_COMPILED_LOSS = Tol(0.0, 1e-6)
+EXACT_COMPILED_GRAD = Tol(1e-8, 1e-5)
+#: Triton row norms / row scaling vs float64 torch, float32 kernels and float64 kernels
+EXACT_KERNEL_NORMS_F32 = Tol(1e-6, 1e-5)
+EXACT_KERNEL_SCALE_F32 = Tol(1e-6, 1e-6)
+EXACT_KERNEL_F64 = Tol(1e-12, 1e-12)
+#: the Triton forward (loss, scale) vs the torch forward, relative, by dtype
+EXACT_KERNEL_FWD: dict[torch.dtype, Tol] = {
+    torch.float64: Tol(0.0, 1e-13),
+    torch.float32: Tol(0.0, 1e-6),
+}
+#: GPU: the CUDA path vs the CPU float64 path, by dtype: (loss, gradient, PER layer)
+EXACT_CUDA: dict[torch.dtype, tuple[Tol, Tol, Tol]] = {
+    dtype: (Tol(0.0, loss), Tol(1e-9, grad), Tol(1e-6, 10 * grad))
+    for dtype, loss, grad in (
+        (torch.float64, 1e-12, 1e-12),
+        (torch.float32, 1e-5, 1e-5),
+        (torch.bfloat16, 1e-5, 1e-2),
+    )
+}
+
+# --- training loops (tests/test_training_loops.py) --------------------------------------
+#: a model's gradients through two training-loop forms, by dtype
+LOOP_GRAD: dict[torch.dtype, Tol] = {
+    torch.float32: Tol(1e-6, 1e-5),
+    torch.float64: Tol(1e-12, 1e-9),
+}
+#: GradScaler-scaled and loss/4 steps vs the plain step (float32 gradients)
+LOOP_GRAD_SCALER = Tol(0.0, 1e-6)
+LOOP_LOSS_DIV_4 = Tol(1e-7, 1e-6)
+#: the inject mode vs the loss mode, float32 model gradients
+LOOP_INJECT_VS_LOSS = Tol(1e-6, 1e-4)
+#: the two modes differ from the plain step by at least this much (not a tolerance:
+#: a lower bound that shows the penalty reached the gradient)
+LOOP_PENALTY_VISIBLE = 1e-3
+#: last_loss over steps vs the float64 oracle on derived seeds (relative)
+LOOP_SEED_ORACLE = Tol(0.0, 1e-12)
+#: float64 gradients of a gradient-norm penalty (double backward) vs the reference loss
+LOOP_DOUBLE_BACKWARD = Tol(1e-11, 1e-8)
+#: GPU: per_proj's projections / norms vs h @ theta.T on sampled directions
+GPU_PROJ_VS_DIRECTIONS = Tol(1e-6, 1e-5)
+#: penalty == coeff * exact loss, float64 (relative)
+LOOP_EXACT_PENALTY = Tol(0.0, 1e-14)
