@@ -166,8 +166,7 @@ def test_cpu_suite_writes_ratios_and_markdown_table(tmp_path: Path) -> None:
 
 
 def test_cpu_sweep_shapes_follow_the_issue() -> None:
-    sys.path.insert(0, str(REPO))
-    from bench.bench_cpu import MAX_BD, sweep_shapes
+    from per_triton.bench.bench_cpu import MAX_BD, sweep_shapes
 
     shapes = sweep_shapes()
     # 26 (b, d) pairs with b*d <= 2**25 (not 700 x 49152, not b >= 128 at d = 2**20), two s each

@@ -163,3 +163,17 @@ def test_tests_take_tolerances_from_the_tolerances_module() -> None:
         if bare.search(line) and not line.endswith("# guard sample")
     ]
     assert found == []
+
+
+def test_tests_import_bench_through_the_package() -> None:
+    """Tests import bench/ as ``per_triton.bench`` (the symlink), never via ``sys.path``."""
+    import re
+
+    edit = re.compile(r"sys\.path\.(?:insert|append|extend)|sys\.path\s*\+?=")
+    found = [
+        f"{path.name}:{n}: {line.strip()}"
+        for path in sorted((ROOT / "tests").glob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if edit.search(line)
+    ]
+    assert found == []

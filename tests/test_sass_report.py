@@ -22,10 +22,9 @@ import sys
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
+from per_triton.bench import sass_report
 
-import sass_report  # noqa: E402
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_fixed_configs_meet_the_bounds(tmp_path: pathlib.Path) -> None:
