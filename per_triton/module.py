@@ -29,11 +29,9 @@ from ._validation import (
     check_reduction,
     check_seed_source,
 )
-from .baselines import layer_seed
 from .directions import accumulation_dtype
-from .distributed import step_seed
 from .loss import per_loss
-from .seeds import child_seed_tensor
+from .seeds import child_seed, child_seed_tensor
 
 __all__ = ["PER", "derive_seed", "stream_base"]
 
@@ -46,7 +44,10 @@ def derive_seed(value: int | torch.Tensor, index: int, call: int | None) -> int 
     """The seed of PER layer ``index`` (0 for a lone layer) from a seed source's value.
 
     An int is a base seed: call ``call`` of the layer uses
-    ``layer_seed(step_seed(value, call), index)``, so every call gets new directions,
+    ``child_seed(child_seed(value, "step", call), "layer", index)``
+    (:mod:`per_triton.seeds`; the same as
+    ``baselines.layer_seed(distributed.step_seed(value, call), index)``), so every
+    call gets new directions,
     the same on every process that makes the same calls. With ``call=None`` (the
     value of a per-step callable) only the layer is mixed in. A tensor is mixed with
     the layer by the same formula in int64 arithmetic on its device (no host sync,
@@ -55,7 +56,8 @@ def derive_seed(value: int | torch.Tensor, index: int, call: int | None) -> int 
     if isinstance(value, torch.Tensor):
         # layer_seed in int64 tensor arithmetic on the device: the same value
         return child_seed_tensor(torch.bitwise_and(value.reshape(1), _MASK63), "layer", index)
-    return layer_seed(value if call is None else step_seed(value, call), index)
+    step = int(value) if call is None else child_seed(int(value), "step", int(call))
+    return child_seed(step, "layer", index)
 
 
 def stream_base() -> int:

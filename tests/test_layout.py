@@ -177,3 +177,18 @@ def test_tests_import_bench_through_the_package() -> None:
         if edit.search(line)
     ]
     assert found == []
+
+
+def test_module_takes_seeds_from_seeds_py_only() -> None:
+    """per_triton/module.py imports neither baselines nor distributed (one-way flow)."""
+    import ast
+
+    tree = ast.parse((ROOT / "per_triton" / "module.py").read_text())
+    imported = {  # "from . import x" counts as x
+        alias.name if isinstance(node, ast.Import) or not node.module else node.module
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+    }
+    assert "seeds" in imported
+    assert not {"baselines", "distributed"} & {name.rsplit(".", 1)[-1] for name in imported}
