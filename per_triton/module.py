@@ -40,22 +40,26 @@ SeedSource = int | torch.Tensor | Callable[[], "int | torch.Tensor"] | None
 _MASK63 = 2**63 - 1
 
 
-def derive_seed(value: int | torch.Tensor, index: int, call: int | None) -> int | torch.Tensor:
+def derive_seed(
+    value: int | torch.Tensor, index: int, call: int | torch.Tensor | None
+) -> int | torch.Tensor:
     """The seed of PER layer ``index`` (0 for a lone layer) from a seed source's value.
 
     An int is a base seed: call ``call`` of the layer uses
     ``child_seed(child_seed(value, "step", call), "layer", index)``
     (:mod:`per_triton.seeds`; the same as
     ``baselines.layer_seed(distributed.step_seed(value, call), index)``), so every
-    call gets new directions,
-    the same on every process that makes the same calls. With ``call=None`` (the
-    value of a per-step callable) only the layer is mixed in. A tensor is mixed with
-    the layer by the same formula in int64 arithmetic on its device (no host sync,
-    torch.compile and CUDA-graph friendly); the caller changes its value between steps.
+    call gets new directions, the same on every process that makes the same calls.
+    ``call`` may be a ``(1,)`` int64 tensor (the layer's call counter): the same
+    value, computed in int64 arithmetic on its device. With ``call=None`` (the value
+    of a per-step callable) only the layer is mixed in. A tensor value is mixed with
+    the layer by the same formula in int64 arithmetic on its device. Tensor results
+    need no host sync and no recompile under torch.compile, and suit CUDA graphs.
     """
     if isinstance(value, torch.Tensor):
-        # layer_seed in int64 tensor arithmetic on the device: the same value
         return child_seed_tensor(torch.bitwise_and(value.reshape(1), _MASK63), "layer", index)
+    if isinstance(call, torch.Tensor):
+        return child_seed_tensor(child_seed_tensor(int(value), "step", call), "layer", index)
     step = int(value) if call is None else child_seed(int(value), "step", int(call))
     return child_seed(step, "layer", index)
 
@@ -142,8 +146,9 @@ class PER(nn.Module):
             tensor on the activations' device incremented at every call (no host
             sync, no recompile under torch.compile). An int: a base seed, new
             directions at every call, the same on every process making the same
-            calls (DDP without communication; under torch.compile each call's int
-            recompiles, use a tensor there). A one-element int64 tensor: read at
+            calls (DDP without communication); the calls are counted in the same
+            int64 buffer on the device, so no recompile under torch.compile either
+            (:attr:`calls` reads it). A one-element int64 tensor: read at
             every call (change it in place between steps; no recompile under
             torch.compile). A callable returning an int or a tensor: called at
             every call (a per-step source such as
@@ -183,27 +188,48 @@ class PER(nn.Module):
         self.mode = check_mode(mode)
         self.seed = check_seed_source(seed)
         self.seed_index = 0  # which layer of a regularize() call (mixed into the seed)
-        self.calls = 0  # training calls so far (mixed into an int seed)
         self.last_loss: torch.Tensor | None = None
         self._pending: torch.Tensor | None = None
-        # seed=None: PER's own stream (not in the state dict; moves with .to()).
+        # One int64 counter on the device (not in the state dict; moves with .to()):
+        # seed=None, PER's own stream (base + calls); an int seed, the calls made.
         base = stream_base() if self.seed is None else 0
         self.register_buffer("_stream", torch.tensor([base], dtype=torch.int64), persistent=False)
 
+    @property
+    def calls(self) -> int:
+        """Training calls made with an int ``seed`` (mixed into its seed); 0 for other seeds.
+
+        Read from the on-device counter (a host sync); assigning sets the counter.
+        """
+        return int(self._stream[0]) if isinstance(self.seed, int) else 0
+
+    @calls.setter
+    def calls(self, value: int) -> None:
+        if not isinstance(self.seed, int):
+            raise AttributeError("calls counts the calls of an int seed only")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"calls must be a non-negative int, got {value!r}")
+        with torch.no_grad():
+            self._stream.fill_(int(value))
+
     def _call_seed(self, device: torch.device) -> int | torch.Tensor | None:
-        if self.seed is None:  # own stream: call k of layer i uses base + k, mixed with i
-            if self._stream.device != device:
-                self._stream = self._stream.to(device)
-            seed = derive_seed(self._stream, self.seed_index, None)
-            if torch._C._are_functorch_transforms_active():  # no in-place on captured tensors
-                self._stream = self._stream + 1
-            else:
-                self._stream.add_(1)
-            return seed
         if callable(self.seed):  # a per-step source: only the layer is mixed in
             return derive_seed(check_seed_source(self.seed()), self.seed_index, None)
-        call = None if isinstance(self.seed, torch.Tensor) else self.calls
-        return derive_seed(self.seed, self.seed_index, call)
+        if isinstance(self.seed, torch.Tensor):
+            return derive_seed(self.seed, self.seed_index, None)
+        # seed=None: call k of layer i uses base + k, mixed with i; an int seed: call k
+        # uses step k of the int, mixed with i. Both advance the counter on the device.
+        if self._stream.device != device:
+            self._stream = self._stream.to(device)
+        if self.seed is None:
+            seed = derive_seed(self._stream, self.seed_index, None)
+        else:
+            seed = derive_seed(self.seed, self.seed_index, self._stream)
+        if torch._C._are_functorch_transforms_active():  # no in-place on captured tensors
+            self._stream = self._stream + 1
+        else:
+            self._stream.add_(1)
+        return seed
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         if not (self.training and torch.is_grad_enabled() and h.requires_grad):
@@ -219,8 +245,6 @@ class PER(nn.Module):
             loss = exact.exact_loss(h, self.reduction)
         else:
             seed = self._call_seed(h.device)
-            if isinstance(self.seed, int):  # only an int seed counts (an int guard recompiles)
-                self.calls += 1
             loss = per_loss(
                 h, self.num_slices, seed=seed, reduction=self.reduction, precision=self.precision
             )

@@ -137,16 +137,36 @@ def _splitmix64_tensor(z: torch.Tensor) -> torch.Tensor:
     return z ^ _srl(z, 31)
 
 
-def child_seed_tensor(parent: torch.Tensor, purpose: str, index: int) -> torch.Tensor:
-    """:func:`child_seed` of an int64 tensor of parents in ``[0, 2**63)``, elementwise.
+def child_seed_tensor(
+    parent: int | torch.Tensor, purpose: str, index: int | torch.Tensor
+) -> torch.Tensor:
+    """:func:`child_seed` elementwise on int64 tensors: of parents, of indices, or both.
 
-    Plain int64 tensor operations on the parent's device: no host sync, traceable by
-    torch.compile and CUDA graphs. Equal to ``child_seed(int(p), purpose, index)``.
+    ``parent``: an int64 tensor of parents in ``[0, 2**63)`` or an int in
+    ``[0, 2**64)``; ``index``: an int (or str) or an int64 tensor of non-negative
+    indices (a call counter); at least one of them a tensor, and two tensors
+    broadcast. Plain int64 tensor operations on the tensors' device: no host sync,
+    traceable by torch.compile (no guard on the tensors' values) and CUDA graphs.
+    Equal to ``child_seed(int(p), purpose, int(i))`` elementwise.
+
+    Raises:
+        ValueError naming the bad argument (a tensor that is not int64, neither
+        argument a tensor, or what :func:`child_seed` rejects).
     """
-    if parent.dtype != torch.int64:
-        raise ValueError(f"parent must be an int64 tensor, got {parent.dtype}")
-    state = _splitmix64_tensor(parent ^ _s64(_TAGS[_check_purpose(purpose)]))
-    z = state + _s64((_index(index) + 1) * _GOLDEN)
+    _check_purpose(purpose)
+    for name, value in (("parent", parent), ("index", index)):
+        if isinstance(value, torch.Tensor) and value.dtype != torch.int64:
+            raise ValueError(f"{name} must be an int64 tensor, got {value.dtype}")
+    if not isinstance(parent, torch.Tensor) and not isinstance(index, torch.Tensor):
+        raise ValueError("parent or index must be an int64 tensor (else use child_seed)")
+    if isinstance(parent, torch.Tensor):
+        state = _splitmix64_tensor(parent ^ _s64(_TAGS[purpose]))
+    else:
+        state = _s64(_state(parent, purpose))
+    if isinstance(index, torch.Tensor):  # int64 products and sums wrap: arithmetic mod 2**64
+        z = state + (index + 1) * _s64(_GOLDEN)
+    else:
+        z = state + _s64((_index(index) + 1) * _GOLDEN)
     return _srl(_splitmix64_tensor(z), 1)
 
 

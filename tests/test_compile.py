@@ -115,3 +115,31 @@ def test_compiled_model_with_regularize_hooks_no_graph_break_no_recompile():
             seen.append(handle.losses()["1"].item())
     assert len(set(seen)) == 5 and all(torch.isfinite(torch.tensor(seen)))
     handle.remove()
+
+
+def test_compiled_per_with_int_seed_no_recompile_new_directions_each_step():
+    """``PER(seed=int)`` counts its calls on the device: one graph, call k on step k's seed."""
+    from per_triton.module import derive_seed
+
+    from . import tolerances
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), pt.PER(1.0, 4, seed=123), nn.Linear(8, 2))
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    torch._dynamo.reset()
+    compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
+    x = torch.randn(3, 6)
+    losses = []
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for _ in range(4):
+            compiled(x).sum().backward()
+            losses.append(net[2].last_loss.item())
+    assert counters["stats"]["unique_graphs"] == 1
+    assert not counters["graph_break"]
+    assert net[2].calls == 4
+    assert len(set(losses)) == 4, f"every step must see new directions: {losses}"
+    # call k uses the int seed's step k (the same on every process given the same int)
+    h = net[:2](x).detach()
+    want = [pt.per_loss(h, 4, seed=derive_seed(123, 0, k)).item() for k in range(4)]
+    assert losses == tolerances.F32_PER_MODULE.approx(want)

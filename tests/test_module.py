@@ -179,3 +179,33 @@ def test_regularize_tuple_output_of_a_non_recurrent_module_is_flattened_per_samp
         got = handle.losses()["block"]
     expected = reference.per_loss(y.detach(), pt.sample_directions(6, 50, seed))
     assert_close("loss", got, expected, *tolerances.F32_PATHS)
+
+
+def test_int_seed_call_count_travels_with_copies_and_pickles():
+    """An int seed's on-device call count: copies continue from it, independently."""
+    import copy
+    import pickle
+
+    layer = pt.PER(1.0, 4, reduction="sum", seed=9)
+    h = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+
+    def loss_at(call: int) -> float:
+        return pt.per_loss(h.detach(), 4, seed=derive_seed(9, 0, call), reduction="sum").item()
+
+    layer(h), layer(h)
+    assert layer.calls == 2
+    clone, restored = copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))
+    for m in (layer, clone, restored):
+        assert m.calls == 2
+        m(h)
+        assert m.last_loss.item() == loss_at(2)
+    clone(h)
+    assert (clone.calls, layer.calls) == (4, 3), "a copy counts on its own"
+    layer.calls = 0
+    layer(h)
+    assert layer.last_loss.item() == loss_at(0) != loss_at(1)
+    assert pt.PER(seed=None).calls == 0
+    with pytest.raises(AttributeError, match="int seed"):
+        pt.PER(seed=None).calls = 3
+    with pytest.raises(ValueError, match="calls"):
+        layer.calls = -1

@@ -116,3 +116,20 @@ def test_tensor_children_equal_int_children():
     for purpose, index in (("layer", 0), ("layer", 5), ("step", 1000)):
         got = seeds.child_seed_tensor(torch.tensor(parents), purpose, index).tolist()
         assert got == [seeds.child_seed(p, purpose, index) for p in parents]
+
+
+def test_tensor_indices_equal_int_children():
+    """A tensor of indices (PER's call counter for an int seed) gives child_seed's values."""
+    indices = [0, 1, 2, 999, 2**31, 2**40 + 7, 2**62, 2**63 - 2]
+    for parent in (0, 123, 2**63 - 1, 2**64 - 1):
+        got = seeds.child_seed_tensor(parent, "step", torch.tensor(indices)).tolist()
+        assert got == [seeds.child_seed(parent, "step", i) for i in indices]
+    # both tensors, broadcast
+    parents = torch.tensor([[5], [2**62 + 1]])
+    got = seeds.child_seed_tensor(parents, "layer", torch.tensor([0, 3]))
+    want = [[seeds.child_seed(p, "layer", i) for i in (0, 3)] for p in (5, 2**62 + 1)]
+    assert got.tolist() == want
+    with pytest.raises(ValueError, match="index"):
+        seeds.child_seed_tensor(1, "step", torch.tensor([1], dtype=torch.int32))
+    with pytest.raises(ValueError, match="tensor"):
+        seeds.child_seed_tensor(1, "step", 2)
