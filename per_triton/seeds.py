@@ -145,9 +145,13 @@ def child_seed_tensor(
     ``parent``: an int64 tensor of parents in ``[0, 2**63)`` or an int in
     ``[0, 2**64)``; ``index``: an int (or str) or an int64 tensor of non-negative
     indices (a call counter); at least one of them a tensor, and two tensors
-    broadcast. Plain int64 tensor operations on the tensors' device: no host sync,
-    traceable by torch.compile (no guard on the tensors' values) and CUDA graphs.
-    Equal to ``child_seed(int(p), purpose, int(i))`` elementwise.
+    broadcast. Int64 tensor operations on the tensors' device: no host sync, no guard
+    on the tensors' values under torch.compile, and CUDA-graph safe. Equal to
+    ``child_seed(int(p), purpose, int(i))`` elementwise.
+
+    The arithmetic runs inside the registered op ``per_triton::child_seed``, opaque
+    to the compiler: Inductor's integer range analysis assumes no overflow and, seen
+    with torch 2.13, folded this wrapping hash to one constant for every input.
 
     Raises:
         ValueError naming the bad argument (a tensor that is not int64, neither
@@ -159,15 +163,32 @@ def child_seed_tensor(
             raise ValueError(f"{name} must be an int64 tensor, got {value.dtype}")
     if not isinstance(parent, torch.Tensor) and not isinstance(index, torch.Tensor):
         raise ValueError("parent or index must be an int64 tensor (else use child_seed)")
-    if isinstance(parent, torch.Tensor):
-        state = _splitmix64_tensor(parent ^ _s64(_TAGS[purpose]))
-    else:
-        state = _s64(_state(parent, purpose))
-    if isinstance(index, torch.Tensor):  # int64 products and sums wrap: arithmetic mod 2**64
-        z = state + (index + 1) * _s64(_GOLDEN)
-    else:
-        z = state + _s64((_index(index) + 1) * _GOLDEN)
+    parent_t = parent if isinstance(parent, torch.Tensor) else None
+    state = 0 if parent_t is not None else _s64(_state(parent, purpose))
+    index_t = index if isinstance(index, torch.Tensor) else None
+    offset = 0 if index_t is not None else _s64((_index(index) + 1) * _GOLDEN)
+    return _child_seed_op(parent_t, state, _s64(_TAGS[purpose]), index_t, offset)
+
+
+@torch.library.custom_op("per_triton::child_seed", mutates_args=())
+def _child_seed_op(
+    parent: torch.Tensor | None, state: int, tag: int, index: torch.Tensor | None, offset: int
+) -> torch.Tensor:
+    """``child_seed`` in int64 arithmetic (wrapping mod 2**64).
+
+    ``parent`` (or, when it is None, the int64 ``state`` of an int parent) and
+    ``index`` (or, when None, the int64 ``(index + 1) * golden`` as ``offset``).
+    """
+    z0 = _splitmix64_tensor(parent ^ tag) if parent is not None else state
+    z = z0 + (index + 1) * _s64(_GOLDEN) if index is not None else z0 + offset
     return _srl(_splitmix64_tensor(z), 1)
+
+
+@_child_seed_op.register_fake
+def _(parent, state, tag, index, offset):
+    tensors = [t for t in (parent, index) if t is not None]
+    shape = torch.broadcast_shapes(*(t.shape for t in tensors))
+    return tensors[0].new_empty(shape)
 
 
 def _check_purpose(purpose: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -143,3 +145,47 @@ def test_compiled_per_with_int_seed_no_recompile_new_directions_each_step():
     h = net[:2](x).detach()
     want = [pt.per_loss(h, 4, seed=derive_seed(123, 0, k)).item() for k in range(4)]
     assert losses == tolerances.F32_PER_MODULE.approx(want)
+
+
+@pytest.mark.parametrize("seed", [None, 5, "tensor"], ids=["seed-none", "seed-int", "seed-tensor"])
+def test_inductor_regularized_model_draws_the_eager_directions_every_step(seed):
+    from . import tolerances
+
+    # Inductor (the default backend) once folded PER's on-device seed derivation to
+    # one constant: every compiled step reused one set of directions. The compiled
+    # penalties must change per step and equal an eager copy's, step by step.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 3))
+    twin = copy.deepcopy(net)  # regularized the same way, run eagerly
+    seed_t = torch.tensor([1], dtype=torch.int64)
+    source = seed_t if seed == "tensor" else seed  # one source shared by both models
+    handle = pt.regularize(net, coeff=1.0, num_slices=8, mode="loss", seed=source)
+    twin_handle = pt.regularize(twin, coeff=1.0, num_slices=8, mode="loss", seed=source)
+    torch._dynamo.reset()
+    compiled = torch.compile(net, fullgraph=True)
+    x = torch.randn(16, 20)
+    got, want = [], []
+    for step in range(4):
+        seed_t.fill_(100 + step)
+        compiled(x)
+        got.append(handle.penalty().item())
+        twin(x)
+        want.append(twin_handle.penalty().item())
+    assert len(set(got)) == 4, f"compiled penalties repeat across steps: {got}"
+    torch.testing.assert_close(
+        torch.tensor(got), torch.tensor(want), **tolerances.INDUCTOR_PENALTY_VS_EAGER.kw
+    )
+
+
+def test_opcheck_child_seed():
+    from per_triton.seeds import child_seed_tensor
+
+    parent = torch.tensor([0, 7, 2**62 + 5], dtype=torch.int64)
+    counter = torch.tensor([3], dtype=torch.int64)
+    for args in (
+        (parent, 0, 12345, None, 99),
+        (None, 42, 0, counter, 0),
+        (parent, 0, 1, counter, 0),
+    ):
+        torch.library.opcheck(torch.ops.per_triton.child_seed.default, args)
+    assert child_seed_tensor(parent, "layer", counter).shape == (3,)
