@@ -316,11 +316,14 @@ class PERHandle:
 
 
 def _compiled_and_run(model: nn.Module) -> bool:
-    """Whether torch.compile has already compiled ``model``'s forward (best effort).
+    """Whether torch.compile holds compiled code that ``model``'s compiled calls would reuse.
 
     Looks for TorchDynamo cache entries on the code of the model's ``forward`` (or of
     the wrapper Dynamo uses for ``torch.nn`` containers); without Dynamo imported
-    nothing can have been compiled.
+    nothing can have been compiled. This is per class, not per instance, because
+    Dynamo's cache is: its guards match the module by type (modules are inlined as
+    inputs) and skip module hooks (``torch._dynamo.config.skip_nnmodule_hook_guards``),
+    so a fresh instance compiled later reuses that code and skips hooks added to it.
     """
     if "torch._dynamo" not in sys.modules:
         return False
@@ -549,8 +552,11 @@ def regularize(
 
     Args:
         model: the network to regularize (not copied). Call before ``torch.compile``:
-            hooks added to a model that was already compiled and run are not seen by
-            the compiled code (a warning says so).
+            compiled code that exists when hooks are added does not see them, and
+            Dynamo's cache is per class (a fresh ``nn.Sequential`` compiled after
+            another one was compiled and run reuses that code); a warning says so
+            whenever compiled code for the model's class exists. Eager calls always
+            get PER; ``torch.compiler.reset()`` after ``regularize()`` recompiles.
         coeff, num_slices, reduction, precision, estimator, mode: as in :class:`PER`
             (``estimator="exact"``: no random directions, ``num_slices`` and ``seed``
             ignored).
@@ -620,10 +626,13 @@ def regularize(
         )
     if _compiled_and_run(model):
         warnings.warn(
-            "regularize: this model was already compiled (torch.compile) and run; its "
-            "compiled code does not see hooks added now, so PER would be skipped until "
-            "it recompiles. Call regularize() before torch.compile, or "
-            "torch.compiler.reset() after it.",
+            f"regularize: torch.compile already holds compiled code for "
+            f"{type(getattr(model, '_orig_mod', model)).__name__} (this model or another "
+            "instance of its class was compiled and run); Dynamo's cache is per class "
+            "and does not guard on module hooks, so compiled calls of this model would "
+            "reuse that code and skip PER until it recompiles (eager calls get PER). "
+            "Call regularize() before torch.compile, or torch.compiler.reset() after "
+            "regularize().",
             stacklevel=2,
         )
     handle = PERHandle()

@@ -8,6 +8,7 @@ Tests marked ``gpu`` are skipped without a CUDA device.
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 import torch
@@ -28,3 +29,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _drop_compiled_code():
+    """Drop torch.compile's cache after each test that imported Dynamo.
+
+    Dynamo's cache is per class and ignores module hooks, so compiled code left by
+    one test would be reused (skipping PER hooks) by another test's model of the
+    same class, and regularize() would rightly warn there.
+    """
+    yield
+    if "torch._dynamo" in sys.modules:
+        torch.compiler.reset()

@@ -389,6 +389,26 @@ def test_regularize_warns_when_the_model_was_compiled_and_run_first(build):
     torch.compiler.reset()
 
 
+def test_regularize_warning_for_a_fresh_instance_says_the_cache_is_per_class():
+    """A never-compiled instance warns only because Dynamo would reuse the class's code.
+
+    The warning must not claim this model was compiled; what it says instead is checked:
+    compiled calls of the fresh instance skip PER, eager calls get it.
+    """
+    torch.compiler.reset()
+    x = _batch()[0]
+    torch.compile(_net(), backend="eager")(x)  # another instance of the class
+    fresh = _net()
+    with pytest.warns(UserWarning, match="another instance of its class") as record:
+        handle = pt.regularize(fresh, coeff=1.0, num_slices=4)
+    assert "this model was already compiled" not in str(record[0].message)
+    torch.compile(fresh, backend="eager")(x).sum().backward()
+    assert all(v is None for v in handle.losses().values())  # reused: PER skipped
+    fresh(x).sum().backward()
+    assert all(v is not None for v in handle.losses().values())  # eager: PER runs
+    torch.compiler.reset()
+
+
 # -- 9. functional activations --------------------------------------------------------
 
 
