@@ -70,23 +70,35 @@ def check_mode(mode: object) -> str:
     return mode  # type: ignore[return-value]
 
 
-def check_seed(seed: object, kinds: str = "None, an int or an int64 tensor") -> object:
-    """``None``, an int in ``[0, 2**63)`` (as a Python int) or a one-element int64 tensor."""
+def check_seed(
+    seed: object,
+    kinds: str = "None, an int or an int64 tensor",
+    name: str = "seed",
+    *,
+    int_only: bool = False,
+) -> object:
+    """``None``, an int in ``[0, 2**63)`` (as a Python int) or a one-element int64 tensor.
+
+    ``name`` is the argument named in errors; ``int_only`` rejects ``None`` and tensors
+    (for seeds that must be plain ints, e.g. :class:`per_triton.monitor.LayerMonitor`'s).
+    """
+    if int_only and (seed is None or isinstance(seed, torch.Tensor)):
+        raise TypeError(f"{name} must be {kinds}, got {type(seed).__name__}")
     if seed is None:
         return seed
     if isinstance(seed, torch.Tensor):
         if seed.dtype != torch.int64 or seed.numel() != 1:
             raise TypeError(
-                f"seed tensor must hold one int64 value, got dtype {seed.dtype} "
+                f"{name} tensor must hold one int64 value, got dtype {seed.dtype} "
                 f"and shape {tuple(seed.shape)}"
             )
         return seed
     try:
-        value = as_int(seed, "seed")
+        value = as_int(seed, name)
     except TypeError:
-        raise TypeError(f"seed must be {kinds}, got {type(seed).__name__}") from None
+        raise TypeError(f"{name} must be {kinds}, got {type(seed).__name__}") from None
     if not 0 <= value < SEED_LIMIT:
-        raise ValueError(f"seed must be in [0, 2**63), got {value}")
+        raise ValueError(f"{name} must be in [0, 2**63), got {value}")
     return value
 
 

@@ -32,15 +32,16 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
+from ._validation import check_positive_int, check_seed
 from .closeness_schema import RECORD_KEYS as RECORD_KEYS  # the one record format
 from .closeness_schema import STAT_KEYS, check_record
-from .regularize import SAMPLES, as_samples, hidden_state
+from .regularize import SAMPLES, as_samples, hidden_state, select_modules
 from .seeds import child_seed
 
 _QUANTILES = (0.25, 0.5, 0.75)
@@ -89,28 +90,17 @@ def layer_statistics(
     return torch.stack([sw1.float().reshape(()), mean, var, q[0], q[1], q[2]])
 
 
-def _resolve_layers(
-    model: nn.Module, layers: str | Sequence[str] | type | tuple[type, ...]
-) -> dict[str, nn.Module]:
-    """Map names (or module types) to the model's submodules, in model order."""
+def _resolve_layers(model: nn.Module, layers: object) -> dict[str, nn.Module]:
+    """Map names and/or module types to the model's submodules, in model order."""
     named = dict(model.named_modules())
-    if isinstance(layers, type) or (
-        isinstance(layers, tuple) and layers and all(isinstance(t, type) for t in layers)
-    ):
-        found = {n: m for n, m in named.items() if n and isinstance(m, layers)}
-        if not found:
-            raise ValueError(f"layers: the model has no module of type {layers}")
-        return found
-    names = [layers] if isinstance(layers, str) else list(layers)
-    if not names:
-        raise ValueError("layers: give at least one module name or type")
-    missing = [n for n in names if n not in named]
-    if missing:
-        raise ValueError(
-            f"layers: no module named {missing} in the model "
-            f"(known: {[n for n in named if n][:20]})"
-        )
-    return {n: named[n] for n in names}
+    if isinstance(layers, Iterable) and not isinstance(layers, str):
+        layers = list(layers)
+        if not layers:
+            raise ValueError("layers: give at least one module name or type")
+    chosen = select_modules(named, layers, "layers")
+    if not chosen:
+        raise ValueError(f"layers: the model has no module of type {layers}")
+    return {n: m for n, m in named.items() if n in chosen}
 
 
 class LayerMonitor:
@@ -118,9 +108,13 @@ class LayerMonitor:
 
     Args:
         model: the network to observe (its outputs are never changed).
-        layers: module names (``"block1.pre"``), or a module type / tuple of types
-            (every submodule of that type).
-        every: record at steps ``0, every, 2*every, ...``.
+        layers: module names (``"block1.pre"``, wildcards as in
+            :func:`per_triton.regularize`'s ``names``; ``""`` is the model itself),
+            module types (every submodule of that type), or a list mixing both, as
+            ``regularize``'s ``exclude`` takes (:func:`per_triton.regularize.select_modules`).
+            Layers are recorded in model order.
+        every: record at steps ``0, every, 2*every, ...``; a positive int (numpy
+            integers accepted).
         num_slices: directions of the sliced W1 (the paper's 256 by default).
         units: number of fixed random coordinates per layer for the moments and
             quantiles.
@@ -144,14 +138,18 @@ class LayerMonitor:
     are not recorded again, nor under the next step).
 
     Raises:
-        ValueError: unknown layer name, ``every < 1``, ``num_slices < 1`` or
-            ``units < 1``.
+        ValueError: a layer name matching no module, ``layers`` choosing nothing,
+            ``every < 1``, ``num_slices < 1``, ``units < 1``, or ``seed`` /
+            ``direction_seed`` outside ``[0, 2**63)``.
+        TypeError: ``every`` / ``num_slices`` / ``units`` / ``seed`` /
+            ``direction_seed`` not an int (``2.5``, ``True``), or a ``layers`` item
+            that is neither a name nor a module type.
     """
 
     def __init__(
         self,
         model: nn.Module,
-        layers: str | Sequence[str] | type | tuple[type, ...],
+        layers: str | type[nn.Module] | Iterable[str | type[nn.Module]],
         *,
         every: int = 10,
         num_slices: int = 256,
@@ -166,9 +164,11 @@ class LayerMonitor:
         flush_every: int = 64,
         samples: str = "auto",
     ) -> None:
-        for name, value in (("every", every), ("num_slices", num_slices), ("units", units)):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+        every = check_positive_int(every, "every")
+        num_slices = check_positive_int(num_slices, "num_slices")
+        units = check_positive_int(units, "units")
+        direction_seed = check_seed(direction_seed, "an int", "direction_seed", int_only=True)
+        seed = check_seed(seed, "an int", "seed", int_only=True)
         if samples not in SAMPLES:
             raise ValueError(f"samples must be one of {SAMPLES}, got {samples!r}")
         self.samples = samples

@@ -399,6 +399,31 @@ def _match_names(patterns: list[str], modules: dict[str, nn.Module], arg: str) -
     return matched
 
 
+def select_modules(modules: Mapping[str, nn.Module], value: object, arg: str) -> set[str]:
+    """Names of the modules chosen by a mixed selector (the parser of ``exclude`` in
+    :func:`regularize` and of ``layers`` in :class:`per_triton.monitor.LayerMonitor`).
+
+    ``value`` is a module type, a module name (wildcards as in :func:`regularize`'s
+    ``names``), or an iterable mixing both. A type chooses every submodule of that type
+    (never the model itself, name ``""``); a name chooses the modules it matches
+    (``""`` is the model). Raises TypeError naming ``arg`` for anything else, and
+    ValueError naming ``arg`` for a name that matches no module.
+    """
+    items = [value] if isinstance(value, (str, type)) else value
+    if not isinstance(items, Iterable):
+        raise TypeError(
+            f"{arg} must be a module type, a module name, or an iterable of them, got {value!r}"
+        )
+    items = list(items)
+    types = _as_types([t for t in items if isinstance(t, type)], arg)
+    patterns = _as_names([n for n in items if not isinstance(n, type)], arg)
+    modules = dict(modules)
+    chosen = _match_names(patterns, modules, arg)
+    if types:
+        chosen |= {n for n, m in modules.items() if n and isinstance(m, types)}
+    return chosen
+
+
 def _in_gate_block(name: str, modules: dict[str, nn.Module]) -> bool:
     """Whether module ``name`` sits inside a squeeze-excite / attention-gate block."""
     parts = name.split(".")
@@ -597,20 +622,12 @@ def regularize(
     patterns = [] if names is None else _as_names(names, "names")
     modules = dict(model.named_modules())
     by_name = _match_names(patterns, modules, "names")
-    ex_types: tuple[type[nn.Module], ...] = ()
-    ex_names: set[str] = set()
-    if exclude is not None:
-        items = [exclude] if isinstance(exclude, (str, type)) else list(exclude)
-        ex_types = _as_types([t for t in items if isinstance(t, type)], "exclude")
-        ex_names = _match_names(
-            _as_names([n for n in items if not isinstance(n, type)], "exclude"), modules, "exclude"
-        )
+    excluded = set() if exclude is None else select_modules(modules, exclude, "exclude")
     chosen = [
         n
         for n, m in modules.items()
         if (n in by_name or (types and isinstance(m, types) and not _in_gate_block(n, modules)))
-        and n not in ex_names
-        and not (ex_types and isinstance(m, ex_types))
+        and n not in excluded
     ]
     if not chosen:
         raise ValueError(_no_match_message(model, types, patterns))

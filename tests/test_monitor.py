@@ -19,6 +19,7 @@ from per_triton.monitor import (
     record_seed,
     select_units,
 )
+from per_triton.regularize import select_modules
 
 from . import tolerances
 
@@ -182,6 +183,45 @@ def test_bad_arguments_name_the_argument(kwargs: dict, match: str) -> None:
     kwargs = {"layers": TAPS, **kwargs}
     with pytest.raises(ValueError, match=match):
         LayerMonitor(_net(), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"every": 2.5}, TypeError, "every must be an int"),
+        ({"every": True}, TypeError, "every must be an int"),
+        ({"num_slices": 8.0}, TypeError, "num_slices must be an int"),
+        ({"seed": -1}, ValueError, r"seed must be in \[0, 2\*\*63\)"),
+        ({"seed": None}, TypeError, "seed must be an int"),
+        ({"direction_seed": -1}, ValueError, r"direction_seed must be in \[0, 2\*\*63\)"),
+        ({"direction_seed": 1.5}, TypeError, "direction_seed must be an int"),
+        ({"layers": [nn.ReLU, 3]}, TypeError, "layers must hold module names"),
+    ],
+)
+def test_non_integer_schedule_and_bad_seeds_are_rejected(kwargs, error, match) -> None:
+    """every=2.5 used to record steps 0, 2, 4 and seed=-1 passed though per_loss rejects it."""
+    kwargs = {"layers": TAPS, **kwargs}
+    with pytest.raises(error, match=match):
+        LayerMonitor(_net(), **kwargs)
+
+
+def test_numpy_every_and_a_list_mixing_types_and_names_select_as_exclude_does() -> None:
+    """layers=[type, name] used to fail with 'no module named [<class ...>]'."""
+    np = pytest.importorskip("numpy")
+    net = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 5), nn.Tanh(), nn.ReLU())
+    expected = {"1", "2", "4"}  # the ReLUs by type, "2" by name; model order
+    assert select_modules(dict(net.named_modules()), [nn.ReLU, "2"], "x") == expected
+    with LayerMonitor(net, [nn.ReLU, "2"], every=np.int64(2), num_slices=4, units=2) as mon:
+        for _ in range(5):
+            net(torch.randn(6, 4))
+        records = mon.records
+    assert [(r["step"], r["layer"]) for r in records] == [
+        (s, n) for s in (0, 2, 4) for n in ("1", "2", "4")
+    ]
+    # regularize's exclude takes the same mixed list through the same parser
+    handle = pt.regularize(net, layers=(nn.ReLU, nn.Tanh), exclude=[nn.Tanh, "4"], num_slices=4)
+    assert list(handle.layers) == ["1"]
+    handle.remove()
 
 
 def test_check_record_rejects_malformed_records() -> None:
