@@ -52,6 +52,27 @@ def check_positive_int(value: object, name: str) -> int:
     return value
 
 
+def check_device(device: object, name: str = "device") -> torch.device:
+    """``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (str or :class:`torch.device`) as a
+    :class:`torch.device`, with CUDA present (and device ``N`` existing) for the latter."""
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"{name} must be a str or torch.device, got {type(device).__name__}")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"{name} must be 'cpu' or 'cuda', got {device!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"{name} must be 'cpu' or 'cuda', got {device!r}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name}={str(device)!r} but CUDA is not available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"{name}={str(device)!r} but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
+    return dev
+
+
 def check_reduction(reduction: object) -> str:
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from ._validation import check_positive_int, seed_tensor
+from ._validation import check_device, check_positive_int, seed_tensor
 from .seeds import cpu_block_keys
 
 __all__ = ["STREAM_BLOCK", "draw_columns", "draw_tiles", "parallel_map", "sample_directions"]
@@ -173,7 +173,8 @@ def sample_directions(
         num_slices: number of directions ``s >= 1``.
         dim: dimension ``d >= 1`` of each direction.
         seed: int in ``[0, 2**63)`` or a ``(1,)`` int64 tensor on ``device``.
-        device: device kind whose stream is used (``"cpu"`` or ``"cuda"``).
+        device: device kind whose stream is used (``"cpu"``, ``"cuda"`` or
+            ``"cuda:N"``); CUDA must be available for the latter.
         dtype: output dtype; the draw is float32, normalised in float64 for a
             float64 output and in float32 otherwise.
 
@@ -181,7 +182,8 @@ def sample_directions(
         ``(num_slices, dim)`` tensor with unit rows.
 
     Raises:
-        TypeError / ValueError naming the bad argument.
+        TypeError / ValueError naming the bad argument (ValueError for
+        ``device="cuda"`` without CUDA, or a device other than cpu / cuda).
 
     Example:
         >>> theta = sample_directions(256, 784, seed=0)
@@ -192,14 +194,12 @@ def sample_directions(
     check_positive_int(dim, "dim")
     if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         raise TypeError(f"dtype must be a floating dtype, got {dtype}")
-    device = torch.device(device)
+    device = check_device(device)
     seed_t = seed_tensor(seed, device)
     if device.type == "cuda":
         # CUDA stream: the Philox kernel of the fused family (per_triton.kernels).
         from per_triton.kernels.philox_directions import sample_directions_triton
 
         return sample_directions_triton(num_slices, dim, seed_t, dtype)
-    if device.type != "cpu":
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {device}")
     v = draw_columns(int(seed_t.item()), num_slices, 0, dim).to(accumulation_dtype(dtype))
     return (v / torch.linalg.vector_norm(v, dim=1, keepdim=True)).to(dtype)

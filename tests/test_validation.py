@@ -73,6 +73,23 @@ def test_sample_directions_arguments():
         pt.sample_directions(3, 5, seed="x")
 
 
+def test_sample_directions_names_a_device_it_cannot_use(monkeypatch):
+    """device='cuda' without CUDA used to raise a bare AssertionError from torch (review)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device in ("cuda", torch.device("cuda:0")):
+        with pytest.raises(ValueError, match=r"device='cuda(:0)?' but CUDA is not available"):
+            pt.sample_directions(4, 3, 0, device=device)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"device='cuda:1' but only 1 CUDA device"):
+        pt.sample_directions(4, 3, 0, device="cuda:1")
+    for device in ("meta", "gpu"):
+        with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda'"):
+            pt.sample_directions(4, 3, 0, device=device)
+    with pytest.raises(TypeError, match="device must be a str or torch.device"):
+        pt.sample_directions(4, 3, 0, device=0)
+
+
 def test_sliced_wasserstein_arguments():
     with pytest.raises(ValueError, match="p must be 1 or 2"):
         pt.sliced_wasserstein_to_normal(GOOD, p=3)
