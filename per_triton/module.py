@@ -258,9 +258,11 @@ class PER(nn.Module):
     def penalty(self) -> torch.Tensor:
         """``coeff * L`` summed over the calls since the last ``penalty()`` (``mode="loss"``).
 
-        Differentiable; add it to the task loss before scaling or dividing it. The
-        sum is cleared, so each forward pass is counted once. Until it is taken,
-        the terms keep their autograd graph alive.
+        Returns the sum and clears it, so each forward pass is counted once: call it
+        once per step; a second call returns 0. To log it, keep the returned tensor
+        (log ``p.detach()`` of ``p = per.penalty()``) rather than calling
+        ``penalty()`` again. Differentiable; add it to the task loss before scaling
+        or dividing it. Until it is taken, the terms keep their autograd graph alive.
 
         Returns:
             0-d tensor (float32, or float64 for float64 activations); 0 when no

@@ -285,11 +285,15 @@ class PERHandle:
     def penalty(self) -> torch.Tensor:
         """``sum_l coeff * L_l`` over the regularized modules (``mode="loss"``), to add to the loss.
 
-        Differentiable; covers the latest forward pass of the model (every call of
-        a layer in it), then clears it (:meth:`per_triton.PER.penalty`): take it
-        after each forward whose loss is backpropagated. Add it to the task loss *before*
-        scaling it (``scaler.scale(task + handle.penalty())``) or dividing it for
-        gradient accumulation: the PER share of the gradient is then right.
+        Returns the sum and clears it (:meth:`per_triton.PER.penalty`): call it once
+        per step, after each forward whose loss is backpropagated; a second call
+        returns 0. To log it, keep the returned tensor (``p = handle.penalty()``;
+        ``loss = task + p``; log ``p.detach()``) rather than calling ``penalty()``
+        again. Differentiable; covers the latest forward pass of the model (every
+        call of a layer in it). Add it to the task loss *before* scaling it
+        (``scaler.scale(task + handle.penalty())``) or dividing it for gradient
+        accumulation: the PER share of the gradient is then right. After
+        :meth:`remove` it returns 0 (pending terms are dropped).
 
         Raises:
             RuntimeError if the model was regularized with ``mode="inject"``.
@@ -300,10 +304,16 @@ class PERHandle:
         return torch.stack([t.to(terms[0].device) for t in terms]).sum()
 
     def remove(self) -> None:
-        """Take PER off the model; the model behaves exactly as before :func:`regularize`."""
+        """Take PER off the model; the model behaves exactly as before :func:`regularize`.
+
+        Penalties pending from forwards before the removal are dropped with their
+        autograd graphs: :meth:`penalty` returns 0 afterwards.
+        """
         for module, hook in self._entries:
             _remove_hook(module, hook)
         self._entries.clear()
+        for per in self.layers.values():
+            per._pending = None
 
     def __enter__(self) -> PERHandle:
         return self
@@ -574,6 +584,8 @@ def regularize(
     is added in the backward pass of the task loss, but it ignores any scaling of
     that loss (GradScaler, ``loss / k`` accumulation). ``mode="loss"``: add
     ``handle.penalty()`` to the task loss; right under every loss transform.
+    ``penalty()`` returns and clears the sum: call it once per step and log the
+    tensor it returned, not a second call (which gives 0).
 
     Args:
         model: the network to regularize (not copied). Call before ``torch.compile``:

@@ -138,6 +138,22 @@ def test_penalty_is_zero_without_training_calls_and_errors_in_inject_mode():
         pt.regularize(_net(), 1.0, 4).penalty()
 
 
+def test_remove_drops_pending_penalties():
+    """penalty() after remove() used to return the sum pending from before removal (review)."""
+    net = _net()
+    x = _batch()[0]
+    handle = pt.regularize(net, coeff=1.0, num_slices=4, mode="loss")
+    net(x)
+    pers = list(handle.layers.values())
+    assert all(per._pending is not None for per in pers)  # something is pending
+    handle.remove()
+    after = handle.penalty()
+    assert float(after) == 0.0 and not after.requires_grad
+    assert all(float(per.penalty()) == 0.0 for per in pers)
+    net(x)  # and the unhooked model records nothing new
+    assert float(handle.penalty()) == 0.0
+
+
 # -- 2. and 3. copies and saving ------------------------------------------------------
 
 
