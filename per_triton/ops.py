@@ -29,6 +29,8 @@ import math
 
 import torch
 
+from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
+
 from . import cpu_path
 from .directions import accumulation_dtype
 
@@ -54,6 +56,12 @@ def per_fwd(
     h: torch.Tensor, seed: torch.Tensor, num_slices: int, precision: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CPU forward: chunked projections, loss terms and backward coefficients."""
+    return _per_fwd_cpu(h, seed, num_slices, precision)
+
+
+def _per_fwd_cpu(
+    h: torch.Tensor, seed: torch.Tensor, num_slices: int, precision: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     return cpu_path.forward(h, int(seed.item()), num_slices)
 
 
@@ -80,6 +88,12 @@ def per_bwd(
     coeff: torch.Tensor, seed: torch.Tensor, dim: int, out_dtype: torch.dtype, precision: str
 ) -> torch.Tensor:
     """CPU backward: regenerate the directions chunk by chunk and form ``coeff @ V``."""
+    return _per_bwd_cpu(coeff, seed, dim, out_dtype, precision)
+
+
+def _per_bwd_cpu(
+    coeff: torch.Tensor, seed: torch.Tensor, dim: int, out_dtype: torch.dtype, precision: str
+) -> torch.Tensor:
     return cpu_path.backward(coeff, int(seed.item()), dim, out_dtype)
 
 
@@ -105,6 +119,12 @@ def per_proj(
     x: torch.Tensor, seed: torch.Tensor, num_slices: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CPU: unnormalised projections ``x @ V^T`` ``(b, s)`` and ``||v_k||`` ``(s,)``."""
+    return _per_proj_cpu(x, seed, num_slices)
+
+
+def _per_proj_cpu(
+    x: torch.Tensor, seed: torch.Tensor, num_slices: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     return cpu_path.projections(x, int(seed.item()), num_slices)
 
 
@@ -199,42 +219,63 @@ per_bwd.register_autograd(_bwd_backward, setup_context=_bwd_setup_context)
 per_proj.register_autograd(_proj_backward, setup_context=_proj_setup_context)
 
 
-def _functorch_function(op, setup_context, backward) -> type[torch.autograd.Function]:
-    """An ``autograd.Function`` running ``op`` with its registered formula.
+def _twin_function(name: str, impl, setup_context, backward) -> type[torch.autograd.Function]:
+    """An ``autograd.Function`` whose forward is ``impl``, with the op's registered formula.
 
     A custom op's registered autograd is not seen by ``torch.func`` transforms; an
-    ``autograd.Function`` with ``setup_context`` is. Used only while a transform is
-    active (:func:`_call`), so eager code and torch.compile keep the op itself.
+    ``autograd.Function`` with ``setup_context`` is: with ``impl`` the op itself, the
+    twin serves while a transform is active (:func:`_call`). With ``impl`` the op's
+    CPU implementation, it serves eager CPU calls: the same forward and formulas
+    (double backward included, since the formulas call :func:`_call` again) without
+    the custom-op dispatch and its Python autograd wrapper, which cost more than
+    the whole computation of a small layer (docs/CONTRACTS.md, CPU path).
     """
 
     def forward(*args):
-        return op(*args)
+        return impl(*args)
 
     attrs = {
         "forward": staticmethod(forward),
         "setup_context": staticmethod(setup_context),
         "backward": staticmethod(backward),
     }
-    return type(f"_{op._name}_function", (torch.autograd.Function,), attrs)
+    return type(f"_{name}_function", (torch.autograd.Function,), attrs)
 
 
 _FUNCTIONS: dict[str, type[torch.autograd.Function]] = {}
+_EAGER_CPU: dict[str, type[torch.autograd.Function]] = {}
+
+
+def _plain_eager_cpu(x: torch.Tensor, seed: torch.Tensor) -> bool:
+    """True for plain CPU tensors outside torch.compile, tracing and dispatch modes."""
+    return (
+        type(x) is torch.Tensor
+        and type(seed) is torch.Tensor
+        and x.device.type == "cpu"
+        and seed.device.type == "cpu"
+        and not torch.compiler.is_compiling()
+        and _current_dispatch_mode() is None
+    )
 
 
 def _call(op, *args):
-    """``op(*args)``, through its ``autograd.Function`` twin under ``torch.func``."""
+    """``op(*args)``; through its ``autograd.Function`` twin under ``torch.func``, and
+    through the eager CPU twin (the CPU implementation called directly) for plain CPU
+    tensors outside torch.compile and tracing."""
     if torch._C._are_functorch_transforms_active():
         return _FUNCTIONS[op._name].apply(*args)
+    if _plain_eager_cpu(args[0], args[1]):
+        return _EAGER_CPU[op._name].apply(*args)
     return op(*args)
 
 
-_FUNCTIONS.update(
-    {
-        per_fwd._name: _functorch_function(per_fwd, _fwd_setup_context, _fwd_backward),
-        per_bwd._name: _functorch_function(per_bwd, _bwd_setup_context, _bwd_backward),
-        per_proj._name: _functorch_function(per_proj, _proj_setup_context, _proj_backward),
-    }
-)
+for _op, _impl, _setup, _backward in (
+    (per_fwd, _per_fwd_cpu, _fwd_setup_context, _fwd_backward),
+    (per_bwd, _per_bwd_cpu, _bwd_setup_context, _bwd_backward),
+    (per_proj, _per_proj_cpu, _proj_setup_context, _proj_backward),
+):
+    _FUNCTIONS[_op._name] = _twin_function(_op._name, _op, _setup, _backward)
+    _EAGER_CPU[_op._name] = _twin_function(f"{_op._name}_eager_cpu", _impl, _setup, _backward)
 
 
 def per_fwd_autograd(
