@@ -44,6 +44,8 @@ WORK_BYTES = 4 * 2**20
 # Below this many normals per call (about 1 ms of drawing) one thread does the call:
 # handing parts to pool threads costs tens of microseconds.
 _SPLIT_MIN_NORMALS = 1 << 18
+# Batches of at most this many rows take a chunk's whole tiles in one bmm.
+_BATCHED_MAX_ROWS = 64
 
 _lock = threading.Lock()
 _store: OrderedDict[tuple[int, int, int, int], list[torch.Tensor]] = OrderedDict()
@@ -144,6 +146,68 @@ def _draw(seed: int, num_slices: int, start: int, stop: int, out, parts: int) ->
     return tiles
 
 
+def _project_chunk(
+    h: torch.Tensor,
+    v: torch.Tensor,
+    start: int,
+    stop: int,
+    proj: torch.Tensor,
+    sq_norm: torch.Tensor,
+) -> None:
+    """Add the chunk's ``h[:, start:stop] @ V^T`` to ``proj`` and its ``||v_k||^2`` to ``sq_norm``.
+
+    ``v``: the chunk's tiles ``(n, s, STREAM_BLOCK)`` in the accumulation dtype. A small
+    batch takes the whole tiles in one ``bmm`` (its ``(n, b, s)`` partials are at most
+    the size of the chunk): per-tile calls cost more than the arithmetic there. The
+    norms are contiguous row reductions (a norm over dims ``(0, 2)`` is a strided one,
+    several times slower); the partial last tile uses only its first columns.
+    """
+    b = h.shape[0]
+    full = (stop - start) // STREAM_BLOCK
+    if full and b <= _BATCHED_MAX_ROWS:
+        tiles = v[:full]
+        sq_norm.add_(torch.linalg.vector_norm(tiles, dim=2).square().sum(0))
+        x = h[:, start : start + full * STREAM_BLOCK].to(v.dtype).view(b, full, STREAM_BLOCK)
+        proj.add_(torch.bmm(x.transpose(0, 1), tiles.transpose(1, 2)).sum(0))
+        first = full
+    else:
+        first = 0
+    for index in range(first, len(v)):
+        offset = start + index * STREAM_BLOCK
+        cols = min(STREAM_BLOCK, stop - offset)
+        tile = v[index, :, :cols]
+        sq_norm.add_(torch.linalg.vector_norm(tile, dim=1).square())
+        proj.addmm_(h[:, offset : offset + cols].to(v.dtype), tile.T)
+
+
+def _combine_chunk(
+    coeff: torch.Tensor, v: torch.Tensor, start: int, stop: int, grad: torch.Tensor, direct: bool
+) -> None:
+    """Write ``coeff @ V`` for the chunk's columns into ``grad[:, start:stop]``.
+
+    ``v``: the chunk's tiles ``(n, s, STREAM_BLOCK)`` in ``coeff``'s dtype; ``direct``:
+    ``grad`` has that dtype too, so a per-tile product goes straight into its columns.
+    A small batch takes the whole tiles in one ``bmm``, as in :func:`_project_chunk`.
+    """
+    b = coeff.shape[0]
+    full = (stop - start) // STREAM_BLOCK
+    if full and b <= _BATCHED_MAX_ROWS:
+        part = torch.bmm(coeff.expand(full, *coeff.shape), v[:full])  # (n, b, STREAM_BLOCK)
+        cols = grad[:, start : start + full * STREAM_BLOCK].view(b, full, STREAM_BLOCK)
+        cols.copy_(part.transpose(0, 1))
+        first = full
+    else:
+        first = 0
+    for index in range(first, len(v)):
+        offset = start + index * STREAM_BLOCK
+        cols = min(STREAM_BLOCK, stop - offset)
+        tile = v[index, :, :cols]
+        if direct:  # straight into the gradient's columns
+            torch.mm(coeff, tile, out=grad[:, offset : offset + cols])
+        else:
+            grad[:, offset : offset + cols] = coeff @ tile
+
+
 def projections(
     h: torch.Tensor, seed: int, num_slices: int, chunk: int | None = None, keep: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,13 +242,7 @@ def projections(
                 if buffer is None:
                     buffer = torch.empty(num_slices * chunk)
                 tiles = _draw(seed, num_slices, start, stop, buffer, parts)
-            for offset, tile in zip(range(start, stop, STREAM_BLOCK), tiles, strict=True):
-                cols = min(STREAM_BLOCK, stop - offset)
-                # One contiguous row reduction per tile: a norm over dims (0, 2) of the
-                # whole chunk is a strided reduction, several times slower.
-                v = tile[:, :cols].to(acc)
-                sq_norm.add_(torch.linalg.vector_norm(v, dim=1).square())
-                proj.addmm_(h[:, offset : offset + cols].to(acc), v.T)
+            _project_chunk(h, tiles.to(acc), start, stop, proj, sq_norm)
         return proj, sq_norm, kept
 
     results = parallel_map(run, _split(list(enumerate(chunks)), parts), parts)
@@ -242,13 +300,7 @@ def backward(
                 if buffer is None:
                     buffer = torch.empty(num_slices * chunk)
                 tiles = _draw(seed, num_slices, start, stop, buffer, parts)
-            for offset, tile in zip(range(start, stop, STREAM_BLOCK), tiles, strict=True):
-                cols = min(STREAM_BLOCK, stop - offset)
-                v = tile[:, :cols].to(coeff.dtype)
-                if same_dtype:  # straight into the gradient's columns
-                    torch.mm(coeff, v, out=grad[:, offset : offset + cols])
-                else:
-                    grad[:, offset : offset + cols] = coeff @ v
+            _combine_chunk(coeff, tiles.to(coeff.dtype), start, stop, grad, same_dtype)
 
     parallel_map(run, _split(list(enumerate(_chunks(dim, chunk))), parts), parts)
     return grad

@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 
 import torch
-
 from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
 
 from . import cpu_path

@@ -36,6 +36,27 @@ def test_kept_or_regenerated_the_gradient_is_eq6_on_the_same_directions(budget, 
     assert_close("grad", grad / 3, reference.per_grad(h, theta), *tolerances.F64_GRAD_PATHS)
 
 
+@pytest.mark.parametrize("b", [1, cpu_path._BATCHED_MAX_ROWS + 1])
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16])
+def test_batched_and_per_tile_products_match_the_reference(b, out_dtype):
+    """A small batch (one bmm per chunk) and a large one (a product per tile), with a
+    partial last tile: loss and gradient equal the reference on the same directions."""
+    s, chunk = 12, 3 * STREAM_BLOCK
+    gen = torch.Generator().manual_seed(b)
+    h = torch.randn(b, 2 * chunk + STREAM_BLOCK + 40, dtype=torch.float64, generator=gen)
+    loss, coeff = cpu_path.forward(h, 9, s, chunk=chunk, keep=False)
+    grad = cpu_path.backward(coeff, 9, h.shape[1], torch.float64, chunk=chunk)
+    theta = pt.sample_directions(s, h.shape[1], 9, dtype=torch.float64)
+    assert_close("loss", loss / b, reference.per_loss(h, theta), *tolerances.F64_SAME_MATH)
+    assert_close("grad", grad / b, reference.per_grad(h, theta), *tolerances.F64_GRAD_PATHS)
+    # another output dtype than coeff's: the products are converted into the gradient
+    low = cpu_path.backward(coeff.float(), 9, h.shape[1], out_dtype, chunk=chunk)
+    assert low.dtype == out_dtype
+    # float32 products, then rounded to out_dtype (cancellation: float32's absolute error)
+    rtol = tolerances.F32_PATHS.rtol if out_dtype == torch.float32 else 2**-8
+    assert_close("grad", low.double() / b, reference.per_grad(h, theta), 1e-6, rtol)
+
+
 def test_backward_redraws_only_the_chunks_past_the_budget(budget, monkeypatch):
     s, chunk = 8, STREAM_BLOCK
     h = torch.randn(2, 10 * chunk)
@@ -151,3 +172,27 @@ def test_a_forked_child_draws_on_its_own_pool():
     child.join(timeout=30)
     assert child.exitcode == 0
     assert torch.equal(torch.from_numpy(got), expected)
+
+
+def test_eager_cpu_twin_equals_the_custom_op_to_second_order(monkeypatch):
+    """Eager CPU calls skip the custom-op dispatch (ops._EAGER_CPU twins); loss, gradient
+    and a gradient of the gradient norm equal those through the registered ops."""
+    from per_triton import ops
+
+    gen = torch.Generator().manual_seed(3)
+    h0 = torch.randn(5, 700, dtype=torch.float64, generator=gen)
+
+    def run():
+        h = h0.clone().requires_grad_()
+        loss, _coeff = ops.per_fwd_autograd(h, torch.tensor([7]), 24, "ieee")
+        (grad,) = torch.autograd.grad(loss, h, create_graph=True)
+        (grad2,) = torch.autograd.grad(grad.square().sum(), h)
+        return loss, grad, grad2
+
+    twin = run()
+    assert twin[0].grad_fn.name().endswith("eager_cpu_functionBackward")
+    monkeypatch.setattr(ops, "_plain_eager_cpu", lambda *_: False)  # the registered ops
+    op = run()
+    assert "per_triton" in op[0].grad_fn.name() and "eager" not in op[0].grad_fn.name()
+    for name, a, b in zip(("loss", "grad", "grad2"), twin, op, strict=True):
+        assert torch.equal(a, b), name
