@@ -218,31 +218,50 @@ per_bwd.register_autograd(_bwd_backward, setup_context=_bwd_setup_context)
 per_proj.register_autograd(_proj_backward, setup_context=_proj_setup_context)
 
 
-def _twin_function(name: str, impl, setup_context, backward) -> type[torch.autograd.Function]:
-    """An ``autograd.Function`` whose forward is ``impl``, with the op's registered formula.
+def _functorch_function(op, setup_context, backward) -> type[torch.autograd.Function]:
+    """An ``autograd.Function`` running ``op`` with its registered formula.
 
     A custom op's registered autograd is not seen by ``torch.func`` transforms; an
-    ``autograd.Function`` with ``setup_context`` is: with ``impl`` the op itself, the
-    twin serves while a transform is active (:func:`_call`). With ``impl`` the op's
-    CPU implementation, it serves eager CPU calls: the same forward and formulas
-    (double backward included, since the formulas call :func:`_call` again) without
-    the custom-op dispatch and its Python autograd wrapper, which cost more than
-    the whole computation of a small layer (docs/CONTRACTS.md, CPU path).
+    ``autograd.Function`` with ``setup_context`` is. Used only while a transform is
+    active (:func:`_call`).
     """
 
     def forward(*args):
-        return impl(*args)
+        return op(*args)
 
     attrs = {
         "forward": staticmethod(forward),
         "setup_context": staticmethod(setup_context),
         "backward": staticmethod(backward),
     }
-    return type(f"_{name}_function", (torch.autograd.Function,), attrs)
+    return type(f"_{op._name}_function", (torch.autograd.Function,), attrs)
+
+
+def _eager_cpu_function(name: str, impl, setup_context, backward) -> type[torch.autograd.Function]:
+    """An ``autograd.Function`` calling the op's CPU implementation ``impl`` directly,
+    with the op's registered formula: eager CPU calls get the same forward and
+    gradients (double backward included: the formulas call :func:`_call` again)
+    without the custom-op dispatch and its Python autograd wrapper, which cost more
+    than the whole computation of a small layer (docs/CONTRACTS.md, CPU path).
+
+    Old-style (``forward(ctx, ...)`` calls ``setup_context`` itself): ``apply`` then
+    skips binding the arguments to the signature (``inspect``), tens of microseconds
+    a call. Such a Function is not functorch-aware, so it serves only outside
+    transforms; :func:`_functorch_function` serves under them.
+    """
+
+    def forward(ctx, *args):
+        output = impl(*args)
+        setup_context(ctx, args, output)
+        return output
+
+    attrs = {"forward": staticmethod(forward), "backward": staticmethod(backward)}
+    return type(f"_{name}_eager_cpu_function", (torch.autograd.Function,), attrs)
 
 
 _FUNCTIONS: dict[str, type[torch.autograd.Function]] = {}
 _EAGER_CPU: dict[str, type[torch.autograd.Function]] = {}
+_CPU_IMPL = {}
 
 
 def _plain_eager_cpu(x: torch.Tensor, seed: torch.Tensor) -> bool:
@@ -258,13 +277,19 @@ def _plain_eager_cpu(x: torch.Tensor, seed: torch.Tensor) -> bool:
 
 
 def _call(op, *args):
-    """``op(*args)``; through its ``autograd.Function`` twin under ``torch.func``, and
-    through the eager CPU twin (the CPU implementation called directly) for plain CPU
-    tensors outside torch.compile and tracing."""
+    """``op(*args)``, differentiable by its registered formula.
+
+    Under ``torch.func`` through its ``autograd.Function`` twin; for plain eager CPU
+    tensors (:func:`_plain_eager_cpu`) the CPU implementation is called directly,
+    through the eager twin when the first argument (the only differentiable one)
+    needs a gradient; otherwise (torch.compile, tracing, CUDA) the op itself.
+    """
     if torch._C._are_functorch_transforms_active():
         return _FUNCTIONS[op._name].apply(*args)
     if _plain_eager_cpu(args[0], args[1]):
-        return _EAGER_CPU[op._name].apply(*args)
+        if torch.is_grad_enabled() and args[0].requires_grad:
+            return _EAGER_CPU[op._name].apply(*args)
+        return _CPU_IMPL[op._name](*args)
     return op(*args)
 
 
@@ -273,8 +298,9 @@ for _op, _impl, _setup, _backward in (
     (per_bwd, _per_bwd_cpu, _bwd_setup_context, _bwd_backward),
     (per_proj, _per_proj_cpu, _proj_setup_context, _proj_backward),
 ):
-    _FUNCTIONS[_op._name] = _twin_function(_op._name, _op, _setup, _backward)
-    _EAGER_CPU[_op._name] = _twin_function(f"{_op._name}_eager_cpu", _impl, _setup, _backward)
+    _FUNCTIONS[_op._name] = _functorch_function(_op, _setup, _backward)
+    _EAGER_CPU[_op._name] = _eager_cpu_function(_op._name, _impl, _setup, _backward)
+    _CPU_IMPL[_op._name] = _impl
 
 
 def per_fwd_autograd(

@@ -190,7 +190,7 @@ def test_eager_cpu_twin_equals_the_custom_op_to_second_order(monkeypatch):
         return loss, grad, grad2
 
     twin = run()
-    assert twin[0].grad_fn.name().endswith("eager_cpu_functionBackward")
+    assert "eager_cpu" in twin[0].grad_fn.name()
     monkeypatch.setattr(ops, "_plain_eager_cpu", lambda *_: False)  # the registered ops
     op = run()
     assert "per_triton" in op[0].grad_fn.name() and "eager" not in op[0].grad_fn.name()
