@@ -87,4 +87,6 @@ def loss_and_coefficients(
     ``coeff[i, k] = erf(p_ik/sqrt2) / (s * ||v_k||)``, so that Eq. 6 is ``coeff @ V``.
     """
     p = proj / norm
-    return psi(p).sum() / num_slices, psi_grad(p) / (num_slices * norm)
+    erf = psi_grad(p)  # computed once: psi(p) = p * erf + sqrt(2/pi) * exp(-p^2/2)
+    psi_sum = (p * erf + _SQRT_2_OVER_PI * torch.exp(-0.5 * p * p)).sum()
+    return psi_sum / num_slices, erf / (num_slices * norm)
