@@ -1,8 +1,10 @@
 """Before/after table of `per-triton bench --suite cpu` result files (README, issue 15).
 
 Each argument is ``LABEL=FILE`` (a result JSON of the cpu suite); runs with the busy
-process beside are told apart by their ``busy`` flag. Prints a summary per (label,
-threads, busy) and the ratio (per_triton / plain torch, medians) of every shape::
+process beside are told apart by their ``busy`` flag. A label given several files
+(repeated runs, e.g. alternated with another label's) gets the median of their ratios
+per shape. Prints a summary per (label, threads, busy) and the ratio (per_triton /
+plain torch, medians) of every shape::
 
     python scripts/cpu_sweep_table.py before=bench/results/cpu/before-9a041f0.json \\
         before=bench/results/cpu/before-9a041f0-busy.json \\
@@ -21,15 +23,19 @@ def main(argv: list[str]) -> int:
     if not argv or any("=" not in a for a in argv):
         print(__doc__, file=sys.stderr)
         return 2
-    ratios: dict[tuple, float] = {}
+    runs: dict[tuple, list[float]] = {}
     labels: list[str] = []
     for arg in argv:
         label, path = arg.split("=", 1)
         labels += [label] if label not in labels else []
         for bench in json.loads(Path(path).read_text())["benchmarks"]:
             e = bench["extra_info"]
-            ratios[(label, e["threads"], e["busy"], e["b"], e["d"], e["s"])] = e["ratio"]
-    cols = [(w, t, busy) for busy in (False, True) for t in (1, 2) for w in labels]
+            key = (label, e["threads"], e["busy"], e["b"], e["d"], e["s"])
+            runs.setdefault(key, []).append(e["ratio"])
+    ratios = {key: statistics.median(values) for key, values in runs.items()}
+    present = {k[:3] for k in ratios}
+    every = [(w, t, b) for b in (False, True) for t in (1, 2) for w in labels]
+    cols = [c for c in every if c in present]
     print("| run | threads | busy core | shapes | max | median | over 1.0 | median d >= 49152 |")
     print("|---|---|---|---|---|---|---|---|")
     for w, t, busy in cols:
