@@ -18,6 +18,7 @@ are dropped first when the budget is full (a forward with no backward, e.g. unde
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -43,7 +44,8 @@ __all__ = [
 WORK_BYTES = 4 * 2**20
 # Below this many normals per call (about 1 ms of drawing) one thread does the call:
 # handing parts to pool threads costs tens of microseconds.
-_SPLIT_MIN_NORMALS = 1 << 18
+# The same bound keeps such a call off torch's intra-op threads too (:func:`_one_thread`).
+_SPLIT_MIN_NORMALS = 1 << 19
 # Batches of at most this many rows take a chunk's whole tiles in one bmm.
 _BATCHED_MAX_ROWS = 64
 
@@ -115,6 +117,26 @@ def _plan(dim: int, num_slices: int, chunk: int | None) -> tuple[int, int]:
         threads = 1
     chunk = chunk or default_chunk(num_slices, dim, threads)
     return chunk, max(1, min(threads, math.ceil(dim / chunk)))
+
+
+@contextlib.contextmanager
+def _one_thread(small: bool):
+    """With ``small``, run the body with one torch intra-op thread, then restore the count.
+
+    A call below :data:`_SPLIT_MIN_NORMALS` normals is not split over pool threads;
+    left on several intra-op threads, its few larger operations (the chunk's norms,
+    ``bmm``) would each pay a thread barrier, which on a loaded machine can wait a
+    scheduler time slice, for work of well under a millisecond.
+    """
+    threads = torch.get_num_threads()
+    if not small or threads <= 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _split(items: list, parts: int) -> list[list]:
@@ -245,7 +267,8 @@ def projections(
             _project_chunk(h, tiles.to(acc), start, stop, proj, sq_norm)
         return proj, sq_norm, kept
 
-    results = parallel_map(run, _split(list(enumerate(chunks)), parts), parts)
+    with _one_thread(num_slices * dim < _SPLIT_MIN_NORMALS):
+        results = parallel_map(run, _split(list(enumerate(chunks)), parts), parts)
     proj, sq_norm, kept = results[0]
     for other_proj, other_sq, other_kept in results[1:]:
         proj.add_(other_proj)
@@ -302,7 +325,8 @@ def backward(
                 tiles = _draw(seed, num_slices, start, stop, buffer, parts)
             _combine_chunk(coeff, tiles.to(coeff.dtype), start, stop, grad, same_dtype)
 
-    parallel_map(run, _split(list(enumerate(_chunks(dim, chunk))), parts), parts)
+    with _one_thread(num_slices * dim < _SPLIT_MIN_NORMALS):
+        parallel_map(run, _split(list(enumerate(_chunks(dim, chunk))), parts), parts)
     return grad
 
 

@@ -196,3 +196,30 @@ def test_eager_cpu_twin_equals_the_custom_op_to_second_order(monkeypatch):
     assert "per_triton" in op[0].grad_fn.name() and "eager" not in op[0].grad_fn.name()
     for name, a, b in zip(("loss", "grad", "grad2"), twin, op, strict=True):
         assert torch.equal(a, b), name
+
+
+def test_small_call_runs_on_one_intra_op_thread_and_restores_the_count(monkeypatch):
+    """Below the split bound the chunks' operations see one torch thread; the caller's
+    thread count is back afterwards, also when the call raises."""
+    seen = []
+
+    def recording(seed, num_slices, first, count, out=None):
+        seen.append(torch.get_num_threads())
+        if seed == 13:
+            raise RuntimeError("draw failed")
+        return draw_tiles(seed, num_slices, first, count, out)
+
+    monkeypatch.setattr(cpu_path, "draw_tiles", recording)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        h = torch.randn(3, 650)
+        _loss, coeff = cpu_path.forward(h, 2, 64, keep=False)
+        cpu_path.backward(coeff, 2, 650, torch.float32)
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError, match="draw failed"):
+            cpu_path.backward(coeff, 13, 650, torch.float32)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
