@@ -175,6 +175,19 @@ def _draw(seed: int, num_slices: int, start: int, stop: int, out, parts: int) ->
     return tiles
 
 
+def _batched_tiles(b: int, start: int, stop: int) -> int:
+    """How many leading (whole) tiles of a chunk one ``bmm`` takes: 0 unless ``b`` is small."""
+    return (stop - start) // STREAM_BLOCK if b <= _BATCHED_MAX_ROWS else 0
+
+
+def _single_tiles(v: torch.Tensor, first: int, start: int, stop: int):
+    """``(offset, cols, tile)`` of tiles ``first ..`` of a chunk: ``tile`` its used columns."""
+    for index in range(first, len(v)):
+        offset = start + index * STREAM_BLOCK
+        cols = min(STREAM_BLOCK, stop - offset)
+        yield offset, cols, v[index, :, :cols]
+
+
 def _project_chunk(
     h: torch.Tensor,
     v: torch.Tensor,
@@ -192,19 +205,13 @@ def _project_chunk(
     several times slower); the partial last tile uses only its first columns.
     """
     b = h.shape[0]
-    full = (stop - start) // STREAM_BLOCK
-    if full and b <= _BATCHED_MAX_ROWS:
+    full = _batched_tiles(b, start, stop)
+    if full:
         tiles = v[:full]
         sq_norm.add_(torch.linalg.vector_norm(tiles, dim=2).square().sum(0))
         x = h[:, start : start + full * STREAM_BLOCK].to(v.dtype).view(b, full, STREAM_BLOCK)
         proj.add_(torch.bmm(x.transpose(0, 1), tiles.transpose(1, 2)).sum(0))
-        first = full
-    else:
-        first = 0
-    for index in range(first, len(v)):
-        offset = start + index * STREAM_BLOCK
-        cols = min(STREAM_BLOCK, stop - offset)
-        tile = v[index, :, :cols]
+    for offset, cols, tile in _single_tiles(v, full, start, stop):
         sq_norm.add_(torch.linalg.vector_norm(tile, dim=1).square())
         proj.addmm_(h[:, offset : offset + cols].to(v.dtype), tile.T)
 
@@ -219,18 +226,12 @@ def _combine_chunk(
     A small batch takes the whole tiles in one ``bmm``, as in :func:`_project_chunk`.
     """
     b = coeff.shape[0]
-    full = (stop - start) // STREAM_BLOCK
-    if full and b <= _BATCHED_MAX_ROWS:
+    full = _batched_tiles(b, start, stop)
+    if full:
         part = torch.bmm(coeff.expand(full, *coeff.shape), v[:full])  # (n, b, STREAM_BLOCK)
-        cols = grad[:, start : start + full * STREAM_BLOCK].view(b, full, STREAM_BLOCK)
-        cols.copy_(part.transpose(0, 1))
-        first = full
-    else:
-        first = 0
-    for index in range(first, len(v)):
-        offset = start + index * STREAM_BLOCK
-        cols = min(STREAM_BLOCK, stop - offset)
-        tile = v[index, :, :cols]
+        out = grad[:, start : start + full * STREAM_BLOCK].view(b, full, STREAM_BLOCK)
+        out.copy_(part.transpose(0, 1))
+    for offset, cols, tile in _single_tiles(v, full, start, stop):
         if direct:  # straight into the gradient's columns
             torch.mm(coeff, tile, out=grad[:, offset : offset + cols])
         else:
