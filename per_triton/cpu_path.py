@@ -18,7 +18,6 @@ are dropped first when the budget is full (a forward with no backward, e.g. unde
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import threading
@@ -44,10 +43,9 @@ __all__ = [
 WORK_BYTES = 4 * 2**20
 # Below this many normals per call (about 1 ms of drawing) one thread does the call:
 # handing parts to pool threads costs tens of microseconds.
-# The same bound keeps such a call off torch's intra-op threads too (:func:`_one_thread`),
-# unless its products are large (at least this many multiply-adds, ``b * s * d``).
+# (Not also forced onto one intra-op thread: torch.set_num_threads(1) resets torch's
+# process-wide default, which threads started meanwhile would keep.)
 _SPLIT_MIN_NORMALS = 1 << 19
-_THREADED_MIN_MACS = 1 << 24
 # Batches of at most this many rows take a chunk's whole tiles in one bmm.
 _BATCHED_MAX_ROWS = 64
 
@@ -119,31 +117,6 @@ def _plan(dim: int, num_slices: int, chunk: int | None) -> tuple[int, int]:
         threads = 1
     chunk = chunk or default_chunk(num_slices, dim, threads)
     return chunk, max(1, min(threads, math.ceil(dim / chunk)))
-
-
-def _small(b: int, num_slices: int, dim: int) -> bool:
-    """Too little work for several threads: few normals and small products."""
-    return num_slices * dim < _SPLIT_MIN_NORMALS and b * num_slices * dim < _THREADED_MIN_MACS
-
-
-@contextlib.contextmanager
-def _one_thread(small: bool):
-    """With ``small``, run the body with one torch intra-op thread, then restore the count.
-
-    A call below :data:`_SPLIT_MIN_NORMALS` normals is not split over pool threads;
-    left on several intra-op threads, its few larger operations (the chunk's norms,
-    ``bmm``) would each pay a thread barrier, which on a loaded machine can wait a
-    scheduler time slice, for work of well under a millisecond. See :func:`_small`.
-    """
-    threads = torch.get_num_threads()
-    if not small or threads <= 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _split(items: list, parts: int) -> list[list]:
@@ -275,8 +248,7 @@ def projections(
             _project_chunk(h, tiles.to(acc), start, stop, proj, sq_norm)
         return proj, sq_norm, kept
 
-    with _one_thread(_small(b, num_slices, dim)):
-        results = parallel_map(run, _split(list(enumerate(chunks)), parts), parts)
+    results = parallel_map(run, _split(list(enumerate(chunks)), parts), parts)
     proj, sq_norm, kept = results[0]
     for other_proj, other_sq, other_kept in results[1:]:
         proj.add_(other_proj)
@@ -333,8 +305,7 @@ def backward(
                 tiles = _draw(seed, num_slices, start, stop, buffer, parts)
             _combine_chunk(coeff, tiles.to(coeff.dtype), start, stop, grad, same_dtype)
 
-    with _one_thread(_small(b, num_slices, dim)):
-        parallel_map(run, _split(list(enumerate(_chunks(dim, chunk))), parts), parts)
+    parallel_map(run, _split(list(enumerate(_chunks(dim, chunk))), parts), parts)
     return grad
 
 
