@@ -37,6 +37,14 @@ def select(label: str, values: Iterable[Any], key: str, default: Any = None) -> 
     return st.selectbox(label, opts, index=index, key=key)
 
 
+def narrow(
+    df: pd.DataFrame, column: str, label: str, key: str, default: Any = None
+) -> tuple[pd.DataFrame, Any]:
+    """A :func:`select` over ``df[column]``; returns the rows with the chosen value, and it."""
+    value = select(label, df[column], key, default)
+    return df[df[column] == value], value
+
+
 def most_common(series: pd.Series) -> Any:
     """The most frequent value (ties: the smallest); None for an empty series."""
     counts = series.dropna().value_counts()

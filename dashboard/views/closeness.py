@@ -22,8 +22,7 @@ st.caption("Files: " + ", ".join(f"`{name}`" for name in data.files))
 
 cols = st.columns(3)
 with cols[0]:
-    model = widgets.select("Model", df["model"], "closeness_model")
-df = df[df["model"] == model]
+    df, model = widgets.narrow(df, "model", "Model", "closeness_model")
 with cols[1]:
     picked = widgets.multiselect_all("Methods", df["method"], "closeness_methods")
 df = df[df["method"].isin(picked)]

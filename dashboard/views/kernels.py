@@ -28,8 +28,7 @@ if df.empty:
 
 cols = st.columns(4)
 with cols[0]:
-    gpu = widgets.select("GPU", df["gpu"], "kernels_gpu")
-df = df[df["gpu"] == gpu]
+    df, gpu = widgets.narrow(df, "gpu", "GPU", "kernels_gpu")
 if gpu == "cpu":
     st.warning(
         "CPU results: a smoke run of the suite (Triton interpreter), not a cost "
@@ -37,24 +36,20 @@ if gpu == "cpu":
         icon=":material/info:",
     )
 with cols[1]:
-    series = widgets.select("Run", df["series"], "kernels_run")
-df = df[df["series"] == series]
+    df, _ = widgets.narrow(df, "series", "Run", "kernels_run")
 with cols[2]:
-    mode = widgets.select("Pass", df["mode"], "kernels_mode", default="full")
-df = df[df["mode"] == mode]
+    df, mode = widgets.narrow(df, "mode", "Pass", "kernels_mode", default="full")
 with cols[3]:
-    dtype = widgets.select("dtype", df["dtype"], "kernels_dtype", default="float32")
-df = df[df["dtype"] == dtype]
+    df, dtype = widgets.narrow(df, "dtype", "dtype", "kernels_dtype", default="float32")
 
 axis = st.radio("Sweep", list(AXES), format_func=AXES.get, horizontal=True, key="kernels_axis")
 fixed = [a for a in AXES if a != axis]
 cols = st.columns(len(fixed))
 for col, name in zip(cols, fixed, strict=True):
     with col:
-        value = widgets.select(
-            f"{name} (fixed)", df[name], f"kernels_fixed_{name}", widgets.most_common(df[name])
+        df, _ = widgets.narrow(
+            df, name, f"{name} (fixed)", f"kernels_fixed_{name}", widgets.most_common(df[name])
         )
-    df = df[df[name] == value]
 df = frames.with_speedup(df.sort_values(axis).reset_index(drop=True))
 if df.empty:
     widgets.stop_with("No kernel results for this selection.")

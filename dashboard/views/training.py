@@ -25,16 +25,13 @@ df = df[df["gpu"].isin(gpus)]
 if df.empty:
     widgets.stop_with("Pick at least one GPU.")
 with cols[1]:
-    model = widgets.select("Model", df["model"], "training_model")
-df = df[df["model"] == model]
+    df, model = widgets.narrow(df, "model", "Model", "training_model")
 with cols[2]:
-    dtype = widgets.select("dtype", df["dtype"], "training_dtype", default="float32")
-df = df[df["dtype"] == dtype]
+    df, dtype = widgets.narrow(df, "dtype", "dtype", "training_dtype", default="float32")
 with cols[3]:
-    batch = widgets.select(
-        "Batch", df["batch"], "training_batch", default=widgets.most_common(df["batch"])
+    df, batch = widgets.narrow(
+        df, "batch", "Batch", "training_batch", default=widgets.most_common(df["batch"])
     )
-df = df[df["batch"] == batch]
 
 show_paper = st.checkbox(
     "Show the paper's TITAN X figures (their model and GPU: compare ratios, not seconds)",
