@@ -45,6 +45,18 @@ def narrow(
     return df[df[column] == value], value
 
 
+def narrow_all(df: pd.DataFrame, column: str, label: str, key: str, noun: str) -> pd.DataFrame:
+    """A :func:`multiselect_all` over ``df[column]``; the rows with a chosen value.
+
+    Ends the page with "Pick at least one ``noun``." when nothing is left.
+    """
+    picked = multiselect_all(label, df[column], key)
+    df = df[df[column].isin(picked)]
+    if df.empty:
+        stop_with(f"Pick at least one {noun}.")
+    return df
+
+
 def most_common(series: pd.Series) -> Any:
     """The most frequent value (ties: the smallest); None for an empty series."""
     counts = series.dropna().value_counts()

@@ -24,10 +24,7 @@ cols = st.columns(3)
 with cols[0]:
     df, model = widgets.narrow(df, "model", "Model", "closeness_model")
 with cols[1]:
-    picked = widgets.multiselect_all("Methods", df["method"], "closeness_methods")
-df = df[df["method"].isin(picked)]
-if df.empty:
-    widgets.stop_with("Pick at least one method.")
+    df = widgets.narrow_all(df, "method", "Methods", "closeness_methods", "method")
 with cols[2]:
     layers = list(dict.fromkeys(df["layer"]))  # in recorded order
     default = frames.most_distinct_layer(df)

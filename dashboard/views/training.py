@@ -20,10 +20,7 @@ if df.empty:
 
 cols = st.columns(4)
 with cols[0]:
-    gpus = widgets.multiselect_all("GPU", df["gpu"], "training_gpu")
-df = df[df["gpu"].isin(gpus)]
-if df.empty:
-    widgets.stop_with("Pick at least one GPU.")
+    df = widgets.narrow_all(df, "gpu", "GPU", "training_gpu", "GPU")
 with cols[1]:
     df, model = widgets.narrow(df, "model", "Model", "training_model")
 with cols[2]:
