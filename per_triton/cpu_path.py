@@ -1,9 +1,10 @@
 """The CPU implementation of PER: forward and backward in chunks of coordinates.
 
 It never holds the ``s x d`` direction matrix of a large layer: each working chunk
-of about :data:`WORK_BYTES` of directions (a whole number of stream blocks) is
-drawn, used and dropped, so extra memory is ``O(s * chunk + b * s)`` whatever ``d``
-is, plus the kept directions below.
+of about :data:`WORK_BYTES` of directions, a row-major ``(s, width)`` matrix of the
+CPU stream (:mod:`per_triton.normals`), is drawn, used in one matrix product and
+dropped, so extra memory is ``O(s * chunk + b * s)`` whatever ``d`` is, plus the
+kept directions below.
 
 Kept directions: the forward pass keeps the chunks it drew, in order, while they
 fit in :func:`cache_budget` bytes (default 32 MiB, ``PER_TRITON_CPU_CACHE_MB``
@@ -25,7 +26,7 @@ from collections import OrderedDict
 
 import torch
 
-from .directions import STREAM_BLOCK, accumulation_dtype, draw_tiles, parallel_map
+from .directions import accumulation_dtype, draw_columns, parallel_map
 from .reference import loss_and_coefficients
 
 __all__ = [
@@ -41,13 +42,13 @@ __all__ = [
 
 #: Working chunk of directions, in bytes of float32 (4 MiB).
 WORK_BYTES = 4 * 2**20
+#: Chunk widths are multiples of this many columns (256 bytes of a float32 row).
+CHUNK_ALIGN = 64
 # Below this many normals per call (about 1 ms of drawing) one thread does the call:
 # handing parts to pool threads costs tens of microseconds.
 # (Not also forced onto one intra-op thread: torch.set_num_threads(1) resets torch's
 # process-wide default, which threads started meanwhile would keep.)
 _SPLIT_MIN_NORMALS = 1 << 19
-# Batches of at most this many rows take a chunk's whole tiles in one bmm.
-_BATCHED_MAX_ROWS = 64
 
 _lock = threading.Lock()
 _store: OrderedDict[tuple[int, int, int, int], list[torch.Tensor]] = OrderedDict()
@@ -87,22 +88,22 @@ def _evict(room: int) -> None:
 
 
 def default_chunk(num_slices: int, dim: int | None = None, threads: int = 1) -> int:
-    """Coordinates per working chunk: at most :data:`WORK_BYTES` of directions, whole blocks.
+    """Columns per working chunk: at most :data:`WORK_BYTES` of directions, a multiple
+    of :data:`CHUNK_ALIGN`.
 
     With ``dim`` and ``threads``, the chunk is shrunk (never grown) so that the chunks
     split evenly over the threads.
     """
-    blocks = max(1, WORK_BYTES // (4 * num_slices * STREAM_BLOCK))
+    cols = max(CHUNK_ALIGN, WORK_BYTES // (4 * num_slices) // CHUNK_ALIGN * CHUNK_ALIGN)
     if dim is not None and threads > 1:
-        total = math.ceil(dim / STREAM_BLOCK)
-        count = math.ceil(math.ceil(total / blocks) / threads) * threads
-        blocks = max(1, math.ceil(total / count))
-    return blocks * STREAM_BLOCK
+        count = math.ceil(math.ceil(dim / cols) / threads) * threads
+        cols = max(CHUNK_ALIGN, math.ceil(dim / count / CHUNK_ALIGN) * CHUNK_ALIGN)
+    return cols
 
 
 def _chunks(dim: int, chunk: int) -> list[tuple[int, int]]:
-    if chunk % STREAM_BLOCK:
-        raise ValueError(f"chunk must be a multiple of {STREAM_BLOCK}, got {chunk}")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive int, got {chunk!r}")
     return [(start, min(dim, start + chunk)) for start in range(0, dim, chunk)]
 
 
@@ -110,7 +111,7 @@ def _plan(dim: int, num_slices: int, chunk: int | None) -> tuple[int, int]:
     """``(chunk, parts)``: the working chunk and how many threads share the chunks.
 
     One part per torch thread once there are at least two chunks and the draw is
-    worth splitting; a single chunk draws its blocks on the threads instead.
+    worth splitting; a single chunk draws its rows on the threads instead.
     """
     threads = torch.get_num_threads()
     if num_slices * dim < _SPLIT_MIN_NORMALS:
@@ -126,67 +127,23 @@ def _split(items: list, parts: int) -> list[list]:
 
 
 def _draw(seed: int, num_slices: int, start: int, stop: int, out, parts: int) -> torch.Tensor:
-    """Tiles ``(n, s, STREAM_BLOCK)`` covering columns ``[start, stop)`` of the stream.
+    """``v[:, start:stop]`` as a row-major ``(s, stop - start)`` float32 matrix.
 
-    With one part on several torch threads (a single chunk), the blocks are drawn on
-    those threads; within a part of a split call, on the part's own thread.
+    A single part (one chunk for the whole call) draws its rows on the torch threads;
+    within a part of a split call, on the part's own thread.
     """
-    first, count = start // STREAM_BLOCK, math.ceil((stop - start) / STREAM_BLOCK)
     threads = torch.get_num_threads() if parts == 1 else 1
-    if threads <= 1 or num_slices * (stop - start) < _SPLIT_MIN_NORMALS:
-        return draw_tiles(seed, num_slices, first, count, out)
-    size = count * num_slices * STREAM_BLOCK
-    tiles = (torch.empty(size) if out is None else out.view(-1)[:size]).view(
-        count, num_slices, STREAM_BLOCK
-    )
-    runs = _split(list(range(count)), min(threads, count))
-    parallel_map(
-        lambda r: draw_tiles(seed, num_slices, first + r[0], len(r), tiles[r[0] : r[-1] + 1]),
-        runs,
-        len(runs),
-    )
-    return tiles
+    return draw_columns(seed, num_slices, start, stop, out, threads)
 
 
-def _batched_tiles(b: int, start: int, stop: int) -> int:
-    """How many leading (whole) tiles of a chunk one ``bmm`` takes: 0 unless ``b`` is small."""
-    return (stop - start) // STREAM_BLOCK if b <= _BATCHED_MAX_ROWS else 0
-
-
-def _single_tiles(v: torch.Tensor, first: int, start: int, stop: int):
-    """``(offset, cols, tile)`` of tiles ``first ..`` of a chunk: ``tile`` its used columns."""
-    for index in range(first, len(v)):
-        offset = start + index * STREAM_BLOCK
-        cols = min(STREAM_BLOCK, stop - offset)
-        yield offset, cols, v[index, :, :cols]
-
-
-def _project_chunk(
-    h: torch.Tensor,
-    v: torch.Tensor,
-    start: int,
-    stop: int,
-    proj: torch.Tensor,
-    sq_norm: torch.Tensor,
-) -> None:
+def _project_chunk(h: torch.Tensor, v: torch.Tensor, start: int, stop: int, proj, sq_norm) -> None:
     """Add the chunk's ``h[:, start:stop] @ V^T`` to ``proj`` and its ``||v_k||^2`` to ``sq_norm``.
 
-    ``v``: the chunk's tiles ``(n, s, STREAM_BLOCK)`` in the accumulation dtype. A small
-    batch takes the whole tiles in one ``bmm`` (its ``(n, b, s)`` partials are at most
-    the size of the chunk): per-tile calls cost more than the arithmetic there. The
-    norms are contiguous row reductions (a norm over dims ``(0, 2)`` is a strided one,
-    several times slower); the partial last tile uses only its first columns.
+    ``v``: the chunk ``(s, stop - start)`` in the accumulation dtype; one matrix
+    product and one contiguous row reduction.
     """
-    b = h.shape[0]
-    full = _batched_tiles(b, start, stop)
-    if full:
-        tiles = v[:full]
-        sq_norm.add_(torch.linalg.vector_norm(tiles, dim=2).square().sum(0))
-        x = h[:, start : start + full * STREAM_BLOCK].to(v.dtype).view(b, full, STREAM_BLOCK)
-        proj.add_(torch.bmm(x.transpose(0, 1), tiles.transpose(1, 2)).sum(0))
-    for offset, cols, tile in _single_tiles(v, full, start, stop):
-        sq_norm.add_(torch.linalg.vector_norm(tile, dim=1).square())
-        proj.addmm_(h[:, offset : offset + cols].to(v.dtype), tile.T)
+    sq_norm.add_(torch.linalg.vector_norm(v, dim=1).square())
+    proj.addmm_(h[:, start:stop].to(v.dtype), v.T)
 
 
 def _combine_chunk(
@@ -194,21 +151,13 @@ def _combine_chunk(
 ) -> None:
     """Write ``coeff @ V`` for the chunk's columns into ``grad[:, start:stop]``.
 
-    ``v``: the chunk's tiles ``(n, s, STREAM_BLOCK)`` in ``coeff``'s dtype; ``direct``:
-    ``grad`` has that dtype too, so a per-tile product goes straight into its columns.
-    A small batch takes the whole tiles in one ``bmm``, as in :func:`_project_chunk`.
+    ``direct``: ``grad`` has ``coeff``'s dtype, so the product goes straight into its
+    columns.
     """
-    b = coeff.shape[0]
-    full = _batched_tiles(b, start, stop)
-    if full:
-        part = torch.bmm(coeff.expand(full, *coeff.shape), v[:full])  # (n, b, STREAM_BLOCK)
-        out = grad[:, start : start + full * STREAM_BLOCK].view(b, full, STREAM_BLOCK)
-        out.copy_(part.transpose(0, 1))
-    for offset, cols, tile in _single_tiles(v, full, start, stop):
-        if direct:  # straight into the gradient's columns
-            torch.mm(coeff, tile, out=grad[:, offset : offset + cols])
-        else:
-            grad[:, offset : offset + cols] = coeff @ tile
+    if direct:
+        torch.mm(coeff, v, out=grad[:, start:stop])
+    else:
+        grad[:, start:stop] = coeff @ v
 
 
 def projections(
@@ -227,7 +176,7 @@ def projections(
     chunks = _chunks(dim, chunk)
     room, keep_count = (_budget if keep else 0), 0
     for start, stop in chunks:
-        room -= 4 * num_slices * STREAM_BLOCK * math.ceil((stop - start) / STREAM_BLOCK)
+        room -= 4 * num_slices * (stop - start)
         if room < 0:
             break
         keep_count += 1
@@ -239,13 +188,13 @@ def projections(
         buffer = None
         for index, (start, stop) in run_chunks:
             if index < keep_count:  # a fresh tensor, kept for the backward pass
-                tiles = _draw(seed, num_slices, start, stop, None, parts)
-                kept.append(tiles)
+                v = _draw(seed, num_slices, start, stop, None, parts)
+                kept.append(v)
             else:
                 if buffer is None:
                     buffer = torch.empty(num_slices * chunk)
-                tiles = _draw(seed, num_slices, start, stop, buffer, parts)
-            _project_chunk(h, tiles.to(acc), start, stop, proj, sq_norm)
+                v = _draw(seed, num_slices, start, stop, buffer, parts)
+            _project_chunk(h, v.to(acc), start, stop, proj, sq_norm)
         return proj, sq_norm, kept
 
     results = parallel_map(run, _split(list(enumerate(chunks)), parts), parts)
@@ -297,13 +246,13 @@ def backward(
         buffer = None
         for index, (start, stop) in run_chunks:
             if index < len(kept):
-                tiles = kept[index]
+                v = kept[index]
                 kept[index] = None  # type: ignore[call-overload]  # free as we go
             else:
                 if buffer is None:
                     buffer = torch.empty(num_slices * chunk)
-                tiles = _draw(seed, num_slices, start, stop, buffer, parts)
-            _combine_chunk(coeff, tiles.to(coeff.dtype), start, stop, grad, same_dtype)
+                v = _draw(seed, num_slices, start, stop, buffer, parts)
+            _combine_chunk(coeff, v.to(coeff.dtype), start, stop, grad, same_dtype)
 
     parallel_map(run, _split(list(enumerate(_chunks(dim, chunk))), parts), parts)
     return grad

@@ -3,16 +3,15 @@
 Directions are ``theta_k = v_k / ||v_k||`` with ``v_k ~ N(0, I_d)``, always drawn in
 float32. They are a pure function of ``(seed, k, j)`` and of the device kind.
 
-CPU stream: coordinates are cut into blocks of :data:`STREAM_BLOCK`; block ``c``
-gets its own ``torch.Generator`` keyed with :func:`per_triton.seeds.cpu_block_keys`
-(32-bit keys, distinct for the blocks of one seed), which draws an
-``(s, STREAM_BLOCK)`` row-major tile; ``v[k, j]`` is entry ``(k, j - c*STREAM_BLOCK)``
-of that tile. Any block can be regenerated on its own (the backward pass does),
-the working chunk of the CPU path is a whole number of blocks, and since torch
-fills a tile row by row, row ``k`` does not depend on ``s``. Blocks are independent,
-so :func:`draw_columns` draws them on up to ``torch.get_num_threads()`` threads (the
-result does not depend on the thread count). CUDA uses Philox kernels
-(``per_triton.kernels``), a different stream.
+CPU stream (:mod:`per_triton.normals`): ``v[k, j]`` is normal ``j mod 4`` of
+Philox4x32-10 at counter ``(j // 4, k, 0, 0)`` under the key
+``child_seed(seed, "cpu-stream")`` (:func:`per_triton.seeds.cpu_stream_key`),
+through Box-Muller. Any rectangle of rows and columns is drawn on its own, straight
+into a row-major matrix: the CPU path draws a working chunk of columns as one
+``(s, width)`` matrix, the backward pass regenerates any chunk, row ``k`` does not
+depend on ``s`` and column ``j`` not on ``d``. :func:`draw_columns` splits the rows
+over up to ``torch.get_num_threads()`` threads (the values never depend on it).
+CUDA uses Philox kernels (``per_triton.kernels``), a different stream.
 """
 
 from __future__ import annotations
@@ -23,14 +22,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from . import normals
 from ._validation import check_device, check_positive_int, seed_tensor
-from .seeds import cpu_block_keys
+from .seeds import cpu_stream_key
 
-__all__ = ["STREAM_BLOCK", "draw_columns", "draw_tiles", "parallel_map", "sample_directions"]
+__all__ = ["draw_columns", "parallel_map", "sample_directions"]
 
-STREAM_BLOCK = 256
-# Below this many normals per call (about half a millisecond of drawing) the draw
-# stays on the calling thread: handing blocks to a pool thread costs tens of microseconds.
+# Below this many normals per call (about a quarter of a millisecond of drawing) the
+# draw stays on the calling thread: handing rows to a pool thread costs tens of microseconds.
 _PARALLEL_MIN_NORMALS = 1 << 17
 
 _pool: ThreadPoolExecutor | None = None
@@ -84,38 +83,6 @@ def parallel_map(fn, items: list, threads: int) -> list:
         torch.set_num_threads(main_threads)  # the process-wide default, see above
 
 
-def _draw_blocks(keys: list[int], num_slices: int, out, offsets: range, width: int) -> None:
-    """Draw the tiles of ``keys`` and copy their first columns into ``out`` (numpy view)."""
-    gen = torch.Generator()
-    tile = torch.empty(num_slices, STREAM_BLOCK)
-    tile_np = tile.numpy()
-    for key, offset in zip(keys, offsets, strict=True):
-        gen.manual_seed(key)
-        torch.randn(num_slices, STREAM_BLOCK, generator=gen, out=tile)
-        cols = min(STREAM_BLOCK, width - offset)
-        out[:, offset : offset + cols] = tile_np[:, :cols]
-
-
-def draw_tiles(
-    seed: int, num_slices: int, first: int, count: int, out: torch.Tensor | None = None
-) -> torch.Tensor:
-    """The tiles of blocks ``first .. first + count - 1``: ``(count, s, STREAM_BLOCK)`` float32.
-
-    Tile ``i`` is ``v[:, (first + i) * STREAM_BLOCK : (first + i + 1) * STREAM_BLOCK]``
-    (past ``d`` its columns are drawn but unused), drawn on the calling thread straight
-    into ``out`` (contiguous float32 of at least that many elements) if given: no copy.
-    """
-    size = count * num_slices * STREAM_BLOCK
-    tiles = (torch.empty(size) if out is None else out.view(-1)[:size]).view(
-        count, num_slices, STREAM_BLOCK
-    )
-    gen = torch.Generator()
-    for key, tile in zip(cpu_block_keys(seed, first, count), tiles, strict=True):
-        gen.manual_seed(key)
-        torch.randn(num_slices, STREAM_BLOCK, generator=gen, out=tile)
-    return tiles
-
-
 def draw_columns(
     seed: int,
     num_slices: int,
@@ -124,32 +91,29 @@ def draw_columns(
     out: torch.Tensor | None = None,
     threads: int | None = None,
 ) -> torch.Tensor:
-    """Unnormalised directions ``v[:, start:stop]`` (float32, CPU); ``start`` is block-aligned.
+    """Unnormalised directions ``v[:, start:stop]`` ``(s, stop - start)``, float32, CPU.
 
-    With ``out`` (float32, contiguous, at least ``(s, stop - start)`` elements), the
-    columns are written there and a ``(s, stop - start)`` view of it is returned: no
-    allocation proportional to the width. The tiles are drawn on ``threads`` threads
-    (default ``torch.get_num_threads()``); the values never depend on it.
+    With ``out`` (float32, contiguous, at least ``s * (stop - start)`` elements), the
+    columns are written there and a view of it is returned: no allocation. The rows are
+    split over ``threads`` threads (default ``torch.get_num_threads()``) when the draw
+    is large enough to pay for it; the values never depend on the split.
     """
-    if start % STREAM_BLOCK:
-        raise ValueError(f"start must be a multiple of {STREAM_BLOCK}, got {start}")
     width = stop - start
     if out is None:
         out = torch.empty(num_slices, width)
     view = out.view(-1)[: num_slices * width].view(num_slices, width)
-    view_np = view.numpy()
-    first = start // STREAM_BLOCK
-    offsets = range(0, width, STREAM_BLOCK)
-    keys = cpu_block_keys(seed, first, len(offsets))
+    key = cpu_stream_key(seed)
     threads = torch.get_num_threads() if threads is None else threads
-    parts = min(threads, len(keys))
+    parts = min(threads, num_slices)
     if num_slices * width < _PARALLEL_MIN_NORMALS:
         parts = 1
-    bounds = [len(keys) * i // parts for i in range(parts + 1)]
+    if parts <= 1:
+        return normals.fill(key, 0, start, view)
+    bounds = [num_slices * i // parts for i in range(parts + 1)]
 
     def draw(part: int) -> None:
         lo, hi = bounds[part], bounds[part + 1]
-        _draw_blocks(keys[lo:hi], num_slices, view_np, offsets[lo:hi], width)
+        normals.fill(key, lo, start, view[lo:hi])
 
     parallel_map(draw, list(range(parts)), parts)
     return view

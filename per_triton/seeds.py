@@ -1,7 +1,7 @@
 """Child seeds: the one place where per-triton derives a seed from another seed.
 
 Every seed the package derives (a layer's seed from a step seed, a step seed from a
-run's base seed, the CPU stream's per-block generator keys, the monitor's record and
+run's base seed, the CPU stream's Philox key, the monitor's record and
 unit-choice seeds) is ``child_seed(parent, purpose, index)``:
 
     z = splitmix64(parent XOR tag(purpose))
@@ -18,8 +18,8 @@ layer ``i + 1``'s block ``c - 1``). Children are valid seeds themselves (any
 ``[0, 2**63)`` seed API of the package accepts them) and can be derived again.
 
 Purposes in use (:data:`PURPOSES`): ``"layer"`` (index: the penalty module's
-position), ``"step"`` (index: the training step), ``"cpu-block"`` (the CPU
-direction stream, see :func:`cpu_block_keys`), ``"monitor-record"`` (index: the
+position), ``"step"`` (index: the training step), ``"cpu-stream"`` (the CPU
+direction stream's key, see :func:`cpu_stream_key`), ``"monitor-record"`` (index: the
 record step), ``"monitor-units"`` (index: the layer name). A string index is hashed
 to 64 bits with BLAKE2b. New code that needs a seed from a seed adds a purpose here.
 
@@ -43,12 +43,12 @@ __all__ = [
     "child_seed",
     "child_seed_tensor",
     "child_seeds",
-    "cpu_block_keys",
+    "cpu_stream_key",
 ]
 
 #: Every derived seed lies in ``[0, SEED_LIMIT)``, the range the public seed APIs accept.
 SEED_LIMIT = 2**63
-PURPOSES = ("layer", "step", "cpu-block", "monitor-record", "monitor-units")
+PURPOSES = ("layer", "step", "cpu-stream", "monitor-record", "monitor-units")
 
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -197,39 +197,11 @@ def _check_purpose(purpose: str) -> str:
     return purpose
 
 
-def _mix32(x: np.ndarray) -> np.ndarray:
-    """A bijection of 32-bit words (Wellons' lowbias32 finaliser)."""
-    with np.errstate(over="ignore"):
-        x = x ^ (x >> np.uint32(16))
-        x = x * np.uint32(0x7FEB352D)
-        x = x ^ (x >> np.uint32(15))
-        x = x * np.uint32(0x846CA68B)
-        return x ^ (x >> np.uint32(16))
+def cpu_stream_key(seed: int) -> int:
+    """The 64-bit Philox key of the CPU direction stream of ``seed`` (:mod:`per_triton.normals`).
 
-
-def _mix32_int(x: int) -> int:
-    """:func:`_mix32` of one int."""
-    x ^= x >> 16
-    x = (x * 0x7FEB352D) & 0xFFFFFFFF
-    x ^= x >> 15
-    x = (x * 0x846CA68B) & 0xFFFFFFFF
-    return x ^ (x >> 16)
-
-
-def cpu_block_keys(seed: int, first: int, count: int) -> list[int]:
-    """Keys of the torch CPU generators of blocks ``first .. first + count - 1``.
-
-    torch's CPU generator (mt19937) keeps only the low 32 bits of its seed (measured:
-    ``manual_seed(x)`` and ``manual_seed(x + 2**32)`` draw the same numbers), so the
-    CPU stream's keys are 32-bit. They are ``mix32(base + c mod 2**32)`` with
-    ``base`` the low 32 bits of ``child_seed(seed, "cpu-block")`` and ``mix32`` a
-    bijection: the blocks of one direction set (fewer than ``2**32``) never share a
-    key. Two different seeds share a block key at the birthday rate of 32-bit keys
-    (about ``n_blocks**2 / 2**33`` over all the blocks compared), never structurally.
+    ``child_seed(seed, "cpu-stream")``: one key per direction set; rows and columns are
+    Philox counters, so no two entries of one set, and no two sets whose keys differ,
+    share a counter-key pair. ``seed`` is an int in ``[0, 2**63)``.
     """
-    base = child_seed(seed, "cpu-block") & 0xFFFFFFFF
-    if count <= 64:  # plain ints: cheaper than numpy for a few blocks
-        return [_mix32_int((base + c) & 0xFFFFFFFF) for c in range(first, first + count)]
-    blocks = np.arange(first, first + count, dtype=np.uint64)
-    words = ((blocks + np.uint64(base)) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-    return _mix32(words).tolist()
+    return child_seed(seed, "cpu-stream")

@@ -30,7 +30,7 @@ venv_site=$("$tmp/venv/bin/python" -c "import sysconfig; print(sysconfig.get_pat
 "$tmp/venv/bin/python" -m pip install -q --no-deps --no-index "$wheel"
 
 cd "$tmp"  # not the checkout
-export PATH="$tmp/venv/bin:$PATH" TRITON_INTERPRET=1
+export PATH="$tmp/venv/bin:$PATH" TRITON_INTERPRET=1 PER_TRITON_CACHE_DIR="$tmp/cache"
 echo "[wheel] imports"
 # stderr shown on failure only: importing the dashboard outside Streamlit logs warnings
 if python - 2>"$tmp/imports.err" <<'EOF'
@@ -47,6 +47,8 @@ import torch
 h = torch.randn(16, 8)
 loss = per_triton.per_loss(h, num_slices=32, seed=0)
 assert loss.ndim == 0 and torch.isfinite(loss)
+from per_triton import normals  # the C sampler's source ships in the wheel and builds
+assert normals.SOURCE.is_file() and normals.backend() == "c", normals.SOURCE
 print(f"[wheel] imports from {venv}; committed results at {results}")
 EOF
 then :; else cat "$tmp/imports.err"; exit 1; fi

@@ -8,10 +8,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import per_triton as pt
 from per_triton import cpu_path, reference
-from per_triton.directions import STREAM_BLOCK, draw_columns, draw_tiles
+from per_triton.directions import draw_columns
 
 from . import tolerances
 from .assertions import assert_close
+
+W = 256  # a chunk width for the tests
 
 
 @pytest.fixture
@@ -26,7 +28,7 @@ def budget():
 @pytest.mark.parametrize("kept_chunks", [0, 3, 10])
 def test_kept_or_regenerated_the_gradient_is_eq6_on_the_same_directions(budget, kept_chunks):
     """Budget for 0, 3 or all 10 chunks: loss and gradient equal the reference's."""
-    s, chunk = 16, 2 * STREAM_BLOCK
+    s, chunk = 16, 2 * W
     h = torch.randn(3, 10 * chunk - 77, dtype=torch.float64)
     budget(4 * s * chunk * kept_chunks)
     loss, coeff = cpu_path.forward(h, 5, s, chunk=chunk)
@@ -36,14 +38,14 @@ def test_kept_or_regenerated_the_gradient_is_eq6_on_the_same_directions(budget, 
     assert_close("grad", grad / 3, reference.per_grad(h, theta), *tolerances.F64_GRAD_PATHS)
 
 
-@pytest.mark.parametrize("b", [1, cpu_path._BATCHED_MAX_ROWS + 1])
+@pytest.mark.parametrize("b", [1, 65])
 @pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16])
-def test_batched_and_per_tile_products_match_the_reference(b, out_dtype):
-    """A small batch (one bmm per chunk) and a large one (a product per tile), with a
-    partial last tile: loss and gradient equal the reference on the same directions."""
-    s, chunk = 12, 3 * STREAM_BLOCK
+def test_small_and_large_batches_match_the_reference(b, out_dtype):
+    """A batch of one and a larger one, with a partial last chunk: loss and gradient
+    equal the reference on the same directions."""
+    s, chunk = 12, 3 * W
     gen = torch.Generator().manual_seed(b)
-    h = torch.randn(b, 2 * chunk + STREAM_BLOCK + 40, dtype=torch.float64, generator=gen)
+    h = torch.randn(b, 2 * chunk + W + 40, dtype=torch.float64, generator=gen)
     loss, coeff = cpu_path.forward(h, 9, s, chunk=chunk, keep=False)
     grad = cpu_path.backward(coeff, 9, h.shape[1], torch.float64, chunk=chunk)
     theta = pt.sample_directions(s, h.shape[1], 9, dtype=torch.float64)
@@ -58,16 +60,16 @@ def test_batched_and_per_tile_products_match_the_reference(b, out_dtype):
 
 
 def test_backward_redraws_only_the_chunks_past_the_budget(budget, monkeypatch):
-    s, chunk = 8, STREAM_BLOCK
+    s, chunk = 8, W
     h = torch.randn(2, 10 * chunk)
     budget(4 * s * chunk * 3)
     calls = []
 
-    def counting(seed, num_slices, first, count, out=None):
-        calls.append(first)
-        return draw_tiles(seed, num_slices, first, count, out)
+    def counting(seed, num_slices, start, stop, out=None, threads=None):
+        calls.append(start // chunk)
+        return draw_columns(seed, num_slices, start, stop, out, threads)
 
-    monkeypatch.setattr(cpu_path, "draw_tiles", counting)
+    monkeypatch.setattr(cpu_path, "draw_columns", counting)
     _loss, coeff = cpu_path.forward(h, 1, s, chunk=chunk)
     assert calls == list(range(10))
     calls.clear()
@@ -122,8 +124,8 @@ def test_forward_without_backward_leaves_at_most_the_budget(budget):
 
 
 def test_thread_count_changes_nothing_but_rounding():
-    a = draw_columns(8, 64, 0, 40 * STREAM_BLOCK, threads=1)
-    assert torch.equal(a, draw_columns(8, 64, 0, 40 * STREAM_BLOCK, threads=2))
+    a = draw_columns(8, 64, 0, 40 * W, threads=1)
+    assert torch.equal(a, draw_columns(8, 64, 0, 40 * W, threads=2))
     h = torch.randn(4, 3 * 2**14, dtype=torch.float64)
     threads = torch.get_num_threads()
     results = []
@@ -156,14 +158,14 @@ def test_bad_budget_is_named():
 def _child_draw(queue) -> None:
     torch.set_num_threads(2)
     # no torch reduction here: GNU OpenMP parallel regions can hang in a forked child
-    queue.put(draw_columns(8, 64, 0, 40 * STREAM_BLOCK, threads=2).numpy().copy())
+    queue.put(draw_columns(8, 64, 0, 40 * W, threads=2).numpy().copy())
 
 
 def test_a_forked_child_draws_on_its_own_pool():
     """The parent's pool threads do not exist after fork: the child must not wait on them."""
     import multiprocessing as mp
 
-    expected = draw_columns(8, 64, 0, 40 * STREAM_BLOCK, threads=2)  # starts the parent's pool
+    expected = draw_columns(8, 64, 0, 40 * W, threads=2)  # starts the parent's pool
     ctx = mp.get_context("fork")
     queue = ctx.Queue()
     child = ctx.Process(target=_child_draw, args=(queue,))

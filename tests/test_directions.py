@@ -9,13 +9,15 @@ from scipy import stats
 
 import per_triton as pt
 from per_triton import cpu_path
-from per_triton.directions import STREAM_BLOCK, draw_columns
+from per_triton.directions import draw_columns
 
 from . import tolerances
 from .assertions import assert_close
 
+W = 256  # a column width for the tests (the stream itself has no blocks)
 
-@pytest.mark.parametrize("s,d", [(1, 1), (5, 17), (64, 1023), (3, 2 * STREAM_BLOCK + 5)])
+
+@pytest.mark.parametrize("s,d", [(1, 1), (5, 17), (64, 1023), (3, 2 * W + 5)])
 def test_rows_are_unit_vectors(s: int, d: int):
     theta = pt.sample_directions(s, d, seed=3)
     assert theta.shape == (s, d) and theta.dtype == torch.float32
@@ -31,10 +33,11 @@ def test_same_seed_same_directions_other_seed_other_directions():
 
 def test_direction_is_a_pure_function_of_seed_slice_and_coordinate():
     """Unnormalised v[k, j] does not depend on s or d (prefix rows, prefix columns)."""
-    big = draw_columns(9, 40, 0, 3 * STREAM_BLOCK)
-    assert torch.equal(draw_columns(9, 7, 0, 2 * STREAM_BLOCK + 3), big[:7, : 2 * STREAM_BLOCK + 3])
-    # Any block regenerates on its own.
-    assert torch.equal(draw_columns(9, 40, STREAM_BLOCK, 3 * STREAM_BLOCK), big[:, STREAM_BLOCK:])
+    big = draw_columns(9, 40, 0, 3 * W)
+    assert torch.equal(draw_columns(9, 7, 0, 2 * W + 3), big[:7, : 2 * W + 3])
+    # Any column range regenerates on its own, aligned to a Philox group of 4 or not.
+    assert torch.equal(draw_columns(9, 40, W, 3 * W), big[:, W:])
+    assert torch.equal(draw_columns(9, 40, 5, 3 * W - 2), big[:, 5:-2])
 
 
 def test_dtypes_see_the_same_directions():
@@ -44,14 +47,14 @@ def test_dtypes_see_the_same_directions():
         assert_close(str(dtype), low, base, 0, 1e-2 if dtype != torch.float32 else 1e-6)
 
 
-@pytest.mark.parametrize("chunk", [STREAM_BLOCK, 3 * STREAM_BLOCK, 64 * STREAM_BLOCK])
+@pytest.mark.parametrize("chunk", [W, 3 * W + 1, 64 * W])
 def test_chunk_size_does_not_change_loss_or_gradient(chunk: int):
-    h = torch.randn(5, 5 * STREAM_BLOCK + 77, dtype=torch.float64)
-    loss_ref, coeff_ref = cpu_path.forward(h, 42, 33, chunk=2 * STREAM_BLOCK)
+    h = torch.randn(5, 5 * W + 77, dtype=torch.float64)
+    loss_ref, coeff_ref = cpu_path.forward(h, 42, 33, chunk=2 * W)
     loss, coeff = cpu_path.forward(h, 42, 33, chunk=chunk)
     assert_close("loss", loss, loss_ref, *tolerances.F64_SUM_ORDER)
     assert_close("coeff", coeff, coeff_ref, *tolerances.F64_SAME_MATH)
-    grad_ref = cpu_path.backward(coeff_ref, 42, h.shape[1], torch.float64, chunk=2 * STREAM_BLOCK)
+    grad_ref = cpu_path.backward(coeff_ref, 42, h.shape[1], torch.float64, chunk=2 * W)
     grad = cpu_path.backward(coeff_ref, 42, h.shape[1], torch.float64, chunk=chunk)
     assert_close("grad", grad, grad_ref, *tolerances.F64_SAME_MATH)
 
@@ -68,7 +71,7 @@ def test_uniform_on_the_sphere_ks_on_d3_coordinates():
 
 
 def test_raw_normals_have_standard_moments():
-    v = draw_columns(77, 256, 0, 16 * STREAM_BLOCK).double().flatten().numpy()
+    v = draw_columns(77, 256, 0, 16 * W).double().flatten().numpy()
     assert abs(v.mean()) < 0.01 and abs(v.var() - 1) < 0.01
     assert abs(stats.skew(v)) < 0.02 and abs(stats.kurtosis(v)) < 0.04
     assert stats.kstest(v[:200000], "norm").pvalue > 1e-3

@@ -8,52 +8,41 @@ import torch
 
 from per_triton import digits_experiment, monitor, seeds
 from per_triton.baselines import layer_seed
-from per_triton.directions import STREAM_BLOCK, draw_columns
+from per_triton.directions import draw_columns
 from per_triton.distributed import step_seed
+
+W = 256  # column segments compared across layers
 
 STEP_SEEDS = (0, 1, 12345, 7000026, 2**62 + 3)  # 7000026: the collision of issue 15
 
 
-def test_layer_blocks_never_repeat_a_tile_across_layers():
-    """Every (layer, block) of one step draws its own tile.
+def test_layer_segments_never_repeat_across_layers():
+    """Every (layer, column segment) of one step draws its own numbers.
 
     The old derivation added ``(i + 1) * golden`` twice (layer, then block), so layer
     ``i``'s block ``c`` was bit-identical to layer ``i + 1``'s block ``c - 1``.
     """
-    layers, blocks = 12, 48
+    layers, segments = 12, 48
     for step in STEP_SEEDS:
         heads = {}
         for i in range(layers):
-            v = draw_columns(layer_seed(step, i), 1, 0, blocks * STREAM_BLOCK)[0]
-            for c in range(blocks):
-                head = tuple(v[c * STREAM_BLOCK : c * STREAM_BLOCK + 4].tolist())
-                assert head not in heads, f"step {step}: layer {i} block {c} = {heads[head]}"
+            v = draw_columns(layer_seed(step, i), 1, 0, segments * W)[0]
+            for c in range(segments):
+                head = tuple(v[c * W : c * W + 4].tolist())
+                assert head not in heads, f"step {step}: layer {i} segment {c} = {heads[head]}"
                 heads[head] = (i, c)
 
 
-def test_generator_keys_of_a_step_are_distinct_over_layers_and_blocks():
-    """The 32-bit keys torch's generators see, for 32 layers x 4096 blocks per step."""
-    for step in STEP_SEEDS:
-        keys = np.concatenate(
-            [seeds.cpu_block_keys(layer_seed(step, i), 0, 4096) for i in range(32)]
-        )
-        assert len(np.unique(keys)) == keys.size, f"step {step}"
-
-
-def test_block_keys_of_one_seed_are_distinct():
-    """A bijection of ``base + c``: no repeated tile inside one direction set, 2**20 blocks."""
-    keys = np.asarray(seeds.cpu_block_keys(99, 0, 2**20), dtype=np.uint64)
-    assert len(np.unique(keys)) == keys.size and keys.max() < 2**32
-    # the short (plain int) path and the numpy path agree, across the 2**32 wrap too
-    for first in (0, 17, 2**32 - 5):
-        assert seeds.cpu_block_keys(5, first, 10) == seeds.cpu_block_keys(5, first, 100)[:10]
-
-
-def test_torch_cpu_generator_keeps_only_32_bits_of_a_seed():
-    """The fact cpu_block_keys is built on (if torch changes it, the keys may widen)."""
-    a = torch.randn(8, generator=torch.Generator().manual_seed(12345))
-    b = torch.randn(8, generator=torch.Generator().manual_seed(12345 + 2**40))
-    assert torch.equal(a, b)
+def test_stream_keys_of_layers_and_steps_are_distinct():
+    """The 64-bit Philox keys of 32 layers x 2**12 steps: all distinct, each the
+    ``cpu-stream`` child of its layer seed."""
+    keys = {
+        seeds.cpu_stream_key(layer_seed(step_seed(7, t), i))
+        for t in range(2**12)
+        for i in range(32)
+    }
+    assert len(keys) == 32 * 2**12
+    assert seeds.cpu_stream_key(5) == seeds.child_seed(5, "cpu-stream")
 
 
 def test_child_seeds_do_not_collide_over_purposes_parents_and_indices():

@@ -1,0 +1,224 @@
+"""The CPU stream's sampler (per_triton/normals.py, philox_normals.c).
+
+Oracles: the torch implementation of the same operations (bit for bit), the C source
+compiled for other instruction sets and without optimisation (bit for bit), the
+Random123 known-answer vectors for Philox4x32-10, and N(0, 1) by moments, KS and
+independence tests.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from per_triton import normals
+
+KEY = 0x0123456789ABCDEF
+
+
+def test_c_sampler_is_built_here():
+    """CI and this machine have a C compiler: the fast path is what the tests exercise."""
+    assert normals.backend() == "c"
+
+
+@pytest.mark.parametrize(
+    ("row0", "rows", "col0", "cols"),
+    [(0, 1, 0, 1), (0, 5, 0, 17), (3, 7, 5, 30), (0, 64, 0, 4096), (1000, 3, 2**20 + 1, 999)],
+)
+def test_c_and_torch_implementations_agree_bit_for_bit(row0, rows, col0, cols):
+    c = normals.normals(KEY, rows, cols, row0, col0)
+    t = normals._torch_normals(*normals.key_words(KEY), row0, rows, col0, cols)
+    assert torch.equal(c, t)
+
+
+def test_philox_matches_the_random123_known_answers():
+    """Philox4x32-10 known-answer tests (Random123's kat_vectors)."""
+    cases = [
+        ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+        (
+            (0xFFFFFFFF,) * 4,
+            (0xFFFFFFFF, 0xFFFFFFFF),
+            (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD),
+        ),
+        (
+            (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+            (0xA4093822, 0x299F31D0),
+            (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
+        ),
+    ]
+    for counter, key, expected in cases:
+        c = [torch.tensor([x], dtype=torch.int64) for x in counter]
+        c0, c1, c2, c3 = c
+        out = _philox4(key, c0, c1, c2, c3)
+        assert tuple(int(x) for x in out) == expected
+
+
+def _philox4(key, c0, c1, c2, c3):
+    """The fallback's rounds with a full counter (the stream itself fixes c2 = c3 = 0)."""
+    m32 = 0xFFFFFFFF
+    k0, k1 = key
+    for _ in range(10):
+        p0, p1 = c0 * 0xD2511F53, c2 * 0xCD9E8D57
+        n0 = ((p1 >> 32) & m32) ^ c1 ^ k0
+        n2 = ((p0 >> 32) & m32) ^ c3 ^ k1
+        c1, c3, c0, c2 = p1 & m32, p0 & m32, n0, n2
+        k0, k1 = (k0 + 0x9E3779B9) & m32, (k1 + 0xBB67AE85) & m32
+    return c0, c1, c2, c3
+
+
+def test_fallback_rounds_are_the_stream_rounds():
+    """The known-answer rounds above equal the stream's with counter (j // 4, k, 0, 0)."""
+    k0, k1 = normals.key_words(KEY)
+    groups = torch.arange(8, dtype=torch.int64)
+    rows = torch.full_like(groups, 3)
+    ours = normals._philox_torch(k0, k1, groups, rows)
+    zeros = torch.zeros_like(groups)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(ours, _philox4((k0, k1), groups, rows, zeros, zeros), strict=True)
+    )
+
+
+@pytest.mark.parametrize(
+    "flags", [["-O0"], ["-O3", "-DPER_NO_CLONES"], ["-O2", "-DPER_NO_CLONES", "-mavx2"]]
+)
+def test_other_builds_of_the_c_source_give_the_same_bits(tmp_path: Path, flags):
+    """Vector width and optimisation level never change a value (no FMA, no libm)."""
+    cc = normals._compiler()
+    assert cc is not None
+    if "-mavx2" in flags and not _x86():
+        flags = flags[:-1]
+    lib_path = tmp_path / "n.so"
+    base = [f for f in normals.CFLAGS if not f.startswith("-O")]
+    subprocess.run([cc, *flags, *base, "-o", str(lib_path), str(normals.SOURCE)], check=True)
+    lib = ctypes.CDLL(str(lib_path))
+    rows, cols = 9, 1003
+    out = torch.empty(rows, cols)
+    k0, k1 = normals.key_words(KEY)
+    lib.per_triton_normals(
+        ctypes.c_uint32(k0),
+        ctypes.c_uint32(k1),
+        ctypes.c_int64(2),
+        ctypes.c_int64(rows),
+        ctypes.c_int64(3),
+        ctypes.c_int64(cols),
+        ctypes.c_void_p(out.data_ptr()),
+        ctypes.c_int64(cols),
+    )
+    assert torch.equal(out, normals.normals(KEY, rows, cols, 2, 3))
+
+
+def _x86() -> bool:
+    import platform
+
+    return platform.machine() in ("x86_64", "AMD64")
+
+
+def test_fill_writes_into_a_column_range_of_a_wider_matrix():
+    wide = torch.full((6, 40), 7.0)
+    normals.fill(KEY, 0, 10, wide[:, 10:30])
+    assert torch.equal(wide[:, 10:30], normals.normals(KEY, 6, 20, 0, 10))
+    assert (wide[:, :10] == 7).all() and (wide[:, 30:] == 7).all()
+
+
+def test_fill_rejects_bad_outputs():
+    with pytest.raises(ValueError, match="out"):
+        normals.fill(KEY, 0, 0, torch.empty(3, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="stride"):
+        normals.fill(KEY, 0, 0, torch.empty(4, 3).T)
+
+
+def test_normals_are_standard_normal():
+    v = normals.normals(KEY, 512, 4096).double().flatten().numpy()
+    n = v.size
+    assert abs(v.mean()) < 5 / np.sqrt(n)
+    assert abs(v.var() - 1) < 5 * np.sqrt(2 / n)
+    assert abs(stats.skew(v)) < 5 * np.sqrt(6 / n)
+    assert abs(stats.kurtosis(v)) < 5 * np.sqrt(24 / n)
+    assert stats.kstest(v, "norm").pvalue > 1e-4
+    # Box-Muller with a 24-bit u: |v| <= sqrt(-2 ln 2**-24)
+    assert np.abs(v).max() <= np.sqrt(-2 * np.log(2.0**-24)) + 1e-6
+
+
+def test_tails_match_the_normal_within_sampling_error():
+    """Counts beyond 2, 3 and 4 sigma against the binomial spread of N(0, 1)."""
+    v = normals.normals(KEY + 1, 1024, 8192).double().flatten().numpy()
+    n = v.size
+    for z in (2.0, 3.0, 4.0):
+        p = 2 * stats.norm.sf(z)
+        count = np.count_nonzero(np.abs(v) > z)
+        assert abs(count - n * p) < 5 * np.sqrt(n * p * (1 - p)) + 1, (z, count, n * p)
+
+
+def test_lanes_pairs_rows_and_keys_are_uncorrelated():
+    """The four lanes of a Philox group, the two members of a Box-Muller pair, adjacent
+    rows and neighbouring keys: correlations within 5 standard errors of 0."""
+    v = normals.normals(KEY, 256, 8192).double().numpy()
+    lanes = v.reshape(256, -1, 4)
+    bound = 5 / np.sqrt(lanes[..., 0].size)
+    corr = np.corrcoef(lanes.reshape(-1, 4).T)
+    assert np.abs(corr - np.eye(4)).max() < bound
+    # z0^2 and z1^2 share the radius: Box-Muller makes them independent all the same
+    assert abs(np.corrcoef(lanes[..., 0].ravel() ** 2, lanes[..., 1].ravel() ** 2)[0, 1]) < bound
+    assert abs(np.corrcoef(v[:-1].ravel(), v[1:].ravel())[0, 1]) < 5 / np.sqrt(v[1:].size)
+    w = normals.normals(KEY + 1, 256, 8192).double().numpy()
+    assert abs(np.corrcoef(v.ravel(), w.ravel())[0, 1]) < 5 / np.sqrt(v.size)
+
+
+def test_without_a_compiler_the_torch_fallback_warns_and_draws_the_same(tmp_path: Path):
+    """No compiler on PATH and none cached: a RuntimeWarning, backend "torch", same values."""
+    env = {
+        **os.environ,
+        "PATH": str(tmp_path),
+        "CC": "",
+        "PER_TRITON_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    code = (
+        "import warnings, torch\n"
+        "from per_triton import normals\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    b = normals.backend()\n"
+        "print(b, any('C sampler' in str(x.message) for x in w))\n"
+        f"torch.save(normals.normals({KEY}, 5, 33, 1, 2), {str(tmp_path / 'v.pt')!r})\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["torch", "True"]
+    assert torch.equal(torch.load(tmp_path / "v.pt"), normals.normals(KEY, 5, 33, 1, 2))
+
+
+def test_sampler_choice_is_validated_and_c_demands_a_compiler(tmp_path: Path):
+    for value, expected in (("gpu", "auto, c or torch"), ("c", "C sampler failed")):
+        env = {
+            **os.environ,
+            "PATH": str(tmp_path),
+            "CC": "",
+            "PER_TRITON_CPU_SAMPLER": value,
+            "PER_TRITON_CACHE_DIR": str(tmp_path / "cache"),
+        }
+        code = "from per_triton import normals; normals.backend()"
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert out.returncode != 0 and expected in out.stderr, out.stderr
+
+
+def test_build_is_cached_and_reused(tmp_path: Path):
+    """The shared object is built once per source, compiler and platform."""
+    cc = normals._compiler()
+    assert cc is not None
+    env = {**os.environ, "PER_TRITON_CACHE_DIR": str(tmp_path)}
+    code = "from per_triton import normals; print(normals.backend())"
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert out.stdout.strip() == "c", out.stderr
+    built = list(tmp_path.glob("philox_normals-*.so"))
+    assert len(built) == 1 and shutil.which(cc)
