@@ -210,6 +210,29 @@ def projections(
     return proj, sq_norm.sqrt()
 
 
+def forward_small(
+    h: torch.Tensor, seed: int, num_slices: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """:func:`forward` for a layer whose directions are one chunk within the budget.
+
+    Returns ``(loss_sum, coeff, v)`` with the drawn ``v`` ``(s, d)`` float32 for the
+    caller to keep for the backward pass (``grad = coeff @ v``), or ``None`` when the
+    directions exceed :data:`WORK_BYTES` or :func:`cache_budget` (then use
+    :func:`forward`). A straight sequence of a few tensor operations: for small layers
+    the per-call overhead is most of the cost.
+    """
+    dim = h.shape[1]
+    if 4 * num_slices * dim > min(WORK_BYTES, _budget):
+        return None
+    v = draw_columns(seed, num_slices, 0, dim)
+    acc = accumulation_dtype(h.dtype)
+    va = v if acc == torch.float32 else v.to(acc)
+    norm = torch.linalg.vector_norm(va, dim=1)
+    proj = torch.mm(h.to(acc), va.T)
+    loss_sum, coeff = loss_and_coefficients(proj, norm, num_slices)
+    return loss_sum, coeff, v
+
+
 def forward(
     h: torch.Tensor, seed: int, num_slices: int, chunk: int | None = None, keep: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -259,6 +259,39 @@ def _eager_cpu_function(name: str, impl, setup_context, backward) -> type[torch.
     return type(f"_{name}_eager_cpu_function", (torch.autograd.Function,), attrs)
 
 
+class _PerFwdEagerCPU(torch.autograd.Function):
+    """The eager CPU twin of ``per_fwd`` (see :func:`_eager_cpu_function`), with a fast
+    backward for small layers.
+
+    A layer whose directions are one working chunk within the budget
+    (:func:`cpu_path.forward_small`) keeps its drawn ``v`` on the autograd graph, like
+    a saved activation, and a first-order backward is one product ``(g * coeff) @ v``.
+    Anything else (larger layers, a gradient of ``coeff``, ``create_graph=True``) takes
+    the registered formula, :func:`_fwd_backward`, on the regenerated directions.
+    """
+
+    @staticmethod
+    def forward(ctx, h, seed, num_slices, precision):
+        small = cpu_path.forward_small(h, int(seed.item()), num_slices)
+        if small is None:
+            output = _per_fwd_cpu(h, seed, num_slices, precision)
+            ctx.directions = None
+        else:
+            output, ctx.directions = small[:2], small[2]
+        _fwd_setup_context(ctx, (h, seed, num_slices, precision), output)
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_loss_sum, grad_coeff):
+        v = ctx.directions
+        if v is None or grad_coeff is not None or grad_loss_sum is None or torch.is_grad_enabled():
+            return _fwd_backward(ctx, grad_loss_sum, grad_coeff)
+        coeff, _seed = ctx.saved_tensors
+        scaled = coeff * grad_loss_sum.to(coeff.dtype)
+        grad = torch.mm(scaled, v if v.dtype == coeff.dtype else v.to(coeff.dtype))
+        return grad.to(ctx.out_dtype), None, None, None
+
+
 _FUNCTIONS: dict[str, type[torch.autograd.Function]] = {}
 _EAGER_CPU: dict[str, type[torch.autograd.Function]] = {}
 _CPU_IMPL = {}
@@ -301,6 +334,7 @@ for _op, _impl, _setup, _backward in (
     _FUNCTIONS[_op._name] = _functorch_function(_op, _setup, _backward)
     _EAGER_CPU[_op._name] = _eager_cpu_function(_op._name, _impl, _setup, _backward)
     _CPU_IMPL[_op._name] = _impl
+_EAGER_CPU[per_fwd._name] = _PerFwdEagerCPU
 
 
 def per_fwd_autograd(

@@ -87,6 +87,7 @@ def loss_and_coefficients(
     ``coeff[i, k] = erf(p_ik/sqrt2) / (s * ||v_k||)``, so that Eq. 6 is ``coeff @ V``.
     """
     p = proj / norm
-    erf = psi_grad(p)  # computed once: psi(p) = p * erf + sqrt(2/pi) * exp(-p^2/2)
-    psi_sum = (p * erf + _SQRT_2_OVER_PI * torch.exp(-0.5 * p * p)).sum()
-    return psi_sum / num_slices, erf / (num_slices * norm)
+    erf = torch.erf(p * (1.0 / _SQRT2))  # computed once: psi = p * erf + sqrt(2/pi) exp(-p^2/2)
+    psi_sum = torch.dot(p.view(-1), erf.view(-1))
+    psi_sum = psi_sum + _SQRT_2_OVER_PI * torch.exp(p.square_().mul_(-0.5)).sum()
+    return psi_sum / num_slices, erf.div_(norm * num_slices)

@@ -192,7 +192,7 @@ def test_eager_cpu_twin_equals_the_custom_op_to_second_order(monkeypatch):
         return loss, grad, grad2
 
     twin = run()
-    assert "eager_cpu" in twin[0].grad_fn.name()
+    assert twin[0].grad_fn.name() == ops._EAGER_CPU["per_fwd"].__name__ + "Backward"
     monkeypatch.setattr(ops, "_plain_eager_cpu", lambda *_: False)  # the registered ops
     op = run()
     assert "per_triton" in op[0].grad_fn.name() and "eager" not in op[0].grad_fn.name()
@@ -217,3 +217,40 @@ def test_small_call_leaves_torch_thread_settings_alone(monkeypatch):
     finally:
         torch.set_num_threads(threads)
     assert calls == []
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_small_layer_fast_backward_equals_the_registered_formula(monkeypatch, dtype):
+    """A layer within one chunk keeps its directions on the graph (ops._PerFwdEagerCPU):
+    its first-order gradient, also after retain_graph, equals the registered ops'."""
+    from per_triton import ops
+
+    h0 = torch.randn(6, 700, generator=torch.Generator().manual_seed(1)).to(dtype)
+
+    def grads():
+        h = h0.clone().requires_grad_()
+        loss = pt.per_loss(h, 48, seed=5)
+        loss.backward(retain_graph=True)
+        first = h.grad.clone()
+        loss.backward()  # the kept directions serve a second backward too
+        return loss, first, h.grad - first
+
+    kept_before = cpu_path._stored_bytes()
+    fast = grads()
+    assert cpu_path._stored_bytes() == kept_before  # on the graph, not in the store
+    monkeypatch.setattr(ops, "_plain_eager_cpu", lambda *_: False)
+    op = grads()
+    assert torch.equal(fast[0], op[0])
+    for a, b in zip(fast[1:], op[1:], strict=True):
+        assert a.dtype == dtype
+        assert_close(
+            "grad", a.double(), b.double(), 1e-7, 2**-7 if dtype == torch.bfloat16 else 1e-6
+        )
+
+
+def test_small_layer_path_is_taken_only_within_one_chunk_and_the_budget(budget):
+    h = torch.randn(3, 4096)
+    assert cpu_path.forward_small(h, 1, 64) is not None  # 1 MiB of directions
+    assert cpu_path.forward_small(h, 1, 512) is None  # 8 MiB: above WORK_BYTES
+    budget(2**19)
+    assert cpu_path.forward_small(h, 1, 64) is None  # above the budget
