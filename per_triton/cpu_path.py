@@ -49,6 +49,8 @@ CHUNK_ALIGN = 64
 # (Not also forced onto one intra-op thread: torch.set_num_threads(1) resets torch's
 # process-wide default, which threads started meanwhile would keep.)
 _SPLIT_MIN_NORMALS = 1 << 19
+# Batches above this many rows split the chunks over threads only past the budget.
+_SPLIT_MAX_ROWS = 64
 
 _lock = threading.Lock()
 _store: OrderedDict[tuple[int, int, int, int], list[torch.Tensor]] = OrderedDict()
@@ -107,14 +109,21 @@ def _chunks(dim: int, chunk: int) -> list[tuple[int, int]]:
     return [(start, min(dim, start + chunk)) for start in range(0, dim, chunk)]
 
 
-def _plan(dim: int, num_slices: int, chunk: int | None) -> tuple[int, int]:
+def _plan(b: int, dim: int, num_slices: int, chunk: int | None) -> tuple[int, int]:
     """``(chunk, parts)``: the working chunk and how many threads share the chunks.
 
     One part per torch thread once there are at least two chunks and the draw is
-    worth splitting; a single chunk draws its rows on the threads instead.
+    worth splitting; otherwise the chunks run in order, each drawing its rows on
+    the torch threads and taking a product on torch's intra-op threads. A batch of
+    more than :data:`_SPLIT_MAX_ROWS` rows whose directions fit the budget (drawn
+    once) is not split: the products dominate there, and two one-thread products
+    side by side were measured slower than one two-thread product (the two cores of
+    the CI machine share more than their caches).
     """
     threads = torch.get_num_threads()
-    if num_slices * dim < _SPLIT_MIN_NORMALS:
+    if num_slices * dim < _SPLIT_MIN_NORMALS or (
+        b > _SPLIT_MAX_ROWS and 4 * num_slices * dim <= _budget
+    ):
         threads = 1
     chunk = chunk or default_chunk(num_slices, dim, threads)
     return chunk, max(1, min(threads, math.ceil(dim / chunk)))
@@ -172,7 +181,7 @@ def projections(
     """
     b, dim = h.shape
     acc = accumulation_dtype(h.dtype)
-    chunk, parts = _plan(dim, num_slices, chunk)
+    chunk, parts = _plan(b, dim, num_slices, chunk)
     chunks = _chunks(dim, chunk)
     room, keep_count = (_budget if keep else 0), 0
     for start, stop in chunks:
@@ -258,7 +267,7 @@ def backward(
     out of the store) and regenerates the others; each thread fills its own columns.
     """
     b, num_slices = coeff.shape
-    chunk, parts = _plan(dim, num_slices, chunk)
+    chunk, parts = _plan(b, dim, num_slices, chunk)
     with _lock:
         kept = _store.pop((seed, num_slices, dim, chunk), [])
     grad = torch.empty(b, dim, dtype=out_dtype)

@@ -34,7 +34,6 @@ _PARALLEL_MIN_NORMALS = 1 << 17
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
-_local = threading.local()
 
 
 def _forget_pool_after_fork() -> None:
@@ -50,12 +49,12 @@ def _single_threaded(fn, *args):
     """Run ``fn`` on a pool thread whose torch ops use one intra-op thread.
 
     ``torch.set_num_threads(1)`` on a thread sets that thread's OpenMP and MKL thread
-    counts; it also resets torch's process-wide default for threads not yet started,
-    which :func:`parallel_map` puts back afterwards.
+    counts; it also resets torch's process-wide default (and MKL's global count),
+    which :func:`parallel_map` puts back afterwards, so it is set again on every call
+    (half a microsecond): a count cached per thread was undone by that reset, and
+    the pool's products then ran two-threaded side by side.
     """
-    if not getattr(_local, "single", False):
-        torch.set_num_threads(1)
-        _local.single = True
+    torch.set_num_threads(1)
     return fn(*args)
 
 
