@@ -16,7 +16,7 @@ Alternating the two in one round keeps the ratio honest on a shared, noisy machi
 Shapes: ``b`` in {1, 8, 32, 128, 700}, ``d`` in {650, 4096, 12288, 49152, 196608,
 2**20}, ``s`` in {64, 256}, every pair with ``b*d <= 2**25``, at 1 and 2 torch
 threads. Rounds shrink with the work (``s*d`` normals per draw) so the whole sweep
-takes minutes, not hours: 15 rounds for small shapes, 3 at the largest; each
+takes minutes, not hours: 15 rounds for small shapes, 5 at the largest; each
 benchmark has one untimed warm-up round. ``PER_TRITON_BENCH_QUICK=1``: a subset of
 small shapes (a smoke test). ``PER_TRITON_BENCH_BUSY=1``: a CPU-bound process
 (``while True: pass``) runs beside the whole suite, to measure a loaded machine.
@@ -64,7 +64,7 @@ def rounds_for(d: int, s: int) -> int:
     if QUICK_MODE:
         return bench_rounds(3)
     work = s * d
-    default = 15 if work <= 2**21 else 7 if work <= 2**24 else 3
+    default = 15 if work <= 2**21 else 11 if work <= 2**24 else 5
     return bench_rounds(default)
 
 

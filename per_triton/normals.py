@@ -71,27 +71,38 @@ def _compiler() -> str | None:
 
 
 def _build(cc: str) -> Path:
-    """Compile the sampler once per source, compiler and platform; atomic against races."""
+    """Compile the sampler once per source, compiler and platform; atomic against races.
+
+    Built in :func:`cache_dir`, or in a per-user folder under the temporary directory
+    when that one cannot be written.
+    """
     source = SOURCE.read_bytes()
     tag = hashlib.blake2b(
         source + cc.encode() + " ".join(CFLAGS).encode() + platform.platform().encode(),
         digest_size=8,
     ).hexdigest()
-    folder = cache_dir()
-    target = folder / f"philox_normals-{tag}.so"
-    if target.exists():
-        return target
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        out = Path(tmp) / target.name
-        subprocess.run(
-            [cc, *CFLAGS, "-o", str(out), str(SOURCE)],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        os.replace(out, target)
-    return target
+    user = os.getuid() if hasattr(os, "getuid") else os.getlogin()
+    folders = [cache_dir(), Path(tempfile.gettempdir()) / f"per_triton-{user}"]
+    for i, folder in enumerate(folders):
+        target = folder / f"philox_normals-{tag}.so"
+        if target.exists():
+            return target
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=folder) as tmp:
+                out = Path(tmp) / target.name
+                subprocess.run(
+                    [cc, *CFLAGS, "-o", str(out), str(SOURCE)],
+                    check=True,
+                    capture_output=True,
+                    timeout=120,
+                )
+                os.replace(out, target)
+            return target
+        except OSError:  # not writable, not a folder, no space: try the next one
+            if i == len(folders) - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _load() -> ctypes.CDLL | None:

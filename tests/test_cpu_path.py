@@ -123,9 +123,18 @@ def test_forward_without_backward_leaves_at_most_the_budget(budget):
     assert cpu_path._stored_bytes() <= 2**20
 
 
-def test_thread_count_changes_nothing_but_rounding():
-    a = draw_columns(8, 64, 0, 40 * W, threads=1)
-    assert torch.equal(a, draw_columns(8, 64, 0, 40 * W, threads=2))
+def test_thread_count_changes_nothing_but_rounding(monkeypatch):
+    from per_triton import directions
+
+    a = draw_columns(8, 256, 0, 16 * W, threads=1)  # 2**20 normals: split over threads
+    splits = []
+    real = directions.parallel_map
+    monkeypatch.setattr(
+        directions, "parallel_map", lambda fn, items, n: splits.append(n) or real(fn, items, n)
+    )
+    assert torch.equal(a, draw_columns(8, 256, 0, 16 * W, threads=2))
+    assert splits == [2]
+    monkeypatch.undo()
     h = torch.randn(4, 3 * 2**14, dtype=torch.float64)
     threads = torch.get_num_threads()
     results = []
@@ -158,14 +167,14 @@ def test_bad_budget_is_named():
 def _child_draw(queue) -> None:
     torch.set_num_threads(2)
     # no torch reduction here: GNU OpenMP parallel regions can hang in a forked child
-    queue.put(draw_columns(8, 64, 0, 40 * W, threads=2).numpy().copy())
+    queue.put(draw_columns(8, 256, 0, 16 * W, threads=2).numpy().copy())
 
 
 def test_a_forked_child_draws_on_its_own_pool():
     """The parent's pool threads do not exist after fork: the child must not wait on them."""
     import multiprocessing as mp
 
-    expected = draw_columns(8, 64, 0, 40 * W, threads=2)  # starts the parent's pool
+    expected = draw_columns(8, 256, 0, 16 * W, threads=2)  # starts the parent's pool
     ctx = mp.get_context("fork")
     queue = ctx.Queue()
     child = ctx.Process(target=_child_draw, args=(queue,))

@@ -222,3 +222,19 @@ def test_build_is_cached_and_reused(tmp_path: Path):
         assert out.stdout.strip() == "c", out.stderr
     built = list(tmp_path.glob("philox_normals-*.so"))
     assert len(built) == 1 and shutil.which(cc)
+
+
+def test_an_unwritable_cache_folder_falls_back_to_the_temp_folder(tmp_path: Path):
+    """A cache path that cannot be a folder (under a file): built under $TMPDIR instead."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    env = {
+        **os.environ,
+        "PER_TRITON_CACHE_DIR": str(blocker / "cache"),
+        "TMPDIR": str(tmp_path / "tmp"),
+    }
+    (tmp_path / "tmp").mkdir()
+    code = "from per_triton import normals; print(normals.backend())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "c", out.stderr
+    assert list((tmp_path / "tmp").glob("per_triton-*/philox_normals-*.so"))
