@@ -222,16 +222,20 @@ def projections(
 def forward_small(
     h: torch.Tensor, seed: int, num_slices: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """:func:`forward` for a layer whose directions are one chunk within the budget.
+    """:func:`forward` for directions drawn as one matrix and kept whole for the backward.
 
-    Returns ``(loss_sum, coeff, v)`` with the drawn ``v`` ``(s, d)`` float32 for the
-    caller to keep for the backward pass (``grad = coeff @ v``), or ``None`` when the
-    directions exceed :data:`WORK_BYTES` or :func:`cache_budget` (then use
-    :func:`forward`). A straight sequence of a few tensor operations: for small layers
-    the per-call overhead is most of the cost.
+    Taken when the directions fit :func:`cache_budget` and either are one working
+    chunk (:data:`WORK_BYTES`; small layers, where per-call overhead is most of the
+    cost) or the batch has more than :data:`_SPLIT_MAX_ROWS` rows (the two products
+    dominate; one product each way, as plain torch does, instead of one per chunk:
+    with another process keeping a core busy every two-thread product can wait a
+    scheduler slice). Returns ``(loss_sum, coeff, v)`` with the drawn ``v`` ``(s, d)``
+    float32 for the caller to keep for the backward pass (``grad = coeff @ v``), or
+    ``None`` otherwise (then use :func:`forward`).
     """
-    dim = h.shape[1]
-    if 4 * num_slices * dim > min(WORK_BYTES, _budget):
+    b, dim = h.shape
+    size = 4 * num_slices * dim
+    if size > _budget or (size > WORK_BYTES and b <= _SPLIT_MAX_ROWS):
         return None
     v = draw_columns(seed, num_slices, 0, dim)
     acc = accumulation_dtype(h.dtype)

@@ -263,9 +263,10 @@ class _PerFwdEagerCPU(torch.autograd.Function):
     """The eager CPU twin of ``per_fwd`` (see :func:`_eager_cpu_function`), with a fast
     backward for small layers.
 
-    A layer whose directions are one working chunk within the budget
-    (:func:`cpu_path.forward_small`) keeps its drawn ``v`` on the autograd graph, like
-    a saved activation, and a first-order backward is one product ``(g * coeff) @ v``.
+    A layer whose directions are drawn as one matrix (:func:`cpu_path.forward_small`:
+    one working chunk, or a batch above 64 rows, within the budget) keeps ``v`` on
+    the autograd graph, like a saved activation, and a first-order backward is one
+    product ``(g * coeff) @ v``.
     Anything else (larger layers, a gradient of ``coeff``, ``create_graph=True``) takes
     the registered formula, :func:`_fwd_backward`, on the regenerated directions.
     """

@@ -257,9 +257,15 @@ def test_small_layer_fast_backward_equals_the_registered_formula(monkeypatch, dt
         )
 
 
-def test_small_layer_path_is_taken_only_within_one_chunk_and_the_budget(budget):
+def test_whole_matrix_path_is_taken_for_one_chunk_or_a_large_batch_within_the_budget(budget):
     h = torch.randn(3, 4096)
     assert cpu_path.forward_small(h, 1, 64) is not None  # 1 MiB of directions
     assert cpu_path.forward_small(h, 1, 512) is None  # 8 MiB: above WORK_BYTES
+    big = torch.randn(cpu_path._SPLIT_MAX_ROWS + 1, 4096)
+    out = cpu_path.forward_small(big, 1, 512)  # a large batch: one 8 MiB matrix
+    assert out is not None and out[2].shape == (512, 4096)
+    loss, coeff = cpu_path.forward(big, 1, 512, keep=False)
+    assert_close("loss", out[0], loss, *tolerances.F32_PATHS)
     budget(2**19)
     assert cpu_path.forward_small(h, 1, 64) is None  # above the budget
+    assert cpu_path.forward_small(big, 1, 512) is None
