@@ -177,13 +177,16 @@ def projections(
     Both are accumulated chunk by chunk in the accumulation dtype; the chunks are
     split into contiguous runs, one per torch thread, and the runs' sums added in
     order (so the result depends on the thread count only through rounding). With
-    ``keep``, the leading chunks that fit in the budget are stored for :func:`backward`.
+    ``keep``, the leading chunks that fit in the budget, less the working buffers of
+    the parts (one chunk each), are stored for :func:`backward`.
     """
     b, dim = h.shape
     acc = accumulation_dtype(h.dtype)
     chunk, parts = _plan(b, dim, num_slices, chunk)
     chunks = _chunks(dim, chunk)
-    room, keep_count = (_budget if keep else 0), 0
+    # kept chunks and the parts' working buffers together stay within the budget
+    room = _budget - parts * 4 * num_slices * chunk if keep else 0
+    keep_count = 0
     for start, stop in chunks:
         room -= 4 * num_slices * (stop - start)
         if room < 0:

@@ -3,8 +3,10 @@
 Each argument is ``LABEL=FILE`` (a result JSON of the cpu suite); runs with the busy
 process beside are told apart by their ``busy`` flag. A label given several files
 (repeated runs, e.g. alternated with another label's) gets the median of their ratios
-per shape. Prints a summary per (label, threads, busy) and the ratio (per_triton /
-plain torch, medians) of every shape::
+per shape. Prints a summary per (label, threads, busy): shapes, runs, the max and
+median of the per-shape ratios, how many exceed 1.0, the median at d >= 49152, and the
+largest ratio of any single run; then the ratio (per_triton / plain torch, medians) of
+every shape::
 
     python scripts/cpu_sweep_table.py before=bench/results/cpu/before-9a041f0.json \\
         before=bench/results/cpu/before-9a041f0-busy.json \\
@@ -36,16 +38,21 @@ def main(argv: list[str]) -> int:
     present = {k[:3] for k in ratios}
     every = [(w, t, b) for b in (False, True) for t in (1, 2) for w in labels]
     cols = [c for c in every if c in present]
-    print("| run | threads | busy core | shapes | max | median | over 1.0 | median d >= 49152 |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| run | threads | busy core | shapes | runs | max | median | over 1.0 "
+        "| median d >= 49152 | max of a single run |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for w, t, busy in cols:
         rows = [(k[4], v) for k, v in ratios.items() if k[:3] == (w, t, busy)]
         if rows:
             vals = [v for _, v in rows]
             big = [v for d, v in rows if d >= 49152] or [float("nan")]
-            print(f"| {w} | {t} | {'yes' if busy else 'no'} | {len(vals)} | {max(vals):.2f} "
-                  f"| {statistics.median(vals):.2f} | {sum(v > 1 for v in vals)} "
-                  f"| {statistics.median(big):.2f} |")  # fmt: skip
+            single = [x for k, xs in runs.items() if k[:3] == (w, t, busy) for x in xs]
+            count = max(len(xs) for k, xs in runs.items() if k[:3] == (w, t, busy))
+            print(f"| {w} | {t} | {'yes' if busy else 'no'} | {len(vals)} | {count} "
+                  f"| {max(vals):.2f} | {statistics.median(vals):.2f} | {sum(v > 1 for v in vals)} "
+                  f"| {statistics.median(big):.2f} | {max(single):.2f} |")  # fmt: skip
     shapes = sorted({k[3:] for k in ratios}, key=lambda x: (x[1], x[0], x[2]))
     names = [f"{w} t{t}{' busy' if busy else ''}" for w, t, busy in cols]
     print("\n| b | d | s | " + " | ".join(names) + " |")
