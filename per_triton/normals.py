@@ -12,11 +12,13 @@ Two implementations give the same bits:
 - ``philox_normals.c``, compiled on first use with the system C compiler
   (``$CC``, ``cc``, ``gcc`` or ``clang``) into a cache folder
   (``$PER_TRITON_CACHE_DIR``, else ``$XDG_CACHE_HOME/per_triton`` or
-  ``~/.cache/per_triton``) and called through ctypes, which releases the GIL:
-  about 1.6 ns per normal on one core of the 2-core CI machine, against 3.4 ns for
-  ``torch.randn`` (mt19937) on the same core (``scripts/sampler_speed.py``);
-- the same operations in torch (int64 and float32 tensor arithmetic), 10-20 times
-  slower, used when no compiler works (a warning says so once) or when
+  ``~/.cache/per_triton``; a per-user folder under the temporary directory if that
+  cannot be written) and called through ctypes, which releases the GIL: 1.7 ns per
+  normal on one core of the 2-core CI machine (AVX-512 build; 2.5 ns built for AVX2),
+  against 3.6 ns for ``torch.randn`` (mt19937) on the same core
+  (``scripts/sampler_speed.py``);
+- the same operations in torch (int64 and float32 tensor arithmetic), about 40 ns
+  per normal, used when no compiler works (a warning says so once) or when
   ``PER_TRITON_CPU_SAMPLER=torch``.
 
 The logarithm, sine and cosine are fixed polynomials evaluated one IEEE float32
@@ -142,7 +144,7 @@ def _load() -> ctypes.CDLL | None:
                     ) from exc
                 warnings.warn(
                     f"per_triton: the C sampler of the CPU path is unavailable ({message}); "
-                    "using the same stream in torch operations, 10-20x slower",
+                    "using the same stream in torch operations, about 24x slower",
                     RuntimeWarning,
                     stacklevel=3,
                 )
