@@ -62,7 +62,7 @@ def test_small_and_large_batches_match_the_reference(b, out_dtype):
 def test_backward_redraws_only_the_chunks_past_the_budget(budget, monkeypatch):
     s, chunk = 8, W
     h = torch.randn(2, 10 * chunk)
-    budget(4 * s * chunk * 3)
+    budget(4 * s * chunk * 4)  # three kept chunks and the working chunk
     calls = []
 
     def counting(seed, num_slices, start, stop, out=None, threads=None):
@@ -97,9 +97,10 @@ class _LargestOutput(TorchDispatchMode):
 
 
 def test_no_allocation_of_directions_above_the_working_chunk_and_budget(budget):
-    """``s*d`` = 64 MiB of directions: no tensor above 4 MiB, kept bytes within the budget."""
+    """``s*d`` = 64 MiB of directions: no tensor above 4 MiB; kept bytes and the working
+    chunk together within the budget."""
     b, d, s = 2, 2**16, 256
-    budget(6 * 2**20)
+    budget(12 * 2**20)
     h = torch.randn(b, d, requires_grad=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # every op on this thread, where the mode sees it
@@ -110,7 +111,7 @@ def test_no_allocation_of_directions_above_the_working_chunk_and_budget(budget):
             loss.backward()
     finally:
         torch.set_num_threads(threads)
-    assert 0 < stored <= 6 * 2**20
+    assert 0 < stored <= 12 * 2**20 - cpu_path.WORK_BYTES
     assert cpu_path._stored_bytes() == 0
     assert mode.largest <= max(cpu_path.WORK_BYTES, 4 * b * d), mode.largest
     assert mode.largest <= 4 * s * d // 16  # a sixteenth of the direction matrix
