@@ -26,6 +26,7 @@ from collections import OrderedDict
 
 import torch
 
+from ._validation import as_int
 from .directions import accumulation_dtype, draw_columns, parallel_map
 from .reference import loss_and_coefficients
 
@@ -54,7 +55,22 @@ _SPLIT_MAX_ROWS = 64
 
 _lock = threading.Lock()
 _store: OrderedDict[tuple[int, int, int, int], list[torch.Tensor]] = OrderedDict()
-_budget = int(float(os.environ.get("PER_TRITON_CPU_CACHE_MB", 32)) * 2**20)
+ENV_BUDGET = "PER_TRITON_CPU_CACHE_MB"
+
+
+def _budget_from_env() -> int:
+    """``$PER_TRITON_CPU_CACHE_MB`` (MiB, a non-negative number; default 32) in bytes."""
+    text = os.environ.get(ENV_BUDGET, "").strip() or "32"
+    try:
+        mib = float(text)
+    except ValueError:
+        mib = float("nan")
+    if not math.isfinite(mib) or mib < 0:
+        raise ValueError(f"{ENV_BUDGET} must be a non-negative number of MiB, got {text!r}")
+    return int(mib * 2**20)
+
+
+_budget = _budget_from_env()
 
 
 def cache_budget() -> int:
@@ -69,7 +85,11 @@ def set_cache_budget(num_bytes: int) -> int:
         ValueError: ``num_bytes`` is not a non-negative int.
     """
     global _budget
-    if isinstance(num_bytes, bool) or not isinstance(num_bytes, int) or num_bytes < 0:
+    try:
+        num_bytes = as_int(num_bytes, "num_bytes")
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+    if num_bytes < 0:
         raise ValueError(f"num_bytes must be a non-negative int, got {num_bytes!r}")
     with _lock:
         old, _budget = _budget, num_bytes

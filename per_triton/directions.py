@@ -49,7 +49,7 @@ os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def _single_threaded(fn, *args):
-    """Run ``fn`` on a pool thread whose torch ops use one intra-op thread.
+    """Run ``fn`` on a pool thread whose torch ops use one intra-op thread, without autograd.
 
     ``torch.set_num_threads(1)`` on a thread sets that thread's OpenMP and MKL thread
     counts; it also resets torch's process-wide default (and MKL's global count),
@@ -58,7 +58,11 @@ def _single_threaded(fn, *args):
     the pool's products then ran two-threaded side by side.
     """
     torch.set_num_threads(1)
-    return fn(*args)
+    # Grad mode is per thread and on by default: work handed here is always an op's
+    # implementation (the caller runs without autograd), so it must not record a graph
+    # (a float64 chunk kept alive by one, or ``mm(out=...)`` refused in double backward).
+    with torch.no_grad():
+        return fn(*args)
 
 
 def parallel_map(fn, items: list, threads: int) -> list:
@@ -161,6 +165,8 @@ def sample_directions(
     if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         raise TypeError(f"dtype must be a floating dtype, got {dtype}")
     device = check_device(device)
+    if seed is None:  # a fresh random seed would give directions no call can reproduce
+        raise TypeError("seed must be an int or a (1,) int64 tensor, got None")
     seed_t = seed_tensor(seed, device)
     if device.type == "cuda":
         # CUDA stream: the Philox kernel of the fused family (per_triton.kernels).

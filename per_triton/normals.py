@@ -33,7 +33,9 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -65,46 +67,85 @@ def cache_dir() -> Path:
     return Path(base) / "per_triton"
 
 
-def _compiler() -> str | None:
-    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
-        if name and shutil.which(name):
-            return shutil.which(name)
+def _compiler() -> list[str] | None:
+    """The compiler command: ``$CC`` (split like a shell, e.g. ``ccache gcc``), else the
+    first of ``cc``, ``gcc``, ``clang`` on ``PATH``. A ``$CC`` that is not found is an
+    error (the caller's warning names it), not silently replaced."""
+    if os.environ.get("CC", "").strip():
+        words = shlex.split(os.environ["CC"])
+        if not shutil.which(words[0]):
+            raise RuntimeError(f"CC={os.environ['CC']!r} is not an executable on PATH")
+        return [shutil.which(words[0]), *words[1:]]
+    for name in ("cc", "gcc", "clang"):
+        if shutil.which(name):
+            return [shutil.which(name)]
     return None
 
 
-def _build(cc: str) -> Path:
-    """Compile the sampler once per source, compiler and platform; atomic against races.
-
-    Built in :func:`cache_dir`, or in a per-user folder under the temporary directory
-    when that one cannot be written.
-    """
-    source = SOURCE.read_bytes()
+def library_name(cc: list[str]) -> str:
+    """File name of the built sampler: one per source, compiler command, flags and platform."""
     tag = hashlib.blake2b(
-        source + cc.encode() + " ".join(CFLAGS).encode() + platform.platform().encode(),
+        SOURCE.read_bytes()
+        + " ".join(cc).encode()
+        + " ".join(CFLAGS).encode()
+        + platform.platform().encode(),
         digest_size=8,
     ).hexdigest()
-    user = os.getuid() if hasattr(os, "getuid") else os.getlogin()
-    folders = [cache_dir(), Path(tempfile.gettempdir()) / f"per_triton-{user}"]
-    for i, folder in enumerate(folders):
-        target = folder / f"philox_normals-{tag}.so"
-        if target.exists():
-            return target
+    return f"philox_normals-{tag}.so"
+
+
+def _private_folder(folder: Path) -> bool:
+    """A folder only this user can write (checked before loading code from it)."""
+    info = folder.stat()
+    owner = not hasattr(os, "getuid") or info.st_uid == os.getuid()
+    return stat.S_ISDIR(info.st_mode) and owner and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def _build(cc: list[str]) -> Path:
+    """Compile the sampler once per source, compiler and platform; atomic against races.
+
+    Built in :func:`cache_dir`, or, when that folder cannot be created or written, in
+    a per-user folder under the temporary directory, created with mode 0700 and used
+    only if this user owns it and nobody else can write it.
+    """
+    name = library_name(cc)
+    user = os.getuid() if hasattr(os, "getuid") else "user"
+    shared = Path(tempfile.gettempdir()) / f"per_triton-{user}"
+    for folder in (cache_dir(), shared):
+        target = folder / name
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=folder) as tmp:
-                out = Path(tmp) / target.name
-                subprocess.run(
-                    [cc, *CFLAGS, "-o", str(out), str(SOURCE)],
-                    check=True,
-                    capture_output=True,
-                    timeout=120,
-                )
-                os.replace(out, target)
-            return target
-        except OSError:  # not writable, not a folder, no space: try the next one
-            if i == len(folders) - 1:
-                raise
-    raise AssertionError("unreachable")
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if folder == shared and not _private_folder(folder):
+                raise PermissionError(f"{folder} is not private to this user")
+            if target.exists():
+                return target
+            tmp = tempfile.mkdtemp(dir=folder)
+        except OSError as exc:  # not a folder, not writable, not ours: try the next one
+            error = exc
+            continue
+        try:
+            out = Path(tmp) / target.name
+            subprocess.run(
+                [*cc, *CFLAGS, "-o", str(out), str(SOURCE)],
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
+            if not out.is_file():
+                raise RuntimeError(f"{' '.join(cc)} wrote no {out.name}")
+            os.replace(out, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return target
+    raise RuntimeError(f"no folder to build the sampler in ({error})")
+
+
+def _known_answer_ok(lib: ctypes.CDLL) -> bool:
+    """The loaded sampler draws what the torch implementation draws (a 3 x 9 block)."""
+    out = torch.empty(3, 9)
+    k0, k1 = key_words(0x0123456789ABCDEF)
+    lib.per_triton_normals(k0, k1, 5, 3, 2, 9, out.data_ptr(), 9)
+    return torch.equal(out, _torch_normals(k0, k1, 5, 3, 2, 9))
 
 
 def _load() -> ctypes.CDLL | None:
@@ -115,16 +156,17 @@ def _load() -> ctypes.CDLL | None:
     with _lock:
         if _tried:
             return _lib
-        choice = os.environ.get(ENV_SAMPLER, "auto")
+        choice = os.environ.get(ENV_SAMPLER, "").strip().lower() or "auto"
         if choice not in ("auto", "c", "torch"):
             raise ValueError(f"{ENV_SAMPLER} must be auto, c or torch; got {choice!r}")
         lib = None
         if choice != "torch":
-            cc = _compiler()
             try:
+                cc = _compiler()
                 if cc is None:
                     raise RuntimeError("no C compiler found ($CC, cc, gcc, clang)")
-                lib = ctypes.CDLL(str(_build(cc)))
+                path = _build(cc)
+                lib = ctypes.CDLL(str(path))
                 fn = lib.per_triton_normals
                 fn.restype = None
                 fn.argtypes = (
@@ -135,6 +177,8 @@ def _load() -> ctypes.CDLL | None:
                         ctypes.c_int64,
                     ]
                 )
+                if not _known_answer_ok(lib):
+                    raise RuntimeError(f"{path} does not draw the CPU stream (known-answer check)")
             except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
                 detail = getattr(exc, "stderr", b"") or b""
                 message = f"{exc} {detail.decode(errors='replace')[:500]}".strip()
@@ -144,7 +188,9 @@ def _load() -> ctypes.CDLL | None:
                     ) from exc
                 warnings.warn(
                     f"per_triton: the C sampler of the CPU path is unavailable ({message}); "
-                    "using the same stream in torch operations, about 24x slower",
+                    "the same directions come from torch operations, about 24x slower. "
+                    "Install a C compiler (gcc or clang) or set CC to one; set "
+                    f"{ENV_SAMPLER}=torch to choose the torch sampler without this warning",
                     RuntimeWarning,
                     stacklevel=3,
                 )

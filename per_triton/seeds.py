@@ -204,4 +204,6 @@ def cpu_stream_key(seed: int) -> int:
     Philox counters, so no two entries of one set, and no two sets whose keys differ,
     share a counter-key pair. ``seed`` is an int in ``[0, 2**63)``.
     """
+    if not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"seed must be in [0, 2**63), got {seed}")
     return child_seed(seed, "cpu-stream")

@@ -270,3 +270,43 @@ def test_whole_matrix_path_is_taken_for_one_chunk_or_a_large_batch_within_the_bu
     budget(2**19)
     assert cpu_path.forward_small(h, 1, 64) is None  # above the budget
     assert cpu_path.forward_small(big, 1, 512) is None
+
+
+def test_split_calls_record_no_graph_and_allow_double_backward():
+    """Work on the pool threads runs without autograd (grad mode is per thread): a
+    split float64 forward builds no graph, and a gradient penalty through a large
+    layer works with two threads (both failed before: mm(out=) refused, and each
+    chunk's float64 copy was kept alive by a throwaway graph)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        h = torch.randn(4, 65536, dtype=torch.float64, requires_grad=True)
+        assert cpu_path._plan(4, 65536, 256, None)[1] == 2  # the split path
+        proj, norm = cpu_path.projections(h, 3, 256)
+        assert proj.grad_fn is None and not proj.requires_grad
+        hf = h.detach().float().requires_grad_()
+        (grad,) = torch.autograd.grad(pt.per_loss(hf, 256, seed=1), hf, create_graph=True)
+        grad.square().sum().backward()
+        assert hf.grad is not None and torch.isfinite(hf.grad).all()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_budget_variable_is_validated(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    for value in ("32MB", "-1", "nan"):
+        env = {**os.environ, "PER_TRITON_CPU_CACHE_MB": value}
+        out = subprocess.run(
+            [sys.executable, "-c", "import per_triton.cpu_path"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode != 0 and "PER_TRITON_CPU_CACHE_MB" in out.stderr, value
+    import numpy as np
+
+    old = cpu_path.set_cache_budget(np.int64(5))  # integer types are ints
+    assert cpu_path.set_cache_budget(old) == 5

@@ -84,3 +84,10 @@ def test_seed_none_follows_torch_manual_seed():
     b = pt.per_loss(torch.ones(2, 9), 4)
     c = pt.per_loss(torch.ones(2, 9), 4)
     assert torch.equal(a, b) and not torch.equal(b, c)
+
+
+def test_sample_directions_needs_a_seed_and_seeds_are_named():
+    with pytest.raises(TypeError, match="seed"):
+        pt.sample_directions(3, 5, None)
+    with pytest.raises(ValueError, match="seed must be in"):
+        pt.per_loss(torch.randn(2, 5), 4, seed=torch.tensor([-3]))

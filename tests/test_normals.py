@@ -99,7 +99,7 @@ def test_other_builds_of_the_c_source_give_the_same_bits(tmp_path: Path, flags):
         flags = flags[:-1]
     lib_path = tmp_path / "n.so"
     base = [f for f in normals.CFLAGS if not f.startswith("-O")]
-    subprocess.run([cc, *flags, *base, "-o", str(lib_path), str(normals.SOURCE)], check=True)
+    subprocess.run([*cc, *flags, *base, "-o", str(lib_path), str(normals.SOURCE)], check=True)
     lib = ctypes.CDLL(str(lib_path))
     rows, cols = 9, 1003
     out = torch.empty(rows, cols)
@@ -221,7 +221,7 @@ def test_build_is_cached_and_reused(tmp_path: Path):
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
         assert out.stdout.strip() == "c", out.stderr
     built = list(tmp_path.glob("philox_normals-*.so"))
-    assert len(built) == 1 and shutil.which(cc)
+    assert len(built) == 1 and shutil.which(cc[0])
 
 
 def test_an_unwritable_cache_folder_falls_back_to_the_temp_folder(tmp_path: Path):
@@ -238,3 +238,68 @@ def test_an_unwritable_cache_folder_falls_back_to_the_temp_folder(tmp_path: Path
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "c", out.stderr
     assert list((tmp_path / "tmp").glob("per_triton-*/philox_normals-*.so"))
+
+
+def _backend_in_subprocess(env_extra: dict, tmp_path: Path) -> tuple[str, str]:
+    """``normals.backend()`` and the warnings' text in a fresh interpreter."""
+    env = {**os.environ, "PER_TRITON_CACHE_DIR": str(tmp_path / "cache"), **env_extra}
+    code = (
+        "import warnings\n"
+        "from per_triton import normals\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    b = normals.backend()\n"
+        "print(b)\n"
+        "print(' | '.join(str(x.message) for x in w))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    backend, warned = (out.stdout.splitlines() + ["", ""])[:2]
+    return backend, warned
+
+
+def test_a_temp_folder_others_can_write_is_not_used(tmp_path: Path):
+    """Cache folder unusable and the per-user temp folder world-writable (someone else
+    could have planted a library there): nothing is loaded from it."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    shared = tmp_path / "tmp" / f"per_triton-{os.getuid()}"
+    shared.mkdir(parents=True)
+    shared.chmod(0o777)
+    backend, warned = _backend_in_subprocess(
+        {"PER_TRITON_CACHE_DIR": str(blocker / "c"), "TMPDIR": str(tmp_path / "tmp")}, tmp_path
+    )
+    assert backend == "torch" and "not private" in warned, warned
+    assert not list(shared.iterdir())
+
+
+def test_a_library_that_draws_other_numbers_is_refused(tmp_path: Path):
+    """A file under the sampler's name that is not the sampler: the known-answer check
+    refuses it, with a warning, and the torch implementation draws the stream."""
+    cc = normals._compiler()
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    fake = tmp_path / "fake.c"
+    fake.write_text(
+        "#include <stdint.h>\n"
+        "void per_triton_normals(uint32_t a, uint32_t b, int64_t r0, int64_t rows, int64_t c0,"
+        " int64_t cols, float *out, int64_t ld) {"
+        " for (int64_t r = 0; r < rows; r++) for (int64_t c = 0; c < cols; c++)"
+        " out[r * ld + c] = 0.0f; }\n"
+    )
+    target = cache / normals.library_name(cc)
+    subprocess.run([*cc, "-shared", "-fPIC", "-o", str(target), str(fake)], check=True)
+    backend, warned = _backend_in_subprocess({}, tmp_path)
+    assert backend == "torch" and "known-answer" in warned, warned
+
+
+def test_an_unknown_cc_is_named_in_the_warning(tmp_path: Path):
+    backend, warned = _backend_in_subprocess({"CC": "/nonexistent/cc"}, tmp_path)
+    assert backend == "torch" and "CC='/nonexistent/cc'" in warned, warned
+    assert "Install a C compiler" in warned
+
+
+def test_cc_may_be_a_command_with_arguments(tmp_path: Path):
+    cc = normals._compiler()
+    backend, warned = _backend_in_subprocess({"CC": f"{cc[0]} -O2"}, tmp_path)
+    assert backend == "c", warned
