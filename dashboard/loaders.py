@@ -63,10 +63,25 @@ def _read_benchmark(path: str, name: str, source: str, mtime_ns: int, size: int)
         data = Path(path).read_bytes()
     except OSError as err:
         return Results(problems=[Problem(name, f"cannot be read ({err.strerror})")])
+    if source == "committed" and _cpu_suite_file(data):
+        return Results()  # the CPU sweep: read by scripts/cpu_sweep_table.py, not plotted here
     run, problems = parse_benchmark_file(name, data, source)  # type: ignore[arg-type]
     if run is None and source == "committed" and _script_result(data):
         return Results()  # a script's own result file beside the benchmarks: not a problem
     return Results(runs=[run] if run else [], problems=problems)
+
+
+def _cpu_suite_file(data: bytes) -> bool:
+    """True for a result file of the ``cpu`` suite (per_triton against plain torch on the
+    CPU, issue 15): ratios for the README's table, not times per iteration to plot."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return False
+    benches = doc.get("benchmarks") if isinstance(doc, dict) else None
+    return bool(benches) and all(
+        isinstance(b, dict) and (b.get("extra_info") or {}).get("suite") == "cpu" for b in benches
+    )
 
 
 def _script_result(data: bytes) -> bool:
@@ -77,6 +92,8 @@ def _script_result(data: bytes) -> bool:
         doc = json.loads(data)
     except ValueError:
         return False
+    if isinstance(doc, list):  # bench/sass_report.py --json: one record per kernel build
+        return bool(doc) and all(isinstance(x, dict) and "sass_path" in x for x in doc)
     return isinstance(doc, dict) and "command" in doc and "benchmarks" not in doc
 
 

@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -91,7 +92,14 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
-                {"rows": rows, "cols": cols, "reps": args.reps, "ns_per_normal": results},
+                {
+                    "command": " ".join(["python", *sys.argv]),
+                    "load": os.getloadavg()[0],
+                    "rows": rows,
+                    "cols": cols,
+                    "reps": args.reps,
+                    "ns_per_normal": results,
+                },
                 f,
                 indent=1,
             )

@@ -190,3 +190,17 @@ def test_files_written_by_train_are_skipped_silently(
     at = run_page("runs", tmp_path, monkeypatch)
     assert list(at.dataframe[0].value["file"]) == ["my-run/bench.json"]
     assert not at.warning, [w.value for w in at.warning]
+
+
+def test_committed_results_load_without_problems():
+    """Every committed file is either a run the dashboard plots or a result it knows to
+    leave to people and scripts (CPU sweep files, script outputs, SASS reports): a
+    newcomer's dashboard lists no problems. An uploaded CPU-sweep file is still a problem."""
+    from per_triton import paths
+    from per_triton.dashboard import loaders
+
+    results = loaders.load_results(paths.committed_results())
+    assert results.runs and not results.problems, [str(p) for p in results.problems]
+    sweep = sorted((paths.committed_results() / "cpu").glob("after4-*-r1.json"))[0]
+    run, problems = loaders.parse_benchmark_file(sweep.name, sweep.read_bytes(), "upload")
+    assert problems and (run is None or not (run.training or run.kernel))
