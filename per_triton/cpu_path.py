@@ -35,6 +35,7 @@ __all__ = [
     "backward",
     "cache_budget",
     "chunk_count",
+    "clear_kept",
     "default_chunk",
     "forward",
     "projections",
@@ -95,6 +96,16 @@ def set_cache_budget(num_bytes: int) -> int:
         old, _budget = _budget, num_bytes
         _evict(0)
     return old
+
+
+def clear_kept() -> int:
+    """Drop every kept direction chunk now (e.g. after forward passes with no backward,
+    such as evaluation under ``torch.no_grad``); returns the bytes freed. Values never
+    change: a backward whose chunks were dropped draws them again."""
+    with _lock:
+        freed = _stored_bytes()
+        _store.clear()
+    return freed
 
 
 def _stored_bytes() -> int:

@@ -120,8 +120,9 @@ def test_no_allocation_of_directions_above_the_working_chunk_and_budget(budget):
 def test_forward_without_backward_leaves_at_most_the_budget(budget):
     budget(2**20)
     for seed in range(5):
-        cpu_path.forward(torch.randn(2, 4096), seed, 64)
-    assert cpu_path._stored_bytes() <= 2**20
+        cpu_path.forward(torch.randn(2, 4096), seed, 64, chunk=1024)
+    assert 0 < cpu_path._stored_bytes() <= 2**20
+    assert cpu_path.clear_kept() > 0 and cpu_path._stored_bytes() == 0
 
 
 def test_thread_count_changes_nothing_but_rounding(monkeypatch):
