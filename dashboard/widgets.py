@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, NoReturn
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
-from .schema import Problem
+from .loaders import Results
+from .schema import Problem, Run
 
 
 def stop_with(message: str) -> NoReturn:
@@ -23,6 +25,21 @@ def show_problems(problems: Iterable[Problem]) -> None:
     """One warning per file that could not be (fully) used, naming the file."""
     for problem in problems:
         st.warning(f"**{problem.file}** (not shown): {problem.message}", icon=":material/warning:")
+
+
+def frame_or_stop(
+    results: Results,
+    frame: Callable[[list[Run]], pd.DataFrame],
+    empty: str,
+    where: Path | None,
+) -> pd.DataFrame:
+    """Show the results' problems and return ``frame(results.runs)``; stop the page with
+    ``empty`` (``{where}`` filled with the results folder) when that frame has no rows."""
+    show_problems(results.problems)
+    df = frame(results.runs)
+    if df.empty:
+        stop_with(empty.format(where=where or "bench/results"))
+    return df
 
 
 def options(values: Iterable[Any]) -> list[Any]:

@@ -19,12 +19,9 @@ NO_KERNEL_RESULTS = (
 )
 
 st.title("Kernels: fused PER against the torch reference")
-results = context.results()
-widgets.show_problems(results.problems)
-df = frames.kernel_frame(results.runs)
-if df.empty:
-    where = context.settings().results_dir
-    widgets.stop_with(NO_KERNEL_RESULTS.format(where=where or "bench/results"))
+df = widgets.frame_or_stop(
+    context.results(), frames.kernel_frame, NO_KERNEL_RESULTS, context.settings().results_dir
+)
 
 cols = st.columns(4)
 with cols[0]:

@@ -8,15 +8,13 @@ import streamlit as st
 from per_triton.dashboard import charts, context, frames, widgets
 
 st.title("Training: time per iteration")
-results = context.results()
-widgets.show_problems(results.problems)
-df = frames.training_frame(results.runs)
-if df.empty:
-    where = context.settings().results_dir
-    widgets.stop_with(
-        "No training results yet. `per-triton bench` writes pytest-benchmark JSON "
-        f"into `{where or 'bench/results'}`; you can also upload one in the sidebar."
-    )
+NO_TRAINING_RESULTS = (
+    "No training results yet. `per-triton bench` writes pytest-benchmark JSON "
+    "into `{where}`; you can also upload one in the sidebar."
+)
+df = widgets.frame_or_stop(
+    context.results(), frames.training_frame, NO_TRAINING_RESULTS, context.settings().results_dir
+)
 
 cols = st.columns(4)
 with cols[0]:
