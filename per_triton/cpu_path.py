@@ -263,9 +263,13 @@ def forward_small(
     cost) or the batch has more than :data:`_SPLIT_MAX_ROWS` rows (the two products
     dominate; one product each way, as plain torch does, instead of one per chunk:
     with another process keeping a core busy every two-thread product can wait a
-    scheduler slice). Returns ``(loss_sum, coeff, v)`` with the drawn ``v`` ``(s, d)``
-    float32 for the caller to keep for the backward pass (``grad = coeff @ v``), or
-    ``None`` otherwise (then use :func:`forward`).
+    scheduler slice).
+
+    ``h``: ``(b, d)`` activations, any float dtype (computed in
+    :func:`~per_triton.directions.accumulation_dtype`). Returns ``(loss_sum, coeff, v)``
+    as :func:`forward` does (0-d and ``(b, s)``, Eq. 5 / 6) plus the drawn ``v``
+    ``(s, d)`` float32 for the caller to keep for the backward pass
+    (``grad = coeff @ v``), or ``None`` otherwise (then use :func:`forward`).
     """
     b, dim = h.shape
     size = 4 * num_slices * dim

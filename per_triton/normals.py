@@ -212,8 +212,18 @@ def key_words(key: int) -> tuple[int, int]:
 def fill(key: int, row0: int, col0: int, out: torch.Tensor) -> torch.Tensor:
     """Write ``v[row0 + r, col0 + i]`` into ``out[r, i]`` and return ``out``.
 
-    ``out``: float32 CPU ``(rows, cols)`` with unit column stride (row stride free, so
-    a column range of a wider matrix can be filled in place).
+    Args:
+        key: the 64-bit Philox key (:func:`per_triton.seeds.cpu_stream_key` of a seed).
+        row0, col0: the first direction ``k`` and coordinate ``j`` (non-negative ints).
+        out: float32 CPU ``(rows, cols)`` with unit column stride (row stride free, so
+            a column range of a wider matrix can be filled in place).
+
+    Returns:
+        ``out``, holding standard normals (float32; the CPU stream of
+        DESIGN.md section 2 as refined in docs/CONTRACTS.md, "CPU stream").
+
+    Raises:
+        ValueError: ``out`` is not a 2-d float32 CPU tensor with unit column stride.
     """
     if out.dtype != torch.float32 or out.device.type != "cpu" or out.dim() != 2:
         raise ValueError("out must be a 2-d float32 CPU tensor")
@@ -232,7 +242,8 @@ def fill(key: int, row0: int, col0: int, out: torch.Tensor) -> torch.Tensor:
 
 
 def normals(key: int, rows: int, cols: int, row0: int = 0, col0: int = 0) -> torch.Tensor:
-    """``v[row0 : row0 + rows, col0 : col0 + cols]`` as a new float32 tensor."""
+    """``v[row0 : row0 + rows, col0 : col0 + cols]`` as a new float32 ``(rows, cols)``
+    CPU tensor (:func:`fill` into fresh memory)."""
     return fill(key, row0, col0, torch.empty(rows, cols))
 
 
