@@ -8,7 +8,7 @@ both providers, in alternating order, on the same activations ``h (b, d)`` float
 - ``torch``: what a user writes in five lines: ``theta = randn(s, d)``, normalise
   the rows, ``reference.per_loss(h, theta)`` (two matmuls with autograd's backward).
 
-Each result's ``extra_info`` (docs/CONTRACTS.md, cpu suite) holds the median, 20th and
+Each result's ``extra_info`` (docs/design.md, "Benchmark result files") holds the median, 20th and
 80th percentile of each provider and ``ratio = per_triton median / torch median``;
 pytest-benchmark's own ``stats`` are those of one round of both providers.
 Alternating the two in one round keeps the ratio honest on a shared, noisy machine.

@@ -1,7 +1,7 @@
 """Kernel benchmark: fused PER vs eager torch vs torch.compile, against a measured floor.
 
 One benchmark per (provider, mode, b, d, s, dtype); the provider and mode are in the
-name and in ``extra_info`` (docs/CONTRACTS.md, kernel suite). Providers and the floor
+name and in ``extra_info`` (docs/design.md, "Benchmark result files"). Providers and the floor
 are defined in bench/kernel_utils.py: ``fused``, ``eager``, ``eager_tf32``,
 ``compile``, ``floor``, ``exact`` (``estimator="exact"``: no directions, so ``s`` is
 only a label). Modes: ``forward``, ``backward``, ``full``.

@@ -1,4 +1,4 @@
-"""Shared helpers of the benchmark suites (docs/CONTRACTS.md, "Benchmark result files").
+"""Shared helpers of the benchmark suites (docs/design.md, "Benchmark result files").
 
 Installed as ``per_triton.bench.common`` (per_triton/paths.py); a suite imports::
 
@@ -166,7 +166,8 @@ def git_commit(root: Path | None = REPO_ROOT) -> str | None:
 
 
 def machine_extras(device: torch.device | str, command: str) -> dict[str, Any]:
-    """The keys docs/CONTRACTS.md adds to pytest-benchmark's ``machine_info``."""
+    """The keys that docs/design.md, "Benchmark result files" adds to pytest-benchmark's
+    ``machine_info``."""
     try:
         import triton
 

@@ -1,6 +1,6 @@
 """Helpers of the kernel benchmark (bench/bench_kernels.py): providers, memory, floor.
 
-Providers (docs/CONTRACTS.md, kernel suite):
+Providers (docs/design.md, "Benchmark result files"):
 
 - ``fused``: ``per_triton.per_loss`` on the device (the fused Triton kernels on CUDA,
   TF32 dots for float32 by default);
@@ -15,8 +15,9 @@ Providers (docs/CONTRACTS.md, kernel suite):
   (:func:`exact_floor_seconds`);
 - ``floor``: the draw-only kernel for the normals the fused kernels draw (``s*d``
   per pass) plus the projection GEMM FLOPs (``2*b*d*s`` per pass) at the tensor-core
-  rate measured on this GPU in this run (DESIGN.md section 5): TF32 for float32, the
-  activation dtype for the bf16 forward, TF32 for every backward (float32 coefficients).
+  rate measured on this GPU in this run (docs/design.md, "Measuring performance"):
+  TF32 for float32, the activation dtype for the bf16 forward, TF32 for every backward
+  (float32 coefficients).
 
 Modes: ``forward`` (loss only), ``backward`` (gradient of a retained graph),
 ``full`` (loss and gradient). Peak extra memory: the peak allocated during one call
@@ -194,7 +195,8 @@ def best_draw(b: int, d: int, s: int, device: torch.device) -> tuple[float, dict
 def floor_seconds(
     mode: str, b: int, d: int, s: int, dtype: torch.dtype, device: torch.device
 ) -> dict[str, float]:
-    """The floor of DESIGN.md section 5 for ``mode``: draw time plus GEMM FLOPs at rate.
+    """The floor for ``mode``: draw time plus GEMM FLOPs at rate
+    (docs/design.md, "Measuring performance").
 
     Each pass draws ``s*d`` normals and does ``2*b*d*s`` FLOPs: the forward's dot runs
     in the activation dtype (TF32 for float32), the backward's on float32 operands

@@ -1,8 +1,8 @@
 """Cost of the layer monitor: seconds per training step with and without it.
 
 ``per-triton train --overhead-steps N`` calls :func:`measure_overhead` after the
-training runs and writes ``<out>/overhead.json`` (docs/CONTRACTS.md). It lives with
-the benchmarks (``per_triton.bench``); the training loop is
+training runs and writes ``<out>/overhead.json`` (docs/design.md, "Closeness records").
+It lives with the benchmarks (``per_triton.bench``); the training loop is
 :func:`per_triton.digits_experiment.train_one`.
 """
 

@@ -1,4 +1,6 @@
-"""Typed structures for the result files the dashboard reads (docs/CONTRACTS.md).
+"""Typed structures for the result files the dashboard reads.
+
+Formats: docs/design.md, "Benchmark result files" and docs/design.md, "Closeness records".
 
 The TypedDicts describe the JSON as written; the dataclasses are what the loaders
 return after checking it. Nothing here imports torch, triton or streamlit.

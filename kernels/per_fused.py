@@ -19,7 +19,7 @@ regenerates ``v[:, j-tile]`` slice tile by slice tile and forms
 ``dL/dh[:, j-tile] = C @ V[:, j-tile]`` (Eq. 6, Algorithm 1) with ``C`` the
 coefficients already scaled by the incoming gradient. No cross-program reduction.
 
-Precision (DESIGN.md section 5): float32 activations use ``tl.dot`` with
+Precision (docs/design.md, "Registered ops"): float32 activations use ``tl.dot`` with
 ``input_precision`` ``"tf32"`` (default) or ``"ieee"``; float16/bfloat16 activations
 are projected in their dtype with float32 accumulation; coefficients, norms and the
 loss are float32. float64 is not handled here (``per_triton.cuda_ops`` runs it on
@@ -421,7 +421,7 @@ def per_fwd(
     config: dict | None = None,
     split_d: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fused forward: ``(loss_sum, coeff)`` as in docs/CONTRACTS.md ``per_fwd``.
+    """Fused forward: ``(loss_sum, coeff)`` as ``per_fwd`` in docs/design.md, "Registered ops".
 
     Args:
         h: ``(b, d)`` float32/float16/bfloat16 with unit column stride.

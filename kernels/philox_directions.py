@@ -1,4 +1,4 @@
-"""The CUDA direction stream: Philox4x32-10 Gaussian tiles (docs/CONTRACTS.md, stream).
+"""The CUDA direction stream: Philox4x32-10 Gaussian tiles (docs/design.md, "The CUDA stream").
 
 PER draws ``s`` directions ``theta_k = v_k / ||v_k||`` with ``v_k ~ N(0, I_d)``
 (Eq. 5). On CUDA, and under ``TRITON_INTERPRET=1`` on CPU tensors, ``v[k, j]`` is a
@@ -442,8 +442,9 @@ def draw_and_sum(
 ) -> torch.Tensor:
     """Draw all ``s x d`` normals the way the fused forward does and sum them.
 
-    The benchmark floor (DESIGN.md section 5): the fused forward and backward each
-    draw ``s*d`` normals, so twice this kernel's time is the draw part of the floor.
+    The benchmark floor (docs/design.md, "Measuring performance"): the fused forward
+    and backward each draw ``s*d`` normals, so twice this kernel's time is the draw
+    part of the floor.
     Returns the per-program partial sums (float32), so the work cannot be elided.
     """
     _check_seed(seed)

@@ -1,6 +1,6 @@
 """per-triton: the PER activation regularizer (Joo, Kang & Kim, ICLR 2020), fused.
 
-Public API (DESIGN.md section 4)::
+Public API (docs/design.md, "Public API")::
 
     import per_triton as pt
     pt.per_loss(h, num_slices=256, *, seed=None, reduction="mean")

@@ -132,7 +132,9 @@ def check_seed_source(seed: object) -> object:
 
 
 def seed_tensor(seed: object, device: torch.device) -> torch.Tensor:
-    """The seed as a ``(1,)`` int64 tensor on ``device`` (DESIGN.md section 2).
+    """The seed as a ``(1,)`` int64 tensor on ``device``.
+
+    Contract: docs/design.md, "Seeds and reproducibility".
 
     ``None`` draws a seed from torch's default generator for that device, so
     ``torch.manual_seed`` makes a run reproducible; on CUDA the draw happens on the

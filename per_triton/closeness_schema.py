@@ -1,4 +1,4 @@
-"""The closeness record: its fields and its one validator (docs/CONTRACTS.md, "Closeness records").
+"""The closeness record: its fields and its one validator (docs/design.md, "Closeness records").
 
 :class:`per_triton.monitor.LayerMonitor` writes one JSON object per (step, layer);
 ``per-triton train`` collects them in ``<method>.jsonl``; the dashboard reads them.

@@ -9,7 +9,7 @@ kept directions below.
 Kept directions: the forward pass keeps the chunks it drew, in order, while they
 fit in :func:`cache_budget` bytes (default 32 MiB, ``PER_TRITON_CPU_CACHE_MB``
 or :func:`set_cache_budget`); the backward pass uses them and regenerates only the
-chunks past the budget from the seed (DESIGN.md section 2). A layer whose
+chunks past the budget from the seed (docs/design.md, "The random stream"). A layer whose
 directions fit is drawn once per step instead of twice. The store is a memo of a
 pure function, keyed by ``(seed, s, d, chunk)``: it never changes a result, only what
 is drawn again. The backward takes its entry out; the least recently stored entries

@@ -1,7 +1,7 @@
 """CUDA implementations of ``per_triton::per_fwd``, ``per_bwd`` and ``per_proj``.
 
 :mod:`per_triton.ops` registers them with ``register_kernel("cuda")`` where the
-ops are defined (docs/CONTRACTS.md), importing this module on the first CUDA
+ops are defined (docs/design.md, "Registered ops"), importing this module on the first CUDA
 call, so CUDA tensors take the fused Triton kernels of
 :mod:`per_triton.kernels.per_fused` in ``per_loss``, ``PER`` and ``regularize``,
 with the autograd, fake implementation and torch.compile support that ``ops.py``

@@ -4,7 +4,7 @@ With ``reduction="mean"`` each rank's PER loss averages over its own ``b`` sampl
 and DDP averages the gradients over the ``R`` ranks, so the result is the PER
 gradient of the concatenated ``R*b`` batch (Eq. 6) **provided every rank projects
 on the same directions in a step**. The directions are a pure function of the seed
-(DESIGN.md section 2), so it is enough that the ranks agree on the seeds. Ranks
+(docs/design.md, "The random stream"), so it is enough that the ranks agree on the seeds. Ranks
 usually seed torch's generator differently (data order, dropout), so ``seed=None``
 does *not* agree. Three recipes, launched with ``torchrun --nproc_per_node=2 train.py``:
 

@@ -44,8 +44,8 @@ def per_loss(
         precision: ``"tf32"`` (default) or ``"ieee"``: float32 dot precision on CUDA.
         estimator: ``"monte_carlo"`` (default, the paper's Algorithm 1 on ``num_slices``
             random directions) or ``"exact"``: the expectation over all directions,
-            ``(1/b) sum_i sqrt(2/pi) M(-1/2, d/2, -||h_i||^2/2)`` (DESIGN.md section 7,
-            :mod:`per_triton.exact`), one pass over ``h``, no random numbers. With
+            ``(1/b) sum_i sqrt(2/pi) M(-1/2, d/2, -||h_i||^2/2)`` (:mod:`per_triton.exact`;
+            docs/design.md, "The exact expectation"), one pass over ``h``, no random numbers. With
             ``"exact"``, ``seed`` (still type-checked) and ``precision`` are ignored
             and ``num_slices`` must stay at its default.
 

@@ -16,7 +16,7 @@ on any model with forward hooks: every ``every`` steps, for each chosen layer,
   ``units`` coordinates of the flattened sample, pooled over the batch (the
   histograms of Figure 5); ``var`` is the variance of those pooled values.
 
-Records are JSON lines in the format of docs/CONTRACTS.md ("Closeness records"),
+Records are JSON lines in the format of docs/design.md, "Closeness records",
 the input of the dashboard's Closeness page. Non-finite values (a diverged run) are
 written as ``null``. Statistics stay on the activations' device until a batch of
 records is flushed, so monitoring adds no host synchronisation per step.

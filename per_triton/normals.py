@@ -1,4 +1,4 @@
-"""The CPU direction stream: counter-based Philox4x32-10 normals (DESIGN.md section 2).
+"""The CPU direction stream: counter-based Philox4x32-10 normals (docs/design.md, "The CPU stream").
 
 ``v[k, j]`` is normal number ``j mod 4`` of Philox4x32-10 (Salmon, Moraes, Dror &
 Shaw, "Parallel random numbers: as easy as 1, 2, 3", SC 2011) at counter
@@ -220,7 +220,7 @@ def fill(key: int, row0: int, col0: int, out: torch.Tensor) -> torch.Tensor:
 
     Returns:
         ``out``, holding standard normals (float32; the CPU stream of
-        DESIGN.md section 2 as refined in docs/CONTRACTS.md, "CPU stream").
+        docs/design.md, "The CPU stream").
 
     Raises:
         ValueError: ``out`` is not a 2-d float32 CPU tensor with unit column stride.

@@ -1,7 +1,7 @@
 """PER as registered torch.library ops, so torch.compile sees it without a graph break.
 
 ``per_triton::per_fwd``, ``per_triton::per_bwd`` and ``per_triton::per_proj`` follow
-docs/CONTRACTS.md:
+docs/design.md, "Registered ops":
 
 * ``per_fwd(h (b, d), seed (1,) int64, num_slices, precision) -> (loss_sum, coeff)``
   with ``loss_sum = sum_i (1/s) sum_k psi(p_ik)`` (Eq. 5 without ``1/b``) and
@@ -242,7 +242,7 @@ def _eager_cpu_function(name: str, impl, setup_context, backward) -> type[torch.
     with the op's registered formula: eager CPU calls get the same forward and
     gradients (double backward included: the formulas call :func:`_call` again)
     without the custom-op dispatch and its Python autograd wrapper, which cost more
-    than the whole computation of a small layer (docs/CONTRACTS.md, CPU path).
+    than the whole computation of a small layer (docs/design.md, "The CPU path").
 
     Old-style (``forward(ctx, ...)`` calls ``setup_context`` itself): ``apply`` then
     skips binding the arguments to the signature (``inspect``), tens of microseconds

@@ -1,6 +1,6 @@
 """Where things are, in a source checkout and in an installed wheel: the one place.
 
-Layout (docs/CONTRACTS.md, "Layout"): the repository keeps the top-level folders
+Layout (docs/design.md, "Layout"): the repository keeps the top-level folders
 ``kernels/``, ``dashboard/`` and ``bench/``; ``per_triton/kernels``,
 ``per_triton/dashboard`` and ``per_triton/bench`` are relative symbolic links to
 them. So ``per_triton.kernels``, ``per_triton.dashboard`` and ``per_triton.bench``

@@ -1,4 +1,4 @@
-/* The CPU direction stream of per-triton (docs/CONTRACTS.md, "CPU stream").
+/* The CPU direction stream of per-triton (docs/design.md, "The CPU stream").
  *
  * v[k, j] = normal number (j mod 4) of Philox4x32-10 (Salmon et al., SC 2011) at
  * counter (j / 4, k, 0, 0) under the 64-bit key (k0, k1), through Box-Muller:

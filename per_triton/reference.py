@@ -1,4 +1,4 @@
-"""Plain PyTorch reference for PER on explicit directions (DESIGN.md section 1).
+"""Plain PyTorch reference for PER on explicit directions (docs/design.md, "The math").
 
 Readable math, no Triton, any float dtype including float64. Every fast path is
 tested against these functions on the same directions, and the benchmarks use

@@ -1,5 +1,5 @@
 """`per-triton bench --quick --device cpu`: runs the training suite and writes a valid
-result file (docs/CONTRACTS.md); helpers of bench/common.py."""
+result file (docs/design.md, "Benchmark result files"); helpers of bench/common.py."""
 
 from __future__ import annotations
 
@@ -165,7 +165,7 @@ def test_cpu_suite_writes_ratios_and_markdown_table(tmp_path: Path) -> None:
     assert "| threads | busy core | b | d | s |" in table and "max ratio" in table
 
 
-def test_cpu_sweep_shapes_follow_the_issue() -> None:
+def test_cpu_sweep_shapes_cover_the_grid_within_the_size_cap() -> None:
     from per_triton.bench.bench_cpu import MAX_BD, sweep_shapes
 
     shapes = sweep_shapes()

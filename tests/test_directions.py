@@ -1,4 +1,4 @@
-"""The CPU direction stream (DESIGN.md section 2): unit rows, purity, distribution."""
+"""The CPU direction stream (docs/design.md, "The CPU stream"): unit rows, purity, distribution."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """GPU-only checks of the fused kernels (``gpu`` marker: skipped without CUDA).
 
-What the interpreter cannot show (DESIGN.md section 6) is checked here, on a real
+What the interpreter cannot show (docs/design.md, "Testing") is checked here, on a real
 GPU: TF32 and bf16/fp16 dots against a float64 reference on the same directions,
 bitwise determinism, the compiled path (``torch.compile(fullgraph=True)`` with no
 recompile, ``mode="reduce-overhead"``), CUDA-graph replays drawing new directions,
@@ -291,7 +291,7 @@ def test_half_forward_projects_on_float32_directions(
     """bf16/fp16 forward == float32 forward of the same (exactly widened) activations.
 
     Both project in TF32 on the same float32 directions, so they agree bit for bit;
-    before issue 12 the half forward projected half-rounded directions.
+    a forward that projected half-rounded directions would fail.
     """
     from per_triton.kernels import per_fused
 

@@ -2,7 +2,7 @@
 
 Runs the real Triton kernels: under ``TRITON_INTERPRET=1`` on CPU tensors in CI
 (float32; the interpreter ignores ``input_precision`` and cannot check bf16, see
-DESIGN.md section 6), on the GPU when one is present; comparisons with the reference
+docs/design.md, "Testing"), on the GPU when one is present; comparisons with the reference
 use ``precision="ieee"`` so the same tolerances hold on both. Every test poisons every
 buffer the launchers allocate (outputs and workspaces) with NaN first, so an
 element a kernel forgets to write fails the comparison.
@@ -261,7 +261,7 @@ def test_bad_inputs(call, error: type, match: str) -> None:
 
 
 def test_single_column_with_any_stride() -> None:
-    """A (b, 1) tensor is contiguous whatever its column stride (found in review)."""
+    """A (b, 1) tensor is contiguous whatever its column stride."""
     h = torch.randn(1, 6, device=DEVICE).T  # shape (6, 1), strides (1, 6)
     assert h.is_contiguous() and h.stride(1) != 1
     seed = seed_t(5)

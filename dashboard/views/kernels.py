@@ -91,5 +91,5 @@ else:
     )  # fmt: skip
 st.caption(
     "Floor: drawing 2*d*s normals with a draw-only kernel plus 4*b*d*s FLOPs at the "
-    "tensor-core rate measured in the same run (DESIGN.md section 5)."
+    'tensor-core rate measured in the same run (docs/design.md, "Measuring performance").'
 )

@@ -4,10 +4,11 @@ Runs ``pytest`` on ``bench/bench_training.py`` (``--suite training``),
 ``bench/bench_kernels.py`` (``--suite kernel``) and/or ``bench/bench_cpu.py``
 (``--suite cpu``: per_triton's CPU path against plain torch) in a subprocess with
 ``--benchmark-json``, streaming pytest's progress, then adds the ``machine_info``
-keys of docs/CONTRACTS.md (GPU name, torch / triton / CUDA versions, commit, this
-command) and prints, for the training suite, the time per iteration of each method
-and its ratio to ``vanilla``; for the cpu suite, the per_triton / plain-torch ratio
-table, also written as Markdown beside the JSON (``<stem>.md``).
+keys of docs/design.md, "Benchmark result files" (GPU name, torch / triton / CUDA
+versions, commit, this command) and prints, for the training suite, the time per
+iteration of each method and its ratio to ``vanilla``; for the cpu suite, the
+per_triton / plain-torch ratio table, also written as Markdown beside the JSON
+(``<stem>.md``).
 
 The file goes to ``<out>/<gpu-or-cpu>/<suite>[-quick]-<UTC time>.json`` (``<out>``
 defaults to :func:`per_triton.paths.default_output_dir`: ``bench/results`` in a
@@ -203,7 +204,10 @@ def _run_pytest(cmd: list[str], cwd: Path, env: dict[str, str]) -> int:
 
 
 def _note(quick: bool, device: str, suite: str = "training") -> str | None:
-    """Label for results that are not cost measurements (DESIGN.md section 5)."""
+    """Label for results that are not cost measurements.
+
+    Which are: docs/design.md, "Measuring performance".
+    """
     notes = []
     if quick:
         notes.append("quick run: tiny shapes and few rounds, a smoke test")
