@@ -1,4 +1,4 @@
-"""CPU side-by-side timings of the exact estimator (issue 11), written to a JSON file.
+"""CPU side-by-side timings of the exact estimator, written to a JSON file.
 
 Two ratios, each measured in one process with the two contenders interleaved
 (A B A B ...), medians over ``--reps`` repetitions, machine load recorded:

@@ -86,7 +86,7 @@ SM90 = {
 #: (activation dtype, precision) of every forward/backward build: float32 in both
 #: precisions, half activations at the default precision (TF32 projections).
 FIXED_VARIANTS = [("fp32", "tf32"), ("fp32", "ieee"), ("bf16", "tf32"), ("fp16", "tf32")]
-#: CI bounds on instructions per normal (float32 TF32, fixed configs), issue 12.
+#: CI bounds on instructions per normal (float32 TF32, fixed configs).
 BOUNDS = {"fwd": 38.0, "bwd": 38.0, "draw_sum": 30.0}
 
 _BIN = None

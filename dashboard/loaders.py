@@ -73,7 +73,7 @@ def _read_benchmark(path: str, name: str, source: str, mtime_ns: int, size: int)
 
 def _cpu_suite_file(data: bytes) -> bool:
     """True for a result file of the ``cpu`` suite (per_triton against plain torch on the
-    CPU, issue 15): ratios for the README's table, not times per iteration to plot."""
+    CPU): ratios for the docs' tables, not times per iteration to plot."""
     try:
         doc = json.loads(data)
     except ValueError:

@@ -1,4 +1,4 @@
-"""Before/after table of `per-triton bench --suite cpu` result files (README, issue 15).
+"""Before/after table of `per-triton bench --suite cpu` result files (docs/benchmarks.md).
 
 Each argument is ``LABEL=FILE`` (a result JSON of the cpu suite); runs with the busy
 process beside are told apart by their ``busy`` flag. A label given several files
@@ -8,9 +8,9 @@ median of the per-shape ratios, how many exceed 1.0, the median at d >= 49152, a
 largest ratio of any single run; then the ratio (per_triton / plain torch, medians) of
 every shape::
 
-    python scripts/cpu_sweep_table.py before=bench/results/cpu/before-9a041f0.json \\
-        before=bench/results/cpu/before-9a041f0-busy.json \\
-        after=bench/results/cpu/after-c09ad82.json after=bench/results/cpu/after-c09ad82-busy.json
+    python scripts/cpu_sweep_table.py before=old-quiet.json before=old-busy.json \\
+        now=bench/results/cpu/after4-e9febf7-r1.json \\
+        now=bench/results/cpu/after4-e9febf7-busy-r1.json
 """
 
 from __future__ import annotations

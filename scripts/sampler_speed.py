@@ -1,4 +1,4 @@
-"""Nanoseconds per float32 standard normal on the CPU: the samplers issue 15 compared.
+"""Nanoseconds per float32 standard normal on the CPU, for each candidate sampler.
 
 Candidates, each filling the same preallocated buffer of ``--rows x --cols`` normals
 (median of ``--reps`` fills, after one warm-up fill):

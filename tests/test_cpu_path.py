@@ -214,7 +214,7 @@ def test_eager_cpu_twin_equals_the_custom_op_to_second_order(monkeypatch):
 def test_small_call_leaves_torch_thread_settings_alone(monkeypatch):
     """A call too small to split never touches torch.set_num_threads: that call also
     resets torch's process-wide default, which threads started meanwhile would keep
-    (a review found 126 of 200 new threads stuck at one thread when it did)."""
+    (126 of 200 new threads were seen stuck at one thread when it did)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(2)  # several intra-op threads: what the old code switched off
     calls = []

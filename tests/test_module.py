@@ -168,7 +168,7 @@ class _ConvWithAux(nn.Module):
 
 
 def test_regularize_tuple_output_of_a_non_recurrent_module_is_flattened_per_sample():
-    """(feature_map, aux) outputs: PER sees (b, C*H*W), not rows of the last axis (review)."""
+    """(feature_map, aux) outputs: PER sees (b, C*H*W), not rows of the last axis."""
     model = nn.ModuleDict({"block": _ConvWithAux()})
     x = torch.randn(4, 1, 5, 5)
     with pt.regularize(model, coeff=1.0, num_slices=6, names=["block"]) as handle:

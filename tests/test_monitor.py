@@ -242,7 +242,7 @@ def test_check_record_rejects_malformed_records() -> None:
 
 
 def test_recurrent_layer_reads_time_steps_as_samples_and_batch_size_may_change() -> None:
-    """An LSTM's (T, b, H) output is T*b samples of dimension H; a smaller batch works (review)."""
+    """An LSTM's (T, b, H) output is T*b samples of dimension H; a smaller batch works."""
     torch.manual_seed(0)
     lstm = nn.LSTM(3, 5)
     seen: list[torch.Tensor] = []

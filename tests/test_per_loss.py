@@ -130,7 +130,7 @@ after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"peak_growth_bytes": (after - before) * 1024, "loss": loss.item()}))
 """
 
-# Stated bound (issue 15): under 40 MiB plus the gradient (b*d*4 = 16 MiB), against
+# Stated bound: under 40 MiB plus the gradient (b*d*4 = 16 MiB), against
 # 4*s*d = 1 GiB for the materialised direction matrix. The directions in memory at
 # once, kept chunks and the threads' working chunks together, stay within
 # per_triton.cpu_path.cache_budget() (32 MiB by default).

@@ -1,4 +1,4 @@
-"""Every import order registers the CPU and CUDA kernels of the ops (issue 10, case 10).
+"""Every import order registers the CPU and CUDA kernels of the ops.
 
 The ops register their implementations where they are defined (``per_triton.ops``,
 ``per_triton.exact``),

@@ -13,7 +13,8 @@ from per_triton.distributed import step_seed
 
 W = 256  # column segments compared across layers
 
-STEP_SEEDS = (0, 1, 12345, 7000026, 2**62 + 3)  # 7000026: the collision of issue 15
+# 7000026: layers 3, 7 and 11 drew the same tiles under the old derivation
+STEP_SEEDS = (0, 1, 12345, 7000026, 2**62 + 3)
 
 
 def test_layer_segments_never_repeat_across_layers():

@@ -1,4 +1,4 @@
-"""PER in real training loops (issue 10): loss scaling, copies, saving, empty batches,
+"""PER in real training loops: loss scaling, copies, saving, empty batches,
 repeated regularize, seeds, torch.func and double backward, compile order, functional
 activations, numpy integers and the monitor under activation checkpointing.
 
@@ -139,7 +139,7 @@ def test_penalty_is_zero_without_training_calls_and_errors_in_inject_mode():
 
 
 def test_remove_drops_pending_penalties():
-    """penalty() after remove() used to return the sum pending from before removal (review)."""
+    """penalty() after remove() used to return the sum pending from before removal."""
     net = _net()
     x = _batch()[0]
     handle = pt.regularize(net, coeff=1.0, num_slices=4, mode="loss")
@@ -498,7 +498,7 @@ def test_monitor_under_reentrant_checkpointing_records_each_batch_at_its_step(ex
     assert [s for s, _ in records(True)] == [0, 1, 2]
 
 
-# -- the exact estimator (issue 11) in the same training loops -------------------------
+# -- the exact estimator in the same training loops -----------------------------------
 
 
 def _exact_reference_loss(net: nn.Sequential, x, y, coeff: float):

@@ -74,7 +74,7 @@ def test_sample_directions_arguments():
 
 
 def test_sample_directions_names_a_device_it_cannot_use(monkeypatch):
-    """device='cuda' without CUDA used to raise a bare AssertionError from torch (review)."""
+    """device='cuda' without CUDA used to raise a bare AssertionError from torch."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for device in ("cuda", torch.device("cuda:0")):
         with pytest.raises(ValueError, match=r"device='cuda(:0)?' but CUDA is not available"):

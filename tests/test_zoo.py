@@ -5,7 +5,7 @@ configs with random initialisation, on the CPU, no weights downloaded.
 One line per model regularizes the main-path activations and nothing else. The
 expected names come from the zoos' attribute naming (``...mlp.act``,
 ``...intermediate_act_fn``, timm's ``act``/``act1``/``act2`` outside ``.se.``), not
-from the classes regularize() matches, and the counts from the issue's audit.
+from the classes regularize() matches, and the counts from an audit of each model's modules.
 """
 
 from __future__ import annotations
