@@ -1,4 +1,4 @@
-"""The random directions of PER (DESIGN.md section 2).
+"""The random directions of PER (docs/design.md, "The random stream").
 
 Directions are ``theta_k = v_k / ||v_k||`` with ``v_k ~ N(0, I_d)``, always drawn in
 float32. They are a pure function of ``(seed, k, j)`` and of the device kind.
@@ -28,11 +28,10 @@ from .seeds import cpu_stream_key
 
 __all__ = ["draw_columns", "parallel_map", "sample_directions"]
 
-# Below this many normals per call (about 1.6 ms of drawing) the draw stays on the
-# calling thread: a hand-off to a pool thread costs tens of microseconds on a quiet
-# machine, and up to a scheduler time slice (milliseconds) when another process keeps
-# a core busy. Measured with a busy core, 2 threads: b=1, d=650, s=256 (166K normals)
-# drawn on two threads took 1.9-2.2x plain torch; 1M-normal draws stayed at 0.5x.
+# Below this many normals per call the draw stays on the calling thread: a hand-off to
+# a pool thread can wait a scheduler time slice when another process keeps a core
+# busy, which costs more than a small draw saves. Measured:
+# docs/benchmarks.md, "The CPU path against plain torch".
 _PARALLEL_MIN_NORMALS = 1 << 20
 
 _pool: ThreadPoolExecutor | None = None
