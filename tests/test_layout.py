@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -192,3 +193,122 @@ def test_module_takes_seeds_from_seeds_py_only() -> None:
     }
     assert "seeds" in imported
     assert not {"baselines", "distributed"} & {name.rsplit(".", 1)[-1] for name in imported}
+
+
+# --- documentation that cannot rot ------------------------------------------------------
+
+DOCS = ROOT / "docs"
+#: a citation of a section: the page, a comma, the heading in (possibly escaped) double quotes
+CITATION = re.compile(r"\b(design|benchmarks)\.md,\s*\\?\"([^\"\\\n]+)\\?\"")
+#: a citation whose heading went to the next line, where CITATION cannot check it
+WRAPPED = re.compile(r"\b(?:design|benchmarks)\.md,\s*$")
+#: the design notes and contracts that docs/design.md replaced
+OLD_DOCS = re.compile(r"\bDESIGN\.md\b|\bCONTRACTS\.md\b")
+#: a reference to the tracker (its item numbers, bare or hashed, "the" item) or to the
+#: sessions that worked on it (samples in the test below)
+TRACKER = re.compile(
+    r"\bissues?\s*#?\d+|(?<![\w&/#$])#\d{1,4}\b|\bhunts?\b|\bthe issue\b", re.IGNORECASE
+)
+
+
+def _project_text_files() -> list[tuple[str, str]]:
+    """(path, text) of every text file of the checkout (tracked or new, not ignored)."""
+    listing = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    files = []
+    for name in sorted(set(filter(None, listing.split("\0")))):
+        path = ROOT / name
+        if path.is_symlink() or not path.is_file():
+            continue
+        try:
+            files.append((name, path.read_text(encoding="utf-8")))
+        except UnicodeDecodeError:  # images
+            continue
+    return files
+
+
+def _matches(pattern: re.Pattern[str]) -> list[str]:
+    return [
+        f"{name}:{n}: {line.strip()}"
+        for name, text in _project_text_files()
+        for n, line in enumerate(text.splitlines(), 1)
+        if pattern.search(line) and not line.endswith("# guard sample")
+    ]
+
+
+def _headings(doc: Path) -> list[str]:
+    """The Markdown headings of ``doc``, outside fenced code blocks."""
+    heads, fenced = [], False
+    for line in doc.read_text().splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and (m := re.match(r"#{1,6} +(.+?) *$", line)):
+            heads.append(m.group(1))
+    return heads
+
+
+def test_doc_citations_name_existing_headings() -> None:
+    """Every citation of a section of docs/design.md or docs/benchmarks.md names one of
+    its headings, on one line."""
+    for sample in (
+        'see docs/design.md, "The random stream".',  # guard sample
+        '"measured (docs/design.md, \\"Measuring performance\\")."',  # guard sample
+    ):
+        assert CITATION.search(sample), sample
+    assert WRAPPED.search("# Layout (docs/design.md,")  # guard sample
+    headings = {name: _headings(DOCS / f"{name}.md") for name in ("design", "benchmarks")}
+    for name, heads in headings.items():
+        assert len(heads) == len(set(heads)), f"docs/{name}.md repeats a heading"
+    cited, broken = 0, []
+    for path, text in _project_text_files():
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.endswith("# guard sample"):
+                continue
+            for doc, heading in CITATION.findall(line):
+                cited += 1
+                if heading not in headings[doc]:
+                    broken.append(f'{path}:{n}: docs/{doc}.md, "{heading}"')
+            if WRAPPED.search(line):
+                broken.append(f"{path}:{n}: citation split over two lines")
+    assert broken == []
+    assert cited > 40  # the code cites the design throughout; a regex that finds none fails
+
+
+def test_no_file_refers_to_the_replaced_design_notes() -> None:
+    assert OLD_DOCS.search("(DESIGN.md section 2)")  # guard sample
+    assert _matches(OLD_DOCS) == []
+
+
+def test_no_tracker_numbers_in_code_tests_scripts_or_docs() -> None:
+    """Code and docs say what is meant, not which tracker item or session it came from."""
+    tracker = (
+        "before issue 12",  # guard sample
+        "see #12.",  # guard sample
+        "Issues #3 and #4",  # guard sample
+        "the third hunt",  # guard sample
+        "as the issue says",  # guard sample
+    )
+    for sample in tracker:
+        assert TRACKER.search(sample), sample
+    for fine in ("#1f77b4", "&#39;", "${status/#0/1}", "# 12 rows", "issubclass"):
+        assert not TRACKER.search(fine), fine  # guard sample
+    assert _matches(TRACKER) == []
+
+
+def test_wheel_ships_exactly_the_results_the_dashboard_reads() -> None:
+    """The package data of ``per_triton.bench`` is what an installed dashboard reads:
+    the runs it plots and the closeness records with their summary, nothing else."""
+    import tomllib
+
+    from per_triton.dashboard import loaders
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    globs = [g for g in setuptools["package-data"]["per_triton.bench"] if g.startswith("results/")]
+    results = ROOT / "bench" / "results"
+    shipped = {p.relative_to(results).as_posix() for g in globs for p in (ROOT / "bench").glob(g)}
+    plotted = {run.name for run in loaders.load_results(results).runs}
+    closeness = {f"closeness/{name}" for name in loaders.load_closeness(results).files}
+    assert plotted and closeness
+    assert shipped == plotted | closeness
