@@ -105,7 +105,10 @@ def test_backward_on_arbitrary_coefficients(b: int, d: int, s: int) -> None:
 
 
 def test_tile_configs_and_splits_agree() -> None:
-    """Two tile configs and two splits of ``d`` draw the same directions (DESIGN section 2)."""
+    """Two tile configs and two splits of ``d`` draw the same directions.
+
+    The stream's contract: docs/design.md, "The random stream".
+    """
     torch.manual_seed(0)
     b, d, s = 7, 1023, 64
     h = torch.randn(b, d, device=DEVICE)

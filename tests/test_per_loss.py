@@ -83,7 +83,10 @@ def _t_density(d: int):
 
 @pytest.mark.parametrize("d,r", [(4, 0.5), (5, 1.5), (12, 4.0)], ids=lambda v: str(v))
 def test_loss_and_gradient_match_quadrature_for_a_row_of_given_norm(d: int, r: float):
-    """E over directions of the loss and the gradient, by a 1-D integral (DESIGN section 1)."""
+    """E over directions of the loss and the gradient, by a 1-D integral.
+
+    The density of ``t``: docs/design.md, "The math".
+    """
     density = _t_density(d)
     psi = lambda p: p * special.erf(p / np.sqrt(2)) + np.sqrt(2 / np.pi) * np.exp(-p * p / 2)
     exp_loss, _ = integrate.quad(lambda t: psi(r * t) * density(t), -1, 1)

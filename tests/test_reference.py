@@ -1,4 +1,7 @@
-"""The plain reference against independent oracles: numpy float64 and closed forms (DESIGN 1)."""
+"""The plain reference against independent oracles: numpy float64 and closed forms.
+
+The math: docs/design.md, "The math".
+"""
 
 from __future__ import annotations
 
