@@ -43,6 +43,10 @@ for mod in (per_triton, per_triton.kernels.per_fused, per_triton.dashboard.loade
 assert paths.REPO_ROOT is None, paths.REPO_ROOT
 results = paths.committed_results()
 assert results is not None and any(results.rglob("*.json")), results
+from per_triton.dashboard import loaders  # the shipped results are the ones it reads
+shipped = loaders.load_results(results)
+assert shipped.runs and not shipped.problems, [str(p) for p in shipped.problems]
+assert loaders.load_closeness(results).records, results
 import torch
 h = torch.randn(16, 8)
 loss = per_triton.per_loss(h, num_slices=32, seed=0)
