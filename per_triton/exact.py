@@ -58,6 +58,8 @@ import math
 import numpy as np
 import torch
 
+from .tracing import pick, with_jvp
+
 __all__ = [
     "ESTIMATORS",
     "check_estimator",
@@ -258,12 +260,47 @@ def _scale_rows_cuda(
 # ------------------------------------------------------------------------- autograd
 
 
+def _exact_fwd_vmap(info, in_dims, h):
+    """One call per vmapped slice (each slice is one batch)."""
+    (dim,) = in_dims
+    results = [exact_fwd(h.select(dim, i).contiguous()) for i in range(info.batch_size)]
+    loss, scale = zip(*results, strict=True)
+    return (torch.stack(loss), torch.stack(scale)), (0, 0)
+
+
+def _scale_rows_vmap(info, in_dims, h, scale, grad_in):
+    """Row-wise: the slices' rows at once."""
+    size = info.batch_size
+    hb = _batched_first(h, in_dims[0], size)
+    rows, width = hb.shape[1], hb.shape[2]
+    flat_scale = _batched_first(scale, in_dims[1], size).reshape(size * rows)
+    flat_in = None
+    if grad_in is not None:
+        flat_in = _batched_first(grad_in, in_dims[2], size).reshape(size * rows, width)
+    out = scale_rows(
+        hb.reshape(size * rows, width).contiguous(),
+        flat_scale.contiguous(),
+        None if flat_in is None else flat_in.contiguous(),
+    )
+    return out.view(size, rows, width), 0
+
+
+def _batched_first(x: torch.Tensor, dim: int | None, size: int) -> torch.Tensor:
+    return x.movedim(dim, 0) if dim is not None else x.expand(size, *x.shape)
+
+
+exact_fwd.register_vmap(_exact_fwd_vmap)
+scale_rows.register_vmap(_scale_rows_vmap)
+
+
 class _NoSecondDerivative(torch.autograd.Function):
     """Identity on a first derivative of the exact estimator; differentiating it raises.
 
     The second derivative would need ``M(1/2, d/2 + 2, -r^2/2)`` (the derivative of the
     gradient scale), which :func:`kummer_pair` does not evaluate.
     """
+
+    generate_vmap_rule = True
 
     @staticmethod
     def forward(out: torch.Tensor, *_deps: torch.Tensor) -> torch.Tensor:
@@ -284,8 +321,26 @@ class _NoSecondDerivative(torch.autograd.Function):
 def _first_derivative(out: torch.Tensor, *deps: torch.Tensor) -> torch.Tensor:
     """``out``, tied to ``deps`` by :class:`_NoSecondDerivative` when a graph is being built."""
     if torch.is_grad_enabled() and any(t.requires_grad for t in deps):
-        return _NoSecondDerivative.apply(out, *deps)
+        return pick(_NoSecondDerivative, _NoSecondDerivativeJvp).apply(out, *deps)
     return out
+
+
+def _exact_fwd_setup_context(ctx, inputs, output) -> None:
+    (h,) = inputs
+    _loss_sum, scale = output
+    ctx.save_for_backward(h, scale)
+    ctx.mark_non_differentiable(scale)
+
+
+def _exact_fwd_backward(ctx, grad_loss: torch.Tensor, _grad_scale: torch.Tensor | None):
+    """The registered formula (what ``torch.export`` keeps): ``grad_loss * scale_i * h_i``."""
+    h, scale = ctx.saved_tensors
+    with torch.no_grad():
+        out = scale_rows(h, scale * grad_loss.to(scale.dtype), None)
+    return _first_derivative(out, h, grad_loss)
+
+
+exact_fwd.register_autograd(_exact_fwd_backward, setup_context=_exact_fwd_setup_context)
 
 
 class _ExactLoss(torch.autograd.Function):
@@ -294,6 +349,8 @@ class _ExactLoss(torch.autograd.Function):
     ``setup_context`` is separate (usable under ``torch.func`` transforms). The
     backward is first order only: differentiating it raises.
     """
+
+    generate_vmap_rule = True
 
     @staticmethod
     def forward(flat: torch.Tensor, inv_b: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -305,6 +362,7 @@ class _ExactLoss(torch.autograd.Function):
         flat, inv_b = inputs
         _loss, scale = output
         ctx.save_for_backward(flat, scale)
+        ctx.save_for_forward(flat, scale)
         ctx.mark_non_differentiable(scale)
         ctx.inv_b = inv_b
 
@@ -322,6 +380,8 @@ class _ExactLayer(torch.autograd.Function):
     The backward is one fused pass: ``g + (coeff/b) * scale_i * h_i`` (first order
     only: differentiating it raises). Usable under ``torch.func`` transforms.
     """
+
+    generate_vmap_rule = True
 
     @staticmethod
     def forward(h: torch.Tensor, coeff: float, inv_b: float):
@@ -346,6 +406,29 @@ class _ExactLayer(torch.autograd.Function):
         return _first_derivative(out, h, grad), None, None
 
 
+def _pass_through_jvp(ctx, d_first: torch.Tensor | None, *_rest):
+    """Identity forward (:class:`_NoSecondDerivative`): the tangent passes through."""
+    return d_first
+
+
+def _loss_jvp(ctx, d_flat: torch.Tensor, _d_inv_b):
+    """``d loss = (1/b or 1) * sum_i scale_i <h_i, dh_i>`` (the gradient is ``scale_i h_i``)."""
+    flat, scale = ctx.saved_tensors
+    dots = (flat.to(scale.dtype) * d_flat.to(scale.dtype)).sum(1)
+    return (scale * dots).sum() * ctx.inv_b, None
+
+
+def _layer_jvp(ctx, d_h: torch.Tensor, _d_coeff, _d_inv_b):
+    """The layer is the identity in the forward pass: the tangent passes through."""
+    return d_h, None, None
+
+
+# Forward-mode twins for eager code (Dynamo refuses a Function with ``jvp``).
+_NoSecondDerivativeJvp = with_jvp(_NoSecondDerivative, _pass_through_jvp)
+_ExactLossJvp = with_jvp(_ExactLoss, _loss_jvp)
+_ExactLayerJvp = with_jvp(_ExactLayer, _layer_jvp)
+
+
 def exact_loss(h: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Exact PER loss of ``h`` ``(b, *)`` (checked by the caller), differentiable.
 
@@ -354,7 +437,10 @@ def exact_loss(h: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """
     b = h.shape[0]
     flat = h.reshape(b, -1).contiguous()
-    return _ExactLoss.apply(flat, 1.0 / b if reduction == "mean" else 1.0)[0]
+    inv_b = 1.0 / b if reduction == "mean" else 1.0
+    if torch.compiler.is_exporting():  # the op's registered formula survives export
+        return exact_fwd(flat)[0] * inv_b
+    return pick(_ExactLoss, _ExactLossJvp).apply(flat, inv_b)[0]
 
 
 def exact_layer(
@@ -365,5 +451,7 @@ def exact_layer(
     In backward, ``coeff * dL/dh`` is added to the incoming gradient in one pass.
     """
     b = h.shape[0]
-    out, loss, _scale = _ExactLayer.apply(h, float(coeff), 1.0 / b if reduction == "mean" else 1.0)
+    out, loss, _scale = pick(_ExactLayer, _ExactLayerJvp).apply(
+        h, float(coeff), 1.0 / b if reduction == "mean" else 1.0
+    )
     return out, loss

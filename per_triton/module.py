@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from . import exact
+from . import exact, tracing
 from ._validation import (
     check_mode,
     check_positive_int,
@@ -96,6 +96,8 @@ class _AddLossGradient(torch.autograd.Function):
     ``setup_context`` makes it usable under ``torch.func`` transforms.
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
     def forward(h: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
         return h.detach()
@@ -109,6 +111,14 @@ class _AddLossGradient(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         return grad, torch.ones((), dtype=ctx.loss_dtype, device=ctx.loss_device)
+
+
+def _identity_jvp(ctx, d_h: torch.Tensor, *_rest) -> torch.Tensor:
+    """The identity in the forward pass: the tangent of ``h`` passes through."""
+    return d_h
+
+
+_AddLossGradientJvp = tracing.with_jvp(_AddLossGradient, _identity_jvp)
 
 
 class PER(nn.Module):
@@ -192,8 +202,12 @@ class PER(nn.Module):
         self._pending: torch.Tensor | None = None
         # One int64 counter on the device (not in the state dict; moves with .to()):
         # seed=None, PER's own stream (base + calls); an int seed, the calls made.
-        base = stream_base() if self.seed is None else 0
-        self.register_buffer("_stream", torch.tensor([base], dtype=torch.int64), persistent=False)
+        # Built on the meta device (``with torch.device("meta")``), the buffer has no
+        # value: the first call on a real device, or ``to_empty()``, starts it at
+        # ``_stream_start`` (:meth:`_apply`, :meth:`_counter`).
+        self._stream_start = stream_base() if self.seed is None else 0
+        start = torch.tensor([self._stream_start], dtype=torch.int64)
+        self.register_buffer("_stream", start, persistent=False)
 
     @property
     def calls(self) -> int:
@@ -201,7 +215,9 @@ class PER(nn.Module):
 
         Read from the on-device counter (a host sync); assigning sets the counter.
         """
-        return int(self._stream[0]) if isinstance(self.seed, int) else 0
+        if not isinstance(self.seed, int):
+            return 0
+        return self._stream_start if self._stream.is_meta else int(self._stream[0])
 
     @calls.setter
     def calls(self, value: int) -> None:
@@ -212,6 +228,34 @@ class PER(nn.Module):
         with torch.no_grad():
             self._stream.fill_(int(value))
 
+    def _apply(self, fn, recurse: bool = True):
+        was_meta = self._stream.is_meta
+        out = super()._apply(fn, recurse)
+        if was_meta and not self._stream.is_meta:  # to_empty(): the new buffer is uninitialised
+            with torch.no_grad():
+                self._stream.fill_(self._stream_start)
+        return out
+
+    def _counter(self, device: torch.device) -> torch.Tensor:
+        """The call counter on ``device`` (started afresh if it was left on the meta device)."""
+        if self._stream.is_meta:  # load_state_dict(assign=True) or regularize() under meta
+            self._stream = torch.full((1,), self._stream_start, dtype=torch.int64, device=device)
+        elif self._stream.device != device:
+            self._stream = self._stream.to(device)
+        return self._stream
+
+    def _advance(self, counter: torch.Tensor) -> None:
+        """``counter += 1`` in place: on the tensor itself under ``torch.func`` transforms
+        (``functional_call`` swaps buffers in and out: a new tensor would be dropped) and
+        as a declared mutation under ``torch.export`` (:mod:`per_triton.tracing`)."""
+        if tracing.exporting():
+            tracing.advance_counter(counter)
+        elif torch._C._are_functorch_transforms_active():  # state, not part of the function
+            with torch._C._DisableFuncTorch(), torch.no_grad():
+                _plain(counter).add_(1)
+        else:
+            counter.add_(1)
+
     def _call_seed(self, device: torch.device) -> int | torch.Tensor | None:
         if callable(self.seed):  # a per-step source: only the layer is mixed in
             return derive_seed(check_seed_source(self.seed()), self.seed_index, None)
@@ -219,16 +263,12 @@ class PER(nn.Module):
             return derive_seed(self.seed, self.seed_index, None)
         # seed=None: call k of layer i uses base + k, mixed with i; an int seed: call k
         # uses step k of the int, mixed with i. Both advance the counter on the device.
-        if self._stream.device != device:
-            self._stream = self._stream.to(device)
+        counter = self._counter(device)
         if self.seed is None:
-            seed = derive_seed(self._stream, self.seed_index, None)
+            seed = derive_seed(counter, self.seed_index, None)
         else:
-            seed = derive_seed(self.seed, self.seed_index, self._stream)
-        if torch._C._are_functorch_transforms_active():  # no in-place on captured tensors
-            self._stream = self._stream + 1
-        else:
-            self._stream.add_(1)
+            seed = derive_seed(self.seed, self.seed_index, counter)
+        self._advance(counter)
         return seed
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -237,7 +277,8 @@ class PER(nn.Module):
         if h.dim() > 0 and h.numel() == 0:  # empty batch: nothing to regularize
             self.last_loss = torch.zeros((), dtype=accumulation_dtype(h.dtype), device=h.device)
             return h
-        if self.estimator == "exact" and self.mode == "inject":
+        exporting = tracing.exporting()
+        if self.estimator == "exact" and self.mode == "inject" and not exporting:
             out, loss = exact.exact_layer(h, self.coeff, self.reduction)
             self.last_loss = _plain(loss)
             return out
@@ -248,12 +289,15 @@ class PER(nn.Module):
             loss = per_loss(
                 h, self.num_slices, seed=seed, reduction=self.reduction, precision=self.precision
             )
-        self.last_loss = _plain(loss.detach())
+        if not exporting:  # an exported graph's values never reach Python: keep no FakeTensor
+            self.last_loss = _plain(loss.detach())
         term = loss * self.coeff
         if self.mode == "loss":
             self._pending = term if self._pending is None else self._pending + term
             return h
-        return _AddLossGradient.apply(h, term)
+        if exporting:  # an autograd.Function's backward would be dropped from the graph
+            return tracing.add_loss_gradient(h, term)
+        return tracing.pick(_AddLossGradient, _AddLossGradientJvp).apply(h, term)
 
     def penalty(self) -> torch.Tensor:
         """``coeff * L`` summed over the calls since the last ``penalty()`` (``mode="loss"``).

@@ -150,6 +150,7 @@ def _fwd_setup_context(ctx, inputs, output) -> None:
     h, seed, _num_slices, precision = inputs
     _loss_sum, coeff = output
     ctx.save_for_backward(coeff, seed)
+    ctx.save_for_forward(coeff, seed)
     ctx.dim = h.shape[1]
     ctx.out_dtype = h.dtype
     ctx.precision = precision
@@ -185,8 +186,10 @@ def _fwd_backward(ctx, grad_loss_sum: torch.Tensor | None, grad_coeff: torch.Ten
 
 
 def _bwd_setup_context(ctx, inputs, output) -> None:
-    coeff, seed, _dim, _out_dtype, _precision = inputs
+    coeff, seed, dim, out_dtype, precision = inputs
     ctx.save_for_backward(seed)
+    ctx.save_for_forward(seed)
+    ctx.dim, ctx.out_dtype, ctx.precision = dim, out_dtype, precision
     ctx.num_slices = coeff.shape[1]
     ctx.coeff_dtype = coeff.dtype
 
@@ -198,8 +201,10 @@ def _bwd_backward(ctx, grad: torch.Tensor):
 
 
 def _proj_setup_context(ctx, inputs, output) -> None:
-    x, seed, _num_slices = inputs
+    x, seed, num_slices = inputs
     ctx.save_for_backward(seed)
+    ctx.save_for_forward(seed)
+    ctx.num_slices = num_slices
     ctx.dim = x.shape[1]
     ctx.x_dtype = x.dtype
     ctx.set_materialize_grads(False)
@@ -218,12 +223,100 @@ per_bwd.register_autograd(_bwd_backward, setup_context=_bwd_setup_context)
 per_proj.register_autograd(_proj_backward, setup_context=_proj_setup_context)
 
 
-def _functorch_function(op, setup_context, backward) -> type[torch.autograd.Function]:
+# -- forward-mode AD (jvp) -----------------------------------------------------------
+
+
+def _fwd_jvp(ctx, dh: torch.Tensor | None, *_rest):
+    """Tangents of ``(loss_sum, coeff)`` along ``dh``, with ``du = dh V^T`` (unnormalised).
+
+    ``d loss_sum = sum_ik erf(p_ik/sqrt2) <dh_i, theta_k> / s = sum_ik coeff_ik du_ik``;
+    ``d coeff_ik = sqrt(2/pi) exp(-p_ik^2/2) / (s ||v_k||^2) * du_ik``.
+    """
+    coeff, seed = ctx.saved_tensors
+    du, _norm = _call(per_proj, dh.contiguous(), seed, coeff.shape[1])
+    du = du.to(coeff.dtype)
+    d_loss = (coeff * du).sum()
+    return d_loss, _coeff_derivative(coeff, seed, ctx.dim) * du
+
+
+def _bwd_jvp(ctx, d_coeff: torch.Tensor | None, *_rest):
+    """``per_bwd`` is linear in ``coeff``: its tangent is ``per_bwd`` of the tangent."""
+    (seed,) = ctx.saved_tensors
+    return _call(per_bwd, d_coeff.contiguous(), seed, ctx.dim, ctx.out_dtype, ctx.precision)
+
+
+def _proj_jvp(ctx, dx: torch.Tensor | None, *_rest):
+    """``per_proj`` is linear in ``x``; the norms do not depend on it (tangent 0)."""
+    (seed,) = ctx.saved_tensors
+    d_proj, norm = _call(per_proj, dx.contiguous(), seed, ctx.num_slices)
+    return d_proj, torch.zeros_like(norm)
+
+
+# -- vmap ----------------------------------------------------------------------------
+
+
+def _batched(x: torch.Tensor, dim: int | None, size: int) -> torch.Tensor:
+    """``x`` with its vmapped dimension first (expanded when it has none)."""
+    return x.movedim(dim, 0) if dim is not None else x.expand(size, *x.shape)
+
+
+def _vmap_loop(op, info, in_dims, *args):
+    """``op`` once per vmapped slice, outputs stacked along dimension 0.
+
+    Each slice is an independent call with its own arguments: a batched seed
+    (``randomness="different"``) gives each slice its own directions.
+    """
+    results = []
+    for i in range(info.batch_size):
+        sliced = [
+            a.select(d, i).contiguous() if d is not None else a
+            for a, d in zip(args, in_dims, strict=True)
+        ]
+        results.append(op(*sliced))
+    if isinstance(results[0], tuple):
+        return tuple(torch.stack(r) for r in zip(*results, strict=True)), (0,) * len(results[0])
+    return torch.stack(results), 0
+
+
+def _fwd_vmap(info, in_dims, h, seed, num_slices, precision):
+    """One ``per_fwd`` call per slice: each slice is one batch with one direction set
+    (the same for every slice unless the seed is batched)."""
+    return _vmap_loop(per_fwd, info, in_dims, h, seed, num_slices, precision)
+
+
+def _rows_vmap(op, info, in_dims, x, seed, *rest):
+    """A row-wise op (``per_bwd``, ``per_proj``) on the slices' rows at once, when they
+    share one seed; slice by slice otherwise. Unbatched outputs keep no vmapped dim."""
+    if in_dims[1] is not None:
+        return _vmap_loop(op, info, in_dims, x, seed, *rest)
+    xb = _batched(x, in_dims[0], info.batch_size)
+    size, rows = xb.shape[:2]
+    out = op(xb.reshape(size * rows, xb.shape[2]).contiguous(), seed, *rest)
+    if isinstance(out, tuple):  # per_proj: (proj, norm); the norms are shared
+        return (out[0].view(size, rows, -1), out[1]), (0, None)
+    return out.view(size, rows, -1), 0
+
+
+def _bwd_vmap(info, in_dims, coeff, seed, dim, out_dtype, precision):
+    return _rows_vmap(per_bwd, info, in_dims, coeff, seed, dim, out_dtype, precision)
+
+
+def _proj_vmap(info, in_dims, x, seed, num_slices):
+    return _rows_vmap(per_proj, info, in_dims, x, seed, num_slices)
+
+
+per_fwd.register_vmap(_fwd_vmap)
+per_bwd.register_vmap(_bwd_vmap)
+per_proj.register_vmap(_proj_vmap)
+
+
+def _functorch_function(op, setup_context, backward, jvp) -> type[torch.autograd.Function]:
     """An ``autograd.Function`` running ``op`` with its registered formula.
 
     A custom op's registered autograd is not seen by ``torch.func`` transforms; an
     ``autograd.Function`` with ``setup_context`` is. Used only while a transform is
-    active (:func:`_call`).
+    active (:func:`_call`). ``vmap`` runs the forward and backward on the ops' own
+    batching rules (``register_vmap`` above); ``jvp`` is forward-mode AD.
     """
 
     def forward(*args):
@@ -233,11 +326,15 @@ def _functorch_function(op, setup_context, backward) -> type[torch.autograd.Func
         "forward": staticmethod(forward),
         "setup_context": staticmethod(setup_context),
         "backward": staticmethod(backward),
+        "jvp": staticmethod(jvp),
+        "generate_vmap_rule": True,
     }
     return type(f"_{op._name}_function", (torch.autograd.Function,), attrs)
 
 
-def _eager_cpu_function(name: str, impl, setup_context, backward) -> type[torch.autograd.Function]:
+def _eager_cpu_function(
+    name: str, impl, setup_context, backward, jvp
+) -> type[torch.autograd.Function]:
     """An ``autograd.Function`` calling the op's CPU implementation ``impl`` directly,
     with the op's registered formula: eager CPU calls get the same forward and
     gradients (double backward included: the formulas call :func:`_call` again)
@@ -255,7 +352,11 @@ def _eager_cpu_function(name: str, impl, setup_context, backward) -> type[torch.
         setup_context(ctx, args, output)
         return output
 
-    attrs = {"forward": staticmethod(forward), "backward": staticmethod(backward)}
+    attrs = {
+        "forward": staticmethod(forward),
+        "backward": staticmethod(backward),
+        "jvp": staticmethod(jvp),
+    }
     return type(f"_{name}_eager_cpu_function", (torch.autograd.Function,), attrs)
 
 
@@ -292,6 +393,8 @@ class _PerFwdEagerCPU(torch.autograd.Function):
         grad = torch.mm(scaled, v if v.dtype == coeff.dtype else v.to(coeff.dtype))
         return grad.to(ctx.out_dtype), None, None, None
 
+    jvp = staticmethod(_fwd_jvp)
+
 
 _FUNCTIONS: dict[str, type[torch.autograd.Function]] = {}
 _EAGER_CPU: dict[str, type[torch.autograd.Function]] = {}
@@ -327,13 +430,13 @@ def _call(op, *args):
     return op(*args)
 
 
-for _op, _impl, _setup, _backward in (
-    (per_fwd, _per_fwd_cpu, _fwd_setup_context, _fwd_backward),
-    (per_bwd, _per_bwd_cpu, _bwd_setup_context, _bwd_backward),
-    (per_proj, _per_proj_cpu, _proj_setup_context, _proj_backward),
+for _op, _impl, _setup, _backward, _jvp in (
+    (per_fwd, _per_fwd_cpu, _fwd_setup_context, _fwd_backward, _fwd_jvp),
+    (per_bwd, _per_bwd_cpu, _bwd_setup_context, _bwd_backward, _bwd_jvp),
+    (per_proj, _per_proj_cpu, _proj_setup_context, _proj_backward, _proj_jvp),
 ):
-    _FUNCTIONS[_op._name] = _functorch_function(_op, _setup, _backward)
-    _EAGER_CPU[_op._name] = _eager_cpu_function(_op._name, _impl, _setup, _backward)
+    _FUNCTIONS[_op._name] = _functorch_function(_op, _setup, _backward, _jvp)
+    _EAGER_CPU[_op._name] = _eager_cpu_function(_op._name, _impl, _setup, _backward, _jvp)
     _CPU_IMPL[_op._name] = _impl
 _EAGER_CPU[per_fwd._name] = _PerFwdEagerCPU
 

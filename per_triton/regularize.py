@@ -253,6 +253,19 @@ def _remove_hook(module: nn.Module, hook: object) -> None:
                     getattr(module, extra, {}).pop(key, None)
 
 
+def _owned_hooks(model: nn.Module, layers: list[PER]) -> list[tuple[nn.Module, object]]:
+    """The ``(module, hook)`` pairs of ``model`` whose hook runs one of ``layers``."""
+    found = []
+    for module in model.modules():
+        for hook in (*module._forward_hooks.values(), *module._forward_pre_hooks.values()):
+            runs = [hook.per] if isinstance(hook, PERHook) else getattr(hook, "layers", [])
+            if isinstance(hook, (PERHook, PenaltyReset)) and any(
+                a is b for a in runs for b in layers
+            ):
+                found.append((module, hook))
+    return found
+
+
 class PERHandle:
     """What :func:`regularize` returns: the PER layers by module name, and their removal.
 
@@ -264,11 +277,13 @@ class PERHandle:
     def __init__(self) -> None:
         self.layers: dict[str, PER] = {}
         self._entries: list[tuple[nn.Module, object]] = []
+        self._model: nn.Module | None = None  # searched again by remove()
 
     @classmethod
     def of(cls, model: nn.Module) -> PERHandle:
         """The handle of the PER hooks already on ``model`` (e.g. a deep copy or a loaded model)."""
         handle = cls()
+        handle._model = model
         for name, module in model.named_modules():
             for hook in _per_hooks(module):
                 handle.layers[name or "<model>"] = hook.per
@@ -307,11 +322,19 @@ class PERHandle:
         """Take PER off the model; the model behaves exactly as before :func:`regularize`.
 
         Penalties pending from forwards before the removal are dropped with their
-        autograd graphs: :meth:`penalty` returns 0 afterwards.
+        autograd graphs: :meth:`penalty` returns 0 afterwards. Hooks that moved to
+        another module of the model since (module fusion, ``fuse_modules_qat`` /
+        ``prepare_qat`` with ``inplace=True``, which move a fused module's hooks to
+        the fused module) are found and removed too. A copy of the model
+        (``inplace=False``, the default there) is another model: use
+        ``PERHandle.of(copy).remove()``.
         """
         for module, hook in self._entries:
             _remove_hook(module, hook)
         self._entries.clear()
+        if self._model is not None:
+            for module, hook in _owned_hooks(self._model, list(self.layers.values())):
+                _remove_hook(module, hook)
         for per in self.layers.values():
             per._pending = None
 
@@ -665,6 +688,7 @@ def regularize(
             stacklevel=2,
         )
     handle = PERHandle()
+    handle._model = model
     for index, name in enumerate(chosen):
         per = PER(
             coeff, num_slices, reduction, precision, estimator=estimator, mode=mode, seed=seed
