@@ -69,7 +69,7 @@ def test_vmap_of_exact_per_loss_is_per_slice_loss():
     h = torch.randn(4, 3, 9, dtype=torch.float64)
     got = vmap(lambda x: pt.per_loss(x, estimator="exact"))(h)
     # independent oracle: large-d closed form is not exact at d = 9, so use the 1-D
-    # integral over t (DESIGN.md section 1) per sample
+    # integral over t (docs/design.md, "The math") per sample
     t = torch.linspace(-1, 1, 200001, dtype=torch.float64)[1:-1]
     density = (1 - t * t) ** 3  # (d - 3) / 2 = 3
     density = density / torch.trapezoid(density, t)
