@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import is_fake
 
 from . import exact, tracing
 from ._validation import (
@@ -318,6 +319,8 @@ class PER(nn.Module):
         if self.mode != "loss":
             raise RuntimeError("penalty() needs mode='loss' (mode='inject' adds the gradient)")
         term, self._pending = self._pending, None
+        if term is not None and is_fake(term) and not tracing.exporting():
+            term = None  # left by a torch.export trace: no value outside the graph
         return torch.zeros(()) if term is None else term
 
     def __getstate__(self) -> dict:

@@ -119,3 +119,12 @@ def test_remove_after_qat_fusion_takes_per_off_the_fused_module():
     assert PERHandle.of(model).layers, "fusion moved the hook onto the fused module"
     handle.remove()
     assert PERHandle.of(model).layers == {}
+
+
+def test_export_in_loss_mode_leaves_no_fake_penalty():
+    net = _model()
+    handle = pt.regularize(net, 1.0, 8, layers=nn.Tanh, seed=5, mode="loss")
+    torch.export.export(net, (torch.randn(2, 4),))
+    penalty = handle.penalty()
+    assert torch.equal(penalty, torch.zeros(())), "a traced term has no value to add"
+    assert all(v is None for v in handle.losses().values())
