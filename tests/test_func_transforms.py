@@ -12,6 +12,7 @@ import per_triton as pt
 from per_triton import reference
 from per_triton.module import derive_seed
 
+from . import tolerances
 from .assertions import assert_close
 
 S = 16
@@ -47,7 +48,7 @@ def test_grad_of_functional_call_advances_the_directions():
     for call, g in enumerate(grads):
         expected = _eager_grads(net, x, call)
         for name in params:
-            assert_close(name, g[name], expected[name], 1e-12, 1e-10)
+            assert_close(name, g[name], expected[name], *tolerances.F64_TRANSFORM)
     assert not torch.equal(grads[0]["0.weight"], grads[1]["0.weight"]), "directions frozen"
 
 
@@ -59,10 +60,10 @@ def test_vmap_of_per_loss_is_per_slice_reference():
     got = vmap(lambda x: pt.per_loss(x, S, seed=1))(h)
     theta = pt.sample_directions(S, 7, 1, dtype=torch.float64)
     expected = torch.stack([reference.per_loss(h[i], theta) for i in range(3)])
-    assert_close("vmap per_loss", got, expected, 0, 1e-12)
+    assert_close("vmap per_loss", got, expected, *tolerances.F64_TRANSFORM)
     grads = vmap(grad(lambda x: pt.per_loss(x, S, seed=1)))(h)
     expected = torch.stack([reference.per_grad(h[i], theta) for i in range(3)])
-    assert_close("vmap grad per_loss", grads, expected, 1e-14, 1e-10)
+    assert_close("vmap grad per_loss", grads, expected, *tolerances.F64_TRANSFORM)
 
 
 def test_vmap_of_exact_per_loss_is_per_slice_loss():
@@ -75,7 +76,7 @@ def test_vmap_of_exact_per_loss_is_per_slice_loss():
     density = density / torch.trapezoid(density, t)
     r = h.norm(dim=2)
     per_sample = torch.trapezoid(reference.psi(r[..., None] * t) * density, t, dim=-1)
-    assert_close("vmap exact", got, per_sample.mean(1), 0, 1e-8)
+    assert_close("vmap exact", got, per_sample.mean(1), *tolerances.F64_TRAPEZOID)
 
 
 @pytest.mark.parametrize("estimator", ["monte_carlo", "exact"])
@@ -107,7 +108,7 @@ def test_per_sample_gradients_match_the_reference_per_sample(estimator: str):
     for i in range(6):
         expected = grad(plain)(params, x[i])
         for name in params:
-            assert_close(f"{name}[{i}]", got[name][i], expected[name], 1e-12, 1e-9)
+            assert_close(f"{name}[{i}]", got[name][i], expected[name], *tolerances.F64_TRANSFORM)
 
 
 # ---------------------------------------------------------------------- forward AD
@@ -128,14 +129,14 @@ def test_jvp_of_per_loss_matches_finite_differences(estimator: str):
         return pt.per_loss(x, **kwargs)
 
     _, tangent = jvp(f, (h,), (v,))
-    assert_close("jvp", tangent, _fd(f, h, v), 1e-9, 1e-7)
+    assert_close("jvp", tangent, _fd(f, h, v), *tolerances.F64_FINITE_DIFF)
     if estimator == "monte_carlo":  # closed form: (1/b) sum erf(p/sqrt2) <v, theta> / s
         theta = pt.sample_directions(S, 8, 3, dtype=torch.float64)
         closed = (torch.erf((h @ theta.T) / 2**0.5) * (v @ theta.T)).sum() / (5 * S)
-        assert_close("jvp closed form", tangent, closed, 0, 1e-12)
+        assert_close("jvp closed form", tangent, closed, *tolerances.F64_TRANSFORM)
     with fwAD.dual_level():  # dual numbers, on a tensor that requires grad
         dual = fwAD.make_dual(h.clone().requires_grad_(), v)
-        assert_close("dual", fwAD.unpack_dual(f(dual)).tangent, tangent, 0, 1e-12)
+        assert_close("dual", fwAD.unpack_dual(f(dual)).tangent, tangent, *tolerances.F64_TRANSFORM)
 
 
 @pytest.mark.parametrize("estimator", ["monte_carlo", "exact"])
@@ -148,7 +149,7 @@ def test_dual_numbers_pass_through_a_training_per_layer(estimator: str, mode: st
         out = fwAD.unpack_dual(net(fwAD.make_dual(x, v))).tangent
     plain = nn.Sequential(net[0], net[1], net[3])
     _, expected = jvp(plain, (x.detach(),), (v,))
-    assert_close("tangent", out, expected, 0, 1e-12)
+    assert_close("tangent", out, expected, *tolerances.F64_TRANSFORM)
     assert net[2].last_loss is not None, "the layer ran in training mode"
 
 
@@ -161,4 +162,4 @@ def test_jvp_of_the_second_order_coefficients_matches_finite_differences():
         return grad(lambda y: pt.per_loss(y, S, seed=2))(x)
 
     _, tangent = jvp(g, (h,), (v,))
-    assert_close("hvp", tangent, _fd(g, h, v), 1e-8, 1e-6)
+    assert_close("hvp", tangent, _fd(g, h, v), *tolerances.F64_FINITE_DIFF)

@@ -238,3 +238,11 @@ LOOP_DOUBLE_BACKWARD = Tol(1e-11, 1e-8)
 GPU_PROJ_VS_DIRECTIONS = Tol(1e-6, 1e-5)
 #: penalty == coeff * exact loss, float64 (relative)
 LOOP_EXACT_PENALTY = Tol(0.0, 1e-14)
+
+# --- torch.func transforms and forward-mode AD (float64) ----------------------------------
+#: a transformed call (vmap, grad of functional_call, jvp) vs the plain one / the reference
+F64_TRANSFORM = Tol(1e-12, 1e-9)
+#: the exact loss vs a 1-D trapezoid integral over t (2e5 points)
+F64_TRAPEZOID = Tol(0.0, 1e-8)
+#: a derivative vs a central finite difference with step 1e-6 in float64
+F64_FINITE_DIFF = Tol(1e-8, 1e-6)
