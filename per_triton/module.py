@@ -37,6 +37,9 @@ from .seeds import child_seed, child_seed_tensor
 __all__ = ["PER", "derive_seed", "stream_base"]
 
 SeedSource = int | torch.Tensor | Callable[[], "int | torch.Tensor"] | None
+#: A factor on the injected gradient: a number, or a callable read at every call
+#: (returning a number or a 0-d / one-element tensor, e.g. a GradScaler's scale).
+GradScale = float | Callable[[], "float | torch.Tensor"]
 
 _MASK63 = 2**63 - 1
 
@@ -63,6 +66,19 @@ def derive_seed(
         return child_seed_tensor(child_seed_tensor(int(value), "step", call), "layer", index)
     step = int(value) if call is None else child_seed(int(value), "step", int(call))
     return child_seed(step, "layer", index)
+
+
+def check_grad_scale(scale: object) -> GradScale:
+    """``scale`` of :meth:`PER.set_grad_scale`: a positive finite number or a callable."""
+    if callable(scale):
+        return scale  # type: ignore[return-value]
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise TypeError(
+            f"scale must be a positive number or a callable returning one, got {scale!r}"
+        )
+    if not (0 < scale < float("inf")):
+        raise ValueError(f"scale must be positive and finite, got {scale!r}")
+    return float(scale)
 
 
 def stream_base() -> int:
@@ -200,6 +216,8 @@ class PER(nn.Module):
         self.seed = check_seed_source(seed)
         self.seed_index = 0  # which layer of a regularize() call (mixed into the seed)
         self.last_loss: torch.Tensor | None = None
+        # mode="inject": factor on the injected gradient (see set_grad_scale)
+        self.grad_scale: GradScale = 1.0
         self._pending: torch.Tensor | None = None
         # One int64 counter on the device (not in the state dict; moves with .to()):
         # seed=None, PER's own stream (base + calls); an int seed, the calls made.
@@ -279,8 +297,14 @@ class PER(nn.Module):
             self.last_loss = torch.zeros((), dtype=accumulation_dtype(h.dtype), device=h.device)
             return h
         exporting = tracing.exporting()
-        if self.estimator == "exact" and self.mode == "inject" and not exporting:
-            out, loss = exact.exact_layer(h, self.coeff, self.reduction)
+        scale = self._injection_scale()
+        if (
+            self.estimator == "exact"
+            and self.mode == "inject"
+            and not exporting
+            and not torch.is_tensor(scale)
+        ):
+            out, loss = exact.exact_layer(h, self.coeff * scale, self.reduction)
             self.last_loss = _plain(loss)
             return out
         if self.estimator == "exact":  # no directions: seed is not used
@@ -296,9 +320,37 @@ class PER(nn.Module):
         if self.mode == "loss":
             self._pending = term if self._pending is None else self._pending + term
             return h
+        if torch.is_tensor(scale) or scale != 1.0:
+            term = term * (scale.reshape(()) if torch.is_tensor(scale) else scale)
         if exporting:  # an autograd.Function's backward would be dropped from the graph
             return tracing.add_loss_gradient(h, term)
         return tracing.pick(_AddLossGradient, _AddLossGradientJvp).apply(h, term)
+
+    def _injection_scale(self) -> float | torch.Tensor:
+        """The factor on the injected gradient now (1 in ``mode="loss"``)."""
+        if self.mode == "loss":
+            return 1.0
+        scale = self.grad_scale() if callable(self.grad_scale) else self.grad_scale
+        return scale if torch.is_tensor(scale) else float(scale)
+
+    def set_grad_scale(self, scale: GradScale) -> None:
+        """Multiply the injected gradient (``mode="inject"``) by ``scale``.
+
+        The injected ``coeff * dL/dh`` does not pass through the task loss, so it
+        misses whatever the loop does to that loss. Give it the same factor: ``1/k``
+        when the loss is divided by ``k`` for gradient accumulation, a
+        ``torch.amp.GradScaler``'s scale (a callable, read at every call) when the
+        loss is scaled, or their product (:func:`per_triton.integrations.grad_scale`).
+        No effect in ``mode="loss"``, whose penalty is part of the loss.
+
+        Args:
+            scale: a positive number, or a callable returning one (a float or a
+                one-element tensor) at every training call.
+
+        Raises:
+            TypeError / ValueError naming ``scale`` for anything else.
+        """
+        self.grad_scale = check_grad_scale(scale)
 
     def penalty(self) -> torch.Tensor:
         """``coeff * L`` summed over the calls since the last ``penalty()`` (``mode="loss"``).

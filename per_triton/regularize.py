@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
-from .module import PER, SeedSource
+from .module import PER, GradScale, SeedSource, check_grad_scale
 
 __all__ = [
     "regularize",
@@ -317,6 +317,19 @@ class PERHandle:
         if not terms:
             return torch.zeros(())
         return torch.stack([t.to(terms[0].device) for t in terms]).sum()
+
+    def set_grad_scale(self, scale: GradScale) -> None:
+        """Multiply every layer's injected gradient by ``scale`` (``mode="inject"``).
+
+        What the training loop does to the task loss, done to the injected PER
+        gradient too: ``1/k`` for ``loss / k`` accumulation, a GradScaler's scale, or
+        both (:func:`per_triton.integrations.grad_scale` builds the callable). See
+        :meth:`per_triton.PER.set_grad_scale`; the framework callbacks of
+        :mod:`per_triton.integrations` call it themselves.
+        """
+        scale = check_grad_scale(scale)
+        for per in self.layers.values():
+            per.set_grad_scale(scale)
 
     def remove(self) -> None:
         """Take PER off the model; the model behaves exactly as before :func:`regularize`.
