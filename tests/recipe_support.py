@@ -56,7 +56,9 @@ def data(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def reference_grads(
-    net: nn.Module, ranks: list[list[tuple[torch.Tensor, torch.Tensor]]], coeff: float = COEFF
+    net: nn.Module, ranks: list[list[tuple[torch.Tensor, torch.Tensor]]],
+    coeff: float = COEFF,
+    seed: int = SEED,
 ) -> dict[str, torch.Tensor]:
     """Float64 gradient of ``mean_r (1/k) sum_i [CE + coeff * PER]`` on the micro-batches
     ``ranks[r][i]`` (call ``i`` of the Tanh's int seed draws its directions)."""
@@ -65,8 +67,8 @@ def reference_grads(
     for batches in ranks:
         for call, (x, y) in enumerate(batches):
             h = torch.tanh(ref[0](x.double()))
-            seed = derive_seed(SEED, 0, call)
-            dirs = pt.sample_directions(SLICES, WIDTH, seed, dtype=torch.float64)
+            step_seed = derive_seed(seed, 0, call)
+            dirs = pt.sample_directions(SLICES, WIDTH, step_seed, dtype=torch.float64)
             term = F.cross_entropy(ref[2](h), y) + coeff * pt.reference.per_loss(h, dirs)
             total = total + term / (len(batches) * len(ranks))
     total.backward()
@@ -90,3 +92,11 @@ def relative_error(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) 
     num = sum(float((got[n].double() - want[n]).pow(2).sum()) for n in want)
     den = sum(float(want[n].pow(2).sum()) for n in want)
     return (num / den) ** 0.5
+
+
+def reference_per_loss(net: nn.Module, x: torch.Tensor, call: int, seed: int = SEED) -> float:
+    """Float64 PER loss of ``net``'s Tanh output on ``x`` at call ``call`` of its seed."""
+    with torch.no_grad():
+        h = torch.tanh(copy.deepcopy(net).double()[0](x.double()))
+        dirs = pt.sample_directions(SLICES, WIDTH, derive_seed(seed, 0, call), dtype=torch.float64)
+        return float(pt.reference.per_loss(h, dirs))
