@@ -56,18 +56,20 @@ def data(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def reference_grads(
-    net: nn.Module, ranks: list[list[tuple[torch.Tensor, torch.Tensor]]],
+    net: nn.Module,
+    ranks: list[list[tuple[torch.Tensor, torch.Tensor]]],
     coeff: float = COEFF,
     seed: int = SEED,
+    first_call: int = 0,
 ) -> dict[str, torch.Tensor]:
     """Float64 gradient of ``mean_r (1/k) sum_i [CE + coeff * PER]`` on the micro-batches
-    ``ranks[r][i]`` (call ``i`` of the Tanh's int seed draws its directions)."""
+    ``ranks[r][i]`` (call ``first_call + i`` of the Tanh's int seed draws its directions)."""
     ref = copy.deepcopy(net).double()
     total = torch.zeros((), dtype=torch.float64)
     for batches in ranks:
         for call, (x, y) in enumerate(batches):
             h = torch.tanh(ref[0](x.double()))
-            step_seed = derive_seed(seed, 0, call)
+            step_seed = derive_seed(seed, 0, first_call + call)
             dirs = pt.sample_directions(SLICES, WIDTH, step_seed, dtype=torch.float64)
             term = F.cross_entropy(ref[2](h), y) + coeff * pt.reference.per_loss(h, dirs)
             total = total + term / (len(batches) * len(ranks))
