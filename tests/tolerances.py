@@ -246,3 +246,7 @@ F64_TRANSFORM = Tol(1e-12, 1e-9)
 F64_TRAPEZOID = Tol(0.0, 1e-8)
 #: a derivative vs a central finite difference with step 1e-6 in float64
 F64_FINITE_DIFF = Tol(1e-8, 1e-6)
+
+# --- float16 autocast (CPU) against the float64 reference ------------------------------
+#: a training step under fp16 autocast: matmuls round to 11 mantissa bits
+FP16_AUTOCAST_GRAD = Tol(1e-3, 2e-2)
