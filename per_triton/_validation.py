@@ -52,6 +52,19 @@ def check_positive_int(value: object, name: str) -> int:
     return value
 
 
+#: The most directions one call may draw (a torch size and the kernels' slice index
+#: are bounded by it long before memory is).
+MAX_SLICES = 2**31 - 1
+
+
+def check_num_slices(value: object, name: str = "num_slices") -> int:
+    """:func:`check_positive_int`, and at most :data:`MAX_SLICES`."""
+    value = check_positive_int(value, name)
+    if value > MAX_SLICES:
+        raise ValueError(f"{name} must be <= 2**31 - 1, got {value}")
+    return value
+
+
 def check_device(device: object, name: str = "device") -> torch.device:
     """``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (str or :class:`torch.device`) as a
     :class:`torch.device`, with CUDA present (and device ``N`` existing) for the latter."""

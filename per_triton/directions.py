@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from . import normals
-from ._validation import check_device, check_positive_int, seed_tensor
+from ._validation import check_device, check_num_slices, check_positive_int, seed_tensor
 from .seeds import cpu_stream_key
 
 __all__ = ["draw_columns", "parallel_map", "sample_directions"]
@@ -159,7 +159,7 @@ def sample_directions(
         >>> h = torch.randn(32, 784)
         >>> reference.per_loss(h, theta) == per_loss(h, 256, seed=0)  # up to rounding
     """
-    check_positive_int(num_slices, "num_slices")
+    check_num_slices(num_slices)
     check_positive_int(dim, "dim")
     if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         raise TypeError(f"dtype must be a floating dtype, got {dtype}")

@@ -7,7 +7,7 @@ import torch
 from . import exact, ops
 from ._validation import (
     check_activations,
-    check_positive_int,
+    check_num_slices,
     check_precision,
     check_reduction,
     check_seed,
@@ -64,7 +64,7 @@ def per_loss(
         >>> loss.backward()
     """
     check_activations(h, "h")
-    num_slices = check_positive_int(num_slices, "num_slices")
+    num_slices = check_num_slices(num_slices)
     check_reduction(reduction)
     check_precision(precision)
     check_seed(seed)  # validated with either estimator ("exact" then ignores it)

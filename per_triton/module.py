@@ -25,7 +25,7 @@ from torch._subclasses.fake_tensor import is_fake
 from . import exact, tracing
 from ._validation import (
     check_mode,
-    check_positive_int,
+    check_num_slices,
     check_precision,
     check_reduction,
     check_seed_source,
@@ -208,7 +208,7 @@ class PER(nn.Module):
         if not coeff >= 0:
             raise ValueError(f"coeff must be >= 0, got {coeff}")
         self.coeff = float(coeff)
-        self.num_slices = check_positive_int(num_slices, "num_slices")
+        self.num_slices = check_num_slices(num_slices)
         self.reduction = check_reduction(reduction)
         self.precision = check_precision(precision)
         self.estimator = exact.check_estimator(estimator, num_slices)

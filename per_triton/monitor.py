@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._validation import check_positive_int, check_seed
+from ._validation import check_num_slices, check_positive_int, check_seed
 from .closeness_schema import RECORD_KEYS as RECORD_KEYS  # the one record format
 from .closeness_schema import STAT_KEYS, check_record
 from .regularize import SAMPLES, as_samples, hidden_state, select_modules
@@ -165,7 +165,7 @@ class LayerMonitor:
         samples: str = "auto",
     ) -> None:
         every = check_positive_int(every, "every")
-        num_slices = check_positive_int(num_slices, "num_slices")
+        num_slices = check_num_slices(num_slices)
         units = check_positive_int(units, "units")
         direction_seed = check_seed(direction_seed, "an int", "direction_seed", int_only=True)
         seed = check_seed(seed, "an int", "seed", int_only=True)

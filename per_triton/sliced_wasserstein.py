@@ -15,7 +15,7 @@ import math
 import torch
 
 from . import cpu_path
-from ._validation import check_activations, check_positive_int, seed_tensor
+from ._validation import check_activations, check_num_slices, seed_tensor
 from .directions import accumulation_dtype
 
 __all__ = ["sliced_wasserstein_to_normal", "wasserstein_to_normal_1d", "project_on_directions"]
@@ -115,7 +115,7 @@ def sliced_wasserstein_to_normal(
         >>> sliced_wasserstein_to_normal(3 * torch.randn(4096, 64), seed=0)  # larger
     """
     check_activations(h, "h")
-    check_positive_int(num_slices, "num_slices")
+    check_num_slices(num_slices)
     if isinstance(p, bool) or p not in (1, 2):
         raise ValueError(f"p must be 1 or 2, got {p!r}")
     seed_t = seed_tensor(seed, h.device)
