@@ -27,6 +27,7 @@ __all__ = [
     "regularize",
     "PERHandle",
     "PERHook",
+    "PERPreHook",
     "PenaltyReset",
     "DEFAULT_LAYERS",
     "SAMPLES",
@@ -222,6 +223,36 @@ class PERHook:
         return f"PERHook({self.per.extra_repr()})"
 
 
+class PERPreHook(PERHook):
+    """The forward pre-hook :func:`regularize` puts on the dropout after a torch
+    transformer layer's feed-forward activation: PER on the dropout's input, the
+    activation's output (the activation itself is a function call, ``F.relu``)."""
+
+    def __call__(self, module: nn.Module, args: tuple) -> tuple:  # type: ignore[override]
+        self.per.train(module.training)
+        return (_apply_per(self.per, args[0], self.samples, self.recurrent), *args[1:])
+
+    def __repr__(self) -> str:
+        return f"PERPreHook({self.per.extra_repr()})"
+
+
+#: torch's transformer layers, whose feed-forward activation is a function by default.
+TRANSFORMER_LAYERS = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+
+
+def _feed_forward_taps(modules: dict[str, nn.Module], skip: set[str]) -> list[str]:
+    """``<layer>.dropout`` of every torch transformer layer (not in ``skip``) whose
+    activation is a function: the dropout whose input is the activation's output
+    (``linear2(dropout(activation(linear1(x))))``). A module activation
+    (``activation=nn.GELU()``) is found by type instead."""
+    taps = []
+    for name, m in modules.items():
+        functional = isinstance(m, TRANSFORMER_LAYERS) and not isinstance(m.activation, nn.Module)
+        if functional and name not in skip:
+            taps.append(f"{name}.dropout" if name else "dropout")
+    return taps
+
+
 class PenaltyReset:
     """Forward pre-hook on the regularized model (``mode="loss"``): each forward pass of
     the model starts its layers' penalties afresh, so ``handle.penalty()`` covers the
@@ -237,7 +268,8 @@ class PenaltyReset:
 
 
 def _per_hooks(module: nn.Module) -> list[PERHook]:
-    return [h for h in module._forward_hooks.values() if isinstance(h, PERHook)]
+    hooks = [*module._forward_hooks.values(), *module._forward_pre_hooks.values()]
+    return [h for h in hooks if isinstance(h, PERHook)]
 
 
 def _remove_hook(module: nn.Module, hook: object) -> None:
@@ -655,7 +687,12 @@ def regularize(
       ``SqueezeExcite``, ``SqueezeExcitation``, ``SEModule``, ``EffectiveSEModule``,
       ``EcaModule``, ``CbamModule``, ``GatherExcite``) are skipped: they act on pooled
       ``(b, C, 1, 1)`` descriptors or are multiplicative gates, not the main path;
-      pick them by name to include them.
+      pick them by name to include them. By default, torch's
+      ``nn.TransformerEncoderLayer`` / ``nn.TransformerDecoderLayer`` (whose
+      feed-forward activation is a function call, ``F.relu`` / ``F.gelu``) get PER on
+      that activation's output: a forward pre-hook on the layer's ``dropout``, the
+      module whose input it is (named ``<layer>.dropout`` in the handle). Their
+      eval / no-grad fast path runs no PER, as PER is off there anyway.
     - by name (``names``, as in ``model.named_modules()``; ``"*"`` matches one
       dotted component or part of one, ``"**"`` any number of them:
       ``names=["transformer.h.*.mlp"]``). For models whose activations are
@@ -728,6 +765,9 @@ def regularize(
         if (n in by_name or (types and isinstance(m, types) and not _in_gate_block(n, modules)))
         and n not in excluded
     ]
+    taps = _feed_forward_taps(modules, excluded) if default else []
+    taps = [t for t in taps if t not in excluded and t not in chosen]
+    chosen = [n for n in modules if n in chosen or n in taps]
     if not chosen:
         raise ValueError(_no_match_message(model, types, patterns))
     if default:
@@ -769,8 +809,12 @@ def regularize(
         )
         per.seed_index = index
         per.train(model.training)
-        hook = PERHook(per, isinstance(modules[name], nn.RNNBase), samples)
-        modules[name].register_forward_hook(hook)
+        if name in taps:
+            hook = PERPreHook(per, False, samples)
+            modules[name].register_forward_pre_hook(hook)
+        else:
+            hook = PERHook(per, isinstance(modules[name], nn.RNNBase), samples)
+            modules[name].register_forward_hook(hook)
         handle.layers[name or "<model>"] = per
         handle._entries.append((modules[name], hook))
     if mode == "loss":
