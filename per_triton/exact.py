@@ -387,7 +387,9 @@ class _ExactLayer(torch.autograd.Function):
     def forward(h: torch.Tensor, coeff: float, inv_b: float):
         flat = h.detach().reshape(h.shape[0], -1)
         loss_sum, scale = exact_fwd(flat.contiguous())
-        return h.detach(), loss_sum * inv_b, scale * (coeff * inv_b)
+        # a copy, not h.detach(): backward reads h, so an in-place op on the output
+        # (h += x) must not reach it
+        return h.clone(), loss_sum * inv_b, scale * (coeff * inv_b)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -432,11 +434,15 @@ _ExactLayerJvp = with_jvp(_ExactLayer, _layer_jvp)
 def exact_loss(h: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Exact PER loss of ``h`` ``(b, *)`` (checked by the caller), differentiable.
 
+    The backward reads the activations, so they are kept as a copy: an in-place op
+    on ``h`` after this call (``h += x``) leaves the gradient right.
+
     Float64 for float64 input, float32 otherwise (float16/bfloat16 norms accumulate in
     float32).
     """
     b = h.shape[0]
-    flat = h.reshape(b, -1).contiguous()
+    # a contiguous copy in every case: the backward reads it, in-place ops on h must not
+    flat = h.reshape(b, -1).clone(memory_format=torch.contiguous_format)
     inv_b = 1.0 / b if reduction == "mean" else 1.0
     if torch.compiler.is_exporting():  # the op's registered formula survives export
         return exact_fwd(flat)[0] * inv_b
@@ -449,6 +455,8 @@ def exact_layer(
     """Algorithm 1 with the exact gradient: ``(h unchanged, detached loss)``.
 
     In backward, ``coeff * dL/dh`` is added to the incoming gradient in one pass.
+    The returned ``h`` is a copy (the backward reads the original), so in-place ops
+    on it downstream are allowed, as with the Monte Carlo estimator.
     """
     b = h.shape[0]
     out, loss, _scale = pick(_ExactLayer, _ExactLayerJvp).apply(
