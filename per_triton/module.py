@@ -16,6 +16,7 @@ Two ways to deliver the PER gradient (``mode``):
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections.abc import Callable
 
 import torch
@@ -100,6 +101,32 @@ def _plain(t: torch.Tensor) -> torch.Tensor:
         while torch._C._functorch.is_functorch_wrapped_tensor(t):
             t = torch._C._functorch.get_unwrapped(t)
     return t
+
+
+_REPLAY_REGIONS = 256
+
+
+def _checkpoint_phase() -> tuple[str, int] | None:
+    """``("forward", region)`` inside a non-reentrant ``torch.utils.checkpoint`` region,
+    ``("recompute", region)`` in its recomputation during backward, else ``None``;
+    ``region`` identifies the checkpoint call (its frame)."""
+    if torch.compiler.is_compiling():  # compiled code: not looked at (no graph break)
+        return None
+    hooks = torch._C._autograd._top_saved_tensors_default_hooks(False)
+    pack = hooks[0] if hooks else None
+    name = getattr(pack, "__qualname__", "")
+    if "_checkpoint_hook" not in name and "_recomputation_hook" not in name:
+        return None
+    inner = [pack, getattr(pack, "__wrapped__", None)]  # torch._dynamo.disable wraps it
+    inner += [c.cell_contents for c in pack.__closure__ or () if callable(c.cell_contents)]
+    cells = [c for f in inner for c in getattr(f, "__closure__", None) or ()]
+    for cell in cells:
+        value = cell.cell_contents
+        if "_recomputation_hook" in name and isinstance(value, weakref.ref):
+            return ("recompute", id(value()))  # a weak reference to the frame
+        if "_checkpoint_hook" in name and type(value).__name__ == "_CheckpointFrame":
+            return ("forward", id(value))
+    return None
 
 
 class _AddLossGradient(torch.autograd.Function):
@@ -298,6 +325,7 @@ class PER(nn.Module):
             return h
         exporting = tracing.exporting()
         scale = self._injection_scale()
+        phase = _checkpoint_phase()
         if (
             self.estimator == "exact"
             and self.mode == "inject"
@@ -310,14 +338,17 @@ class PER(nn.Module):
         if self.estimator == "exact":  # no directions: seed is not used
             loss = exact.exact_loss(h, self.reduction)
         else:
-            seed = self._call_seed(h.device)
+            seed = self._checkpoint_seed(h.device, phase)
             loss = per_loss(
                 h, self.num_slices, seed=seed, reduction=self.reduction, precision=self.precision
             )
-        if not exporting:  # an exported graph's values never reach Python: keep no FakeTensor
+        # an exported graph's values never reach Python: keep no FakeTensor
+        if not exporting and (phase is None or phase[0] == "forward"):
             self.last_loss = _plain(loss.detach())
         term = loss * self.coeff
         if self.mode == "loss":
+            if phase is not None and phase[0] == "recompute":  # counted at the forward
+                return h
             self._pending = term if self._pending is None else self._pending + term
             return h
         if torch.is_tensor(scale) or scale != 1.0:
@@ -325,6 +356,26 @@ class PER(nn.Module):
         if exporting:  # an autograd.Function's backward would be dropped from the graph
             return tracing.add_loss_gradient(h, term)
         return tracing.pick(_AddLossGradient, _AddLossGradientJvp).apply(h, term)
+
+    def _checkpoint_seed(
+        self, device: torch.device, phase: tuple[str, int] | None
+    ) -> int | torch.Tensor | None:
+        """The call's seed; under non-reentrant activation checkpointing, the
+        recomputation in backward reuses the seed of the forward call it repeats (in
+        call order within one checkpointed region) and advances no counter."""
+        replay = self.__dict__.setdefault("_replay", {})
+        if phase is not None and phase[0] == "recompute" and replay.get(phase[1]):
+            seeds = replay[phase[1]]
+            seed = seeds.pop(0)
+            if not seeds:
+                del replay[phase[1]]
+            return seed
+        seed = self._call_seed(device)
+        if phase is not None and phase[0] == "forward":
+            replay.setdefault(phase[1], []).append(seed)
+            while len(replay) > _REPLAY_REGIONS:  # regions never backpropagated
+                del replay[next(iter(replay))]
+        return seed
 
     def _injection_scale(self) -> float | torch.Tensor:
         """The factor on the injected gradient now (1 in ``mode="loss"``)."""
@@ -379,6 +430,7 @@ class PER(nn.Module):
         # A pending penalty is part of one forward's graph: copies and pickles start clean.
         state = self.__dict__.copy()
         state["_pending"] = None
+        state.pop("_replay", None)
         return state
 
     def extra_repr(self) -> str:

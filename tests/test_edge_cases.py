@@ -65,3 +65,53 @@ def test_inplace_op_downstream_of_the_regularized_output(estimator, mode):
     got, want = _residual_grads(True, estimator, mode), _residual_grads(False, estimator, mode)
     for name in want:
         assert_close(name, got[name], want[name], *tolerances.EXACT)
+
+
+class _Checkpointed(nn.Module):
+    """Two blocks, each run under non-reentrant activation checkpointing (or not)."""
+
+    def __init__(self, checkpointed: bool) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(6, 6), nn.Tanh()) for _ in range(2))
+        self.checkpointed = checkpointed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            if self.checkpointed:
+                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return x
+
+
+def _checkpoint_run(checkpointed: bool, mode: str, steps: int = 2):
+    net = _Checkpointed(checkpointed)
+    handle = pt.regularize(net, coeff=1.0, num_slices=8, seed=5, mode=mode)
+    grads, losses = [], []
+    for step in range(steps):
+        net.zero_grad()
+        x = torch.randn(4, 6, generator=torch.Generator().manual_seed(step))
+        loss = net(x).square().sum()
+        (loss + handle.penalty() if mode == "loss" else loss).backward()
+        grads.append({n: p.grad.clone() for n, p in net.named_parameters()})
+        losses.append({k: float(v) for k, v in handle.losses().items()})
+    return grads, losses, handle
+
+
+@pytest.mark.parametrize("mode", ["inject", "loss"])
+def test_checkpoint_recomputation_reuses_the_forward_directions(mode):
+    """Non-reentrant checkpointing re-runs the blocks in backward; PER must project on
+    the directions of the forward it repeats (it redrew them, moving the gradient),
+    advance no counter (later steps keep their directions) and, in ``mode="loss"``,
+    leave no penalty pending."""
+    got, got_losses, handle = _checkpoint_run(True, mode)
+    want, want_losses, _ = _checkpoint_run(False, mode)
+    for step in range(2):
+        for name in want[step]:
+            assert_close(
+                f"step {step} {name}", got[step][name], want[step][name], *tolerances.EXACT
+            )
+    assert got_losses == want_losses
+    if mode == "loss":
+        assert float(handle.penalty()) == 0.0
