@@ -62,6 +62,9 @@ __all__ = [
 class ActivationPenalty(nn.Module):
     """Identity module that records a differentiable penalty of its input in training.
 
+    The penalties of every call since the last :func:`collect_penalty` add up (a
+    module used twice in one forward pass counts twice); collect once per forward.
+
     Subclasses implement :meth:`compute` on ``h`` of shape ``(b, *)`` (or ``(T, b, H)``
     when ``recurrent``). ``seed`` is set per step by :func:`set_step_seed` for the
     penalties that draw random directions; ``None`` draws from torch's generator.
@@ -75,7 +78,9 @@ class ActivationPenalty(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         if self.training and torch.is_grad_enabled():
-            self.penalty = self.compute(h)
+            term = self.compute(h)
+            # a module called twice in one forward pass counts both calls
+            self.penalty = term if self.penalty is None else self.penalty + term
         else:
             self.penalty = None
         return h

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import per_triton as pt
+from per_triton.module import derive_seed
 
 from . import tolerances
 from .assertions import assert_close
@@ -115,3 +116,72 @@ def test_checkpoint_recomputation_reuses_the_forward_directions(mode):
     assert got_losses == want_losses
     if mode == "loss":
         assert float(handle.penalty()) == 0.0
+
+
+@pytest.mark.parametrize("method", ["l1", "l2", "per_exact", "vcl"])
+def test_baseline_module_used_twice_counts_both_calls(method):
+    """A penalty module placed at two points of one forward pass: the collected
+    penalty is the sum of its two terms (each computed alone), not the last one."""
+    from per_triton import baselines
+
+    torch.manual_seed(0)
+    pm = baselines.make_regularizer(method, 6)
+    first, second = nn.Linear(4, 6), nn.Linear(6, 6)
+    net = nn.Sequential(first, pm, second, pm).train()
+    x = torch.randn(8, 4)
+    net(x)
+    got = baselines.collect_penalty(net)
+    h1 = first(x)
+    want = pm.compute(h1) + pm.compute(second(h1))
+    assert_close("penalty", got, want, *tolerances.F32_SUM)
+    assert baselines.collect_penalty(net) is None  # cleared
+
+
+@pytest.mark.parametrize("estimator", ["exact", "monte_carlo"])
+def test_per_module_used_twice_in_loss_mode(estimator):
+    """``PER(mode="loss")`` at two points: ``penalty()`` sums both calls, each on
+    its own directions (an int seed advances per call), and its gradient is the
+    sum of the two per_loss gradients."""
+    torch.manual_seed(0)
+    kwargs = {"num_slices": 64, "seed": 5} if estimator == "monte_carlo" else {}
+    layer = pt.PER(coeff=1.0, mode="loss", estimator=estimator, **kwargs)
+    first, second = nn.Linear(4, 6), nn.Linear(6, 6)
+    net = nn.Sequential(first, layer, second, layer).train()
+    x = torch.randn(8, 4)
+    net(x)
+    got = layer.penalty()
+    h1 = first(x)
+    h2 = second(h1)
+    if estimator == "exact":
+        want = pt.per_loss(h1, estimator="exact") + pt.per_loss(h2, estimator="exact")
+    else:
+        seeds = [derive_seed(5, 0, call) for call in (0, 1)]
+        want = pt.per_loss(h1, 64, seed=seeds[0]) + pt.per_loss(h2, 64, seed=seeds[1])
+    assert_close("penalty", got, want, *tolerances.F32_PATHS)
+
+
+def test_regularized_submodule_called_twice_in_one_forward():
+    """``regularize(sub, mode="loss")`` where the parent's forward calls ``sub``
+    twice: the penalty counts both calls (the reset at each call of ``sub`` kept only
+    the last), and a later forward of the parent starts afresh."""
+
+    class Parent(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.sub = nn.Sequential(nn.Linear(4, 4), nn.Tanh())
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.sub(self.sub(x))
+
+    torch.manual_seed(0)
+    net = Parent()
+    handle = pt.regularize(net.sub, coeff=1.0, mode="loss", estimator="exact")
+    x = torch.randn(8, 4)
+    net(x)
+    got = handle.penalty()
+    a = net.sub(x)
+    want = pt.per_loss(a, estimator="exact") + pt.per_loss(net.sub(a), estimator="exact")
+    assert_close("penalty", got, want, *tolerances.F32_SUM)
+    net(x)
+    net(x)  # the first forward's penalty never taken: not counted
+    assert_close("next penalty", handle.penalty(), want, *tolerances.F32_SUM)
