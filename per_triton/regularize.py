@@ -257,14 +257,42 @@ class PenaltyReset:
     """Forward pre-hook on the regularized model (``mode="loss"``): each forward pass of
     the model starts its layers' penalties afresh, so ``handle.penalty()`` covers the
     latest forward (every call of a layer within it) and a forward whose penalty was
-    never taken leaves no stale graph behind."""
+    never taken leaves no stale graph behind.
+
+    A model called several times inside one forward of an enclosing module (the
+    same call of the enclosing ``forward`` is still running) keeps the terms of
+    every call: they belong to one forward pass.
+    """
 
     def __init__(self, layers: list[PER]) -> None:
         self.layers = layers
+        self._enclosing: tuple[int, int] | None = None  # ids of a forward frame and its code
 
     def __call__(self, module: nn.Module, _args: object) -> None:
+        if not torch.compiler.is_compiling() and self._same_enclosing_forward():
+            return
         for per in self.layers:
             per._pending = None
+
+    def _same_enclosing_forward(self) -> bool:
+        caller = sys._getframe(2)
+        while caller is not None and caller.f_code.co_filename in _HOOK_FILES:
+            caller = caller.f_back
+        previous, self._enclosing = self._enclosing, None
+        if caller is None or not _is_method_of_module(caller):
+            return False  # called from a loop, not from a module's forward
+        self._enclosing = (id(caller), id(caller.f_code))
+        return previous == self._enclosing
+
+
+_HOOK_FILES = {__file__, nn.Module.__call__.__code__.co_filename}
+
+
+def _is_method_of_module(frame: object) -> bool:
+    code = frame.f_code
+    if code.co_argcount == 0:
+        return False
+    return isinstance(frame.f_locals.get(code.co_varnames[0]), nn.Module)
 
 
 def _per_hooks(module: nn.Module) -> list[PERHook]:
