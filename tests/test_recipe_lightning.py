@@ -63,8 +63,7 @@ def test_single_process_gradient_and_logs(tmp_path):
 
 
 RUNNER = """
-import sys, torch
-sys.path.insert(0, {root!r})
+import torch
 from torch.utils.data import TensorDataset
 from tests.recipe_support import mlp, data
 from tests.zoo import torchvision_importable
@@ -86,7 +85,7 @@ def test_ddp_strategy_gradient(tmp_path):
     DistributedSampler Lightning puts in (shuffled, seed 0, epoch 0); PER's
     directions agree by the seed broadcast from rank 0."""
     (tmp_path / "recipe.py").write_text(recipe_code("lightning"))
-    runner = RUNNER.format(root=str(ROOT), n=2 * K * BATCH, out=str(tmp_path), args=ARGS)
+    runner = RUNNER.format(n=2 * K * BATCH, out=str(tmp_path), args=ARGS)
     (tmp_path / "run.py").write_text(textwrap.dedent(runner))
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
