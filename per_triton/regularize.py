@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from .module import PER, GradScale, SeedSource, check_grad_scale
 
@@ -259,14 +260,16 @@ class PenaltyReset:
     latest forward (every call of a layer within it) and a forward whose penalty was
     never taken leaves no stale graph behind.
 
-    A model called several times inside one forward of an enclosing module (the
-    same call of the enclosing ``forward`` is still running) keeps the terms of
-    every call: they belong to one forward pass.
+    A model called several times inside one forward of an enclosing module keeps the
+    terms of every call: they belong to one forward pass. The enclosing module gets a
+    pre-hook of its own (removed with the handle) that marks its next forward.
     """
 
     def __init__(self, layers: list[PER]) -> None:
         self.layers = layers
-        self._enclosing: tuple[int, int] | None = None  # ids of a forward frame and its code
+        self._generation = 0  # forwards of enclosing modules seen
+        self._last: int | None = None  # generation of the previous call
+        self._enclosing: dict[int, RemovableHandle] = {}
 
     def __call__(self, module: nn.Module, _args: object) -> None:
         if not torch.compiler.is_compiling() and self._same_enclosing_forward():
@@ -274,25 +277,39 @@ class PenaltyReset:
         for per in self.layers:
             per._pending = None
 
+    def _bump(self, _module: nn.Module, _args: object) -> None:
+        self._generation += 1
+
     def _same_enclosing_forward(self) -> bool:
         caller = sys._getframe(2)
         while caller is not None and caller.f_code.co_filename in _HOOK_FILES:
             caller = caller.f_back
-        previous, self._enclosing = self._enclosing, None
-        if caller is None or not _is_method_of_module(caller):
+        enclosing = None if caller is None else _module_of(caller)
+        previous, self._last = self._last, None
+        if enclosing is None:
             return False  # called from a loop, not from a module's forward
-        self._enclosing = (id(caller), id(caller.f_code))
-        return previous == self._enclosing
+        if id(enclosing) not in self._enclosing:  # first seen: mark its next forwards
+            self._enclosing[id(enclosing)] = enclosing.register_forward_pre_hook(self._bump)
+            self._generation += 1
+        self._last = self._generation
+        return previous == self._last
+
+    def remove(self) -> None:
+        """Take the enclosing modules' pre-hooks off."""
+        for hook in self._enclosing.values():
+            hook.remove()
+        self._enclosing.clear()
 
 
 _HOOK_FILES = {__file__, nn.Module.__call__.__code__.co_filename}
 
 
-def _is_method_of_module(frame: object) -> bool:
+def _module_of(frame: object) -> nn.Module | None:
     code = frame.f_code
     if code.co_argcount == 0:
-        return False
-    return isinstance(frame.f_locals.get(code.co_varnames[0]), nn.Module)
+        return None
+    owner = frame.f_locals.get(code.co_varnames[0])
+    return owner if isinstance(owner, nn.Module) else None
 
 
 def _per_hooks(module: nn.Module) -> list[PERHook]:
@@ -405,6 +422,8 @@ class PERHandle:
         """
         for module, hook in self._entries:
             _remove_hook(module, hook)
+            if isinstance(hook, PenaltyReset):
+                hook.remove()
         self._entries.clear()
         if self._model is not None:
             for module, hook in _owned_hooks(self._model, list(self.layers.values())):

@@ -185,3 +185,5 @@ def test_regularized_submodule_called_twice_in_one_forward():
     net(x)
     net(x)  # the first forward's penalty never taken: not counted
     assert_close("next penalty", handle.penalty(), want, *tolerances.F32_SUM)
+    handle.remove()
+    assert not net._forward_pre_hooks and not net.sub._forward_pre_hooks
