@@ -34,7 +34,7 @@ with st.sidebar:
         type=["json"],
         accept_multiple_files=True,
         key=UPLOAD_KEY,
-        help="Shown beside the committed runs; only parsed as JSON.",
+        help="Shown beside the runs of the results folder; only parsed as JSON.",
     )
 
 page.run()

@@ -1,41 +1,25 @@
-"""Altair chart builders: a table in, a chart out, no Streamlit calls."""
+"""Altair chart builders: a table in, a chart out, no Streamlit calls.
+
+Methods look the same on every chart (:mod:`.method_style`); bars are horizontal,
+one row per method inside one group per run, so value labels never collide, axis
+titles are never rotated (nor clipped), and a run keeps its bar size however many
+runs are shown.
+"""
 
 from __future__ import annotations
 
 import altair as alt
 import pandas as pd
 
-from per_triton.methods import colour, order_key
+from per_triton.methods import label
 
-from .frames import METHOD_ORDER, PAPER_SERIES, PROVIDER_ORDER
+from . import method_style as style
+from .frames import PAPER_SERIES, PROVIDER_ORDER
 
 WIDTH = "container"
-PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
-PAPER_COLOR = "#9e9e9e"
-
-
-def _series_scale(df: pd.DataFrame) -> alt.Scale:
-    """Our runs in palette colours, the paper's series always grey and last."""
-    ours = [s for s in dict.fromkeys(df["series"]) if s != PAPER_SERIES]
-    colors = [PALETTE[i % len(PALETTE)] for i in range(len(ours))]
-    if (df["series"] == PAPER_SERIES).any():
-        return alt.Scale(domain=[*ours, PAPER_SERIES], range=[*colors, PAPER_COLOR])
-    return alt.Scale(domain=ours, range=colors)
-
-
-def method_scale(methods: pd.Series) -> alt.Scale:
-    """One fixed, distinct hue per method (:data:`per_triton.methods.COLOURS`)."""
-    domain = sorted(dict.fromkeys(methods.dropna()), key=order_key)
-    return alt.Scale(domain=domain, range=[colour(m) for m in domain])
-
-
-def _series_color(df: pd.DataFrame) -> alt.Color:
-    """Colour by series, legend below the chart (series names are long)."""
-    return alt.Color(
-        "series:N",
-        scale=_series_scale(df),
-        legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=900),
-    )
+BAR_STEP = 19  # px per bar of a grouped bar chart
+GROUP_LABEL_LIMIT = 420  # px for a run's name on the y axis
+SEP = "\u241f"  # joins a run's name and a method's label into one row key
 
 
 def _tip(*fields: str) -> list[alt.Tooltip]:
@@ -47,72 +31,135 @@ def _hline(y: float) -> alt.Chart:
     return alt.Chart(pd.DataFrame({"ref": [y]})).mark_rule(strokeDash=[4, 4]).encode(y="ref:Q")
 
 
-def training_bars(df: pd.DataFrame) -> alt.LayerChart:
-    """Median milliseconds per iteration per method, one bar per series, 20-80 % whiskers.
+def _vline(x: float) -> alt.Chart:
+    """A dashed vertical reference line at ``x``."""
+    return alt.Chart(pd.DataFrame({"ref": [x]})).mark_rule(strokeDash=[4, 4]).encode(x="ref:Q")
 
-    The value of each bar is written above its whisker. The paper's series is left
-    out (its TITAN X seconds would dwarf the measured bars): :func:`paper_bars`
-    draws it on its own axis.
+
+def _groups(df: pd.DataFrame, group: str) -> list[str]:
+    """The groups in the order they appear, the paper's series last."""
+    seen = list(dict.fromkeys(df[group]))
+    return [g for g in seen if g != PAPER_SERIES] + [g for g in seen if g == PAPER_SERIES]
+
+
+def _rows(data: pd.DataFrame, group: str | None) -> tuple[pd.Series, list[str]]:
+    """Each row's key on the y axis, and every key in order.
+
+    ``group=None``: the key is the method's label. Otherwise a group's name is a row
+    of its own (a heading, no bar), followed by ``<group><SEP><method label>`` for each
+    of its methods in the project's order.
     """
-    ours = df[df["series"] != PAPER_SERIES]
-    base = (
-        alt.Chart(ours)
-        .transform_calculate(
-            ms="datum.median_s * 1000", p20_ms="datum.p20_s * 1000", p80_ms="datum.p80_s * 1000"
-        )
-        .encode(
-            x=alt.X("method:N", sort=METHOD_ORDER, title="method", axis=alt.Axis(labelAngle=0)),
-            xOffset=alt.XOffset("series:N"),
-            color=_series_color(ours),
-            tooltip=_tip(
-                "series:N",
-                "model:N",
-                "method:N",
-                "batch:Q",
-                "dtype:N",
-                "median_s:Q",
-                "p20_s:Q",
-                "p80_s:Q",
-            ),  # fmt: skip
+    if group is None:
+        return data[style.LABEL], style.labels(data["method"])
+    keys = data[group] + SEP + data[style.LABEL]
+    order = []
+    for name in _groups(data, group):
+        methods = style.labels(data.loc[data[group] == name, "method"])
+        order += [name, *(f"{name}{SEP}{m}" for m in methods)]
+    return keys, order
+
+
+def _row_axis(grouped: bool) -> alt.Axis:
+    """Y axis of :func:`_rows`' keys: a method's label, or its group's name in bold."""
+    if not grouped:
+        return alt.Axis(labelFontSize=12, labelOverlap=False, ticks=False, domain=False)
+    heading = f"indexof(datum.value, '{SEP}') < 0"
+    return alt.Axis(
+        labelExpr=f"{heading} ? datum.value : split(datum.value, '{SEP}')[1]",
+        labelFontWeight={"condition": {"test": heading, "value": "bold"}, "value": "normal"},
+        labelColor={"condition": {"test": heading, "value": "#31333f"}, "value": "#555555"},
+        labelFontSize=12,
+        labelLimit=GROUP_LABEL_LIMIT,
+        labelOverlap=False,
+        ticks=False,
+        domain=False,
+    )
+
+
+def method_bars(
+    df: pd.DataFrame,
+    value: str,
+    title: str,
+    tooltip: list[str],
+    *,
+    fmt: str = ".2f",
+    whiskers: tuple[str, str] | None = None,
+    group: str | None = "series",
+    ref: float | None = None,
+) -> alt.LayerChart:
+    """Horizontal bars of ``value``, one per method, named on the y axis; with ``group``
+    (a run), each group's bars under a heading naming it.
+
+    Each bar is in its method's colour and has its value written right of it (right
+    of its whisker when ``whiskers`` names the low and high columns). ``ref`` draws a
+    dashed vertical line (1.0 for ratios).
+    """
+    data = style.with_labels(df)
+    keys, order = _rows(data, group)
+    data = data.assign(row=keys)
+    y = alt.Y("row:N", title=None, scale=alt.Scale(domain=order), axis=_row_axis(group is not None))
+    base = alt.Chart(data).encode(y=y, tooltip=_tip(*tooltip))
+    bars = base.mark_bar().encode(
+        x=alt.X(f"{value}:Q", title=title), color=style.color(data["method"], legend=False)
+    )
+    layers = [bars]
+    end = value
+    if whiskers is not None:
+        low, end = whiskers
+        layers.append(base.mark_rule(color="black").encode(x=f"{low}:Q", x2=f"{end}:Q"))
+    layers.append(
+        base.mark_text(align="left", baseline="middle", dx=4, fontSize=12).encode(
+            x=f"{end}:Q", text=alt.Text(f"{value}:Q", format=fmt)
         )
     )
-    bars = base.mark_bar().encode(y=alt.Y("ms:Q", title="ms per iteration (median)"))
-    whiskers = base.mark_rule(color="black").encode(y="p20_ms:Q", y2="p80_ms:Q")
-    values = base.mark_text(dy=-7, fontSize=11).encode(
-        y="p80_ms:Q", text=alt.Text("ms:Q", format=".2f")
+    if ref is not None:
+        layers.append(_vline(ref))
+    return sized(alt.layer(*layers), BAR_STEP * max(len(order), 1))
+
+
+def sized(chart: alt.TopLevelMixin, height: int) -> alt.TopLevelMixin:
+    """``chart`` as wide as its container, its plot ``height`` px tall: only the width
+    is fitted (Streamlit's default fits legends and axes into the height too, which
+    squeezed the plot and clipped the y axis title)."""
+    return chart.properties(
+        width=WIDTH, height=height, autosize=alt.AutoSizeParams(type="fit-x", contains="padding")
     )
-    return (bars + whiskers + values).properties(width=WIDTH, height=320)
+
+
+def training_bars(df: pd.DataFrame) -> alt.LayerChart:
+    """Median milliseconds per iteration per method and run, 20-80 % whiskers.
+
+    The paper's series is left out (its TITAN X seconds would dwarf the measured
+    bars): :func:`paper_bars` draws it on its own axis.
+    """
+    ours = df[df["series"] != PAPER_SERIES].assign(
+        ms=lambda t: t["median_s"] * 1000,
+        p20_ms=lambda t: t["p20_s"] * 1000,
+        p80_ms=lambda t: t["p80_s"] * 1000,
+    )
+    tips = ["series:N", "model:N", "method:N", "batch:Q", "dtype:N", "median_s:Q", "p20_s:Q",
+            "p80_s:Q"]  # fmt: skip
+    return method_bars(ours, "ms", "ms per iteration (median)", tips, whiskers=("p20_ms", "p80_ms"))
 
 
 def paper_bars(df: pd.DataFrame) -> alt.LayerChart:
     """The paper's TITAN X seconds per iteration (Joo, Kang & Kim 2020), on their own axis."""
     paper = df[df["series"] == PAPER_SERIES]
-    base = alt.Chart(paper).encode(
-        x=alt.X("method:N", sort=METHOD_ORDER, title="method", axis=alt.Axis(labelAngle=0)),
-        tooltip=_tip("series:N", "method:N", "median_s:Q"),
+    chart = method_bars(
+        paper,
+        "median_s",
+        "s per iteration (paper)",
+        ["series:N", "method:N", "median_s:Q"],
+        fmt=".3f",
+        group=None,
     )
-    bars = base.mark_bar(color=PAPER_COLOR).encode(
-        y=alt.Y("median_s:Q", title="s per iteration (paper)")
-    )
-    values = base.mark_text(dy=-7, fontSize=11).encode(
-        y="median_s:Q", text=alt.Text("median_s:Q", format=".3f")
-    )
-    return (bars + values).properties(width=WIDTH, height=320, title="paper, TITAN X")
+    return chart.properties(title="paper, TITAN X")
 
 
 def ratio_bars(df: pd.DataFrame) -> alt.LayerChart:
-    """Time per iteration over vanilla's, per method and series, with a legend and values."""
-    base = alt.Chart(df).encode(
-        x=alt.X("method:N", sort=METHOD_ORDER, title="method", axis=alt.Axis(labelAngle=0)),
-        xOffset=alt.XOffset("series:N"),
-        color=_series_color(df),
-        tooltip=_tip("series:N", "method:N", "ratio:Q", "median_s:Q", "vanilla_s:Q"),
-    )
-    bars = base.mark_bar().encode(y=alt.Y("ratio:Q", title="time / vanilla time"))
-    values = base.mark_text(dy=-7, fontSize=11).encode(
-        y="ratio:Q", text=alt.Text("ratio:Q", format=".2f")
-    )
-    return (bars + values + _hline(1.0)).properties(width=WIDTH, height=300)
+    """Time per iteration over vanilla's, per method and run (the paper's too)."""
+    tips = ["series:N", "method:N", "ratio:Q", "median_s:Q", "vanilla_s:Q"]
+    return method_bars(df, "ratio", "time / vanilla time", tips, ref=1.0)
 
 
 def kernel_lines(
@@ -153,14 +200,15 @@ def kernel_lines(
 
 
 def compare_bars(df: pd.DataFrame) -> alt.LayerChart:
-    """Run B's median over run A's, one bar per matched benchmark."""
+    """Run B's median over run A's, one bar per matched benchmark, in method colours."""
+    data = style.with_labels(df)
     bars = (
-        alt.Chart(df)
+        alt.Chart(data)
         .mark_bar()
         .encode(
-            y=alt.Y("label:N", title=None, sort=None, axis=alt.Axis(labelLimit=320)),
+            y=alt.Y("label:N", title=None, sort=None, axis=alt.Axis(labelLimit=360)),
             x=alt.X("ratio_b_over_a:Q", title="B / A (median time)"),
-            color=alt.Color("method:N", title="method / provider"),
+            color=style.color(data["method"]),
             tooltip=_tip(
                 "suite:N",
                 "method:N",
@@ -171,46 +219,65 @@ def compare_bars(df: pd.DataFrame) -> alt.LayerChart:
             ),  # fmt: skip
         )
     )
-    one = alt.Chart(pd.DataFrame({"x": [1.0]})).mark_rule(strokeDash=[4, 4]).encode(x="x:Q")
-    return (bars + one).properties(width=WIDTH, height=alt.Step(22))
+    return sized(bars + _vline(1.0), 22 * len(data))
 
 
-def closeness_lines(df: pd.DataFrame) -> alt.Chart:
-    """Sliced W1 to N(0, I) over training steps, one line per (run, method, seed).
+def compare_labels(df: pd.DataFrame) -> pd.Series:
+    """Each compared benchmark's row name: its method's label and its case."""
+    return df["method"].map(label) + " | " + df["case"]
 
-    ``per-triton train`` gives every record the same ``run``, so lines are split by
-    run and seed as well as coloured by method: otherwise one line per method would
-    zig-zag through all of its seeds. Each method has its own hue; the seeds of a
-    method differ in dash pattern and point shape.
+
+def seed_spread(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (run, method, step): sliced W1's mean, min and max over seeds, and the seeds."""
+    return df.groupby(["run", "method", "step"], as_index=False, sort=False).agg(
+        sw1=("sw1", "mean"), sw1_min=("sw1", "min"), sw1_max=("sw1", "max"),
+        seeds=("seed", "nunique"),
+    )  # fmt: skip
+
+
+def closeness_lines(df: pd.DataFrame) -> alt.LayerChart:
+    """Sliced W1 to N(0, I) over training steps: per method the mean over seeds, with a
+    band from the lowest to the highest seed.
+
+    Colour, dash pattern, hollow point shape and line width (the first method's line
+    widest, at the bottom) all follow the method, so two methods whose lines coincide
+    (``per`` and ``per_exact``) both stay visible. ``per-triton train`` gives every
+    record the same ``run``; other runs get lines of their own.
     """
-    return (
-        alt.Chart(df)
-        .mark_line(point=True, strokeWidth=1.6)
-        .encode(
-            x=alt.X("step:Q", title="training step"),
-            y=alt.Y("sw1:Q", title="sliced W1 to N(0, I)"),
-            color=alt.Color("method:N", scale=method_scale(df["method"])),
-            strokeDash=alt.StrokeDash("seed:N", title="seed"),
-            shape=alt.Shape("seed:N", title="seed"),
-            detail=[alt.Detail("run:N"), alt.Detail("seed:N")],
-            tooltip=_tip(
-                "run:N", "method:N", "seed:Q", "layer:N", "step:Q", "sw1:Q", "mean:Q", "var:Q"
-            ),  # fmt: skip
-        )
-        .properties(width=WIDTH, height=300)
+    data = style.with_labels(style.in_order(seed_spread(df)))
+    methods = data["method"]
+    base = alt.Chart(data).encode(
+        x=alt.X("step:Q", title="training step"),
+        detail=alt.Detail("run:N"),
+        tooltip=_tip("run:N", "method:N", "step:Q", "sw1:Q", "sw1_min:Q", "sw1_max:Q", "seeds:Q"),
     )
+    band = base.mark_area(opacity=0.12).encode(
+        y="sw1_min:Q", y2="sw1_max:Q", color=style.color(methods)
+    )
+    y = alt.Y("sw1:Q", title="sliced W1 to N(0, I), mean over seeds")
+    lines = base.mark_line().encode(
+        y=y,
+        color=style.color(methods),
+        strokeDash=style.stroke_dash(methods),
+        strokeWidth=style.stroke_width(methods),
+    )
+    points = base.mark_point(size=42, filled=False, strokeWidth=1.4, opacity=1).encode(
+        y=y, color=style.color(methods), shape=style.shape(methods)
+    )
+    return sized(alt.layer(band, lines, points), 340)
 
 
 def closeness_by_layer(df: pd.DataFrame) -> alt.LayerChart:
     """Last recorded sliced W1 per layer and method (mean over seeds), values on bars."""
-    base = alt.Chart(df).encode(
+    data = style.with_labels(df)
+    base = alt.Chart(data).encode(
         x=alt.X("layer:N", sort=None, axis=alt.Axis(labelAngle=0)),
-        xOffset=alt.XOffset("method:N", sort=sorted(set(df["method"]), key=order_key)),
-        color=alt.Color("method:N", scale=method_scale(df["method"])),
+        xOffset=alt.XOffset(f"{style.LABEL}:N", sort=style.labels(data["method"])),
+        color=style.color(data["method"]),
         tooltip=_tip("layer:N", "method:N", "sw1:Q", "step:Q"),
     )
     bars = base.mark_bar().encode(y=alt.Y("sw1:Q", title="sliced W1 at the last step"))
     values = base.mark_text(dy=-7, fontSize=11).encode(
         y="sw1:Q", text=alt.Text("sw1:Q", format=".2f")
     )
-    return (bars + values).properties(width=WIDTH, height=260)
+    return sized(bars + values, 280)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import pandas as pd
 
 from per_triton.closeness_schema import RECORD_KEYS
-from per_triton.methods import METHODS
+from per_triton.methods import METHODS, label, order_key
 
 from .schema import ClosenessRecord, Run
 
 # Joo, Kang & Kim (ICLR 2020): seconds per training iteration on one TITAN X.
 PAPER_SERIES = "paper, TITAN X (their model)"
 PAPER_SECONDS = {"vanilla": 0.071, "bn": 0.083, "vcl": 0.087, "per": 0.093}
+
+#: Where a run's file came from, in words for people (``Run.source`` is the key).
+ORIGIN = {"committed": "results folder", "extra": "--extra", "uploaded": "uploaded"}
 
 METHOD_ORDER = list(METHODS)  # per_triton.methods is the source
 PROVIDER_ORDER = ["fused", "eager", "eager_tf32", "compile", "floor", "exact"]
@@ -51,6 +54,7 @@ def runs_frame(runs: list[Run]) -> pd.DataFrame:
             {
                 "file": r.name,
                 "source": r.source,
+                "from": ORIGIN[r.source],
                 "gpu": r.gpu,
                 "torch": r.torch,
                 "triton": r.triton,
@@ -65,6 +69,12 @@ def runs_frame(runs: list[Run]) -> pd.DataFrame:
             for r in runs
         ]
     )
+
+
+def versions(run: Run) -> str:
+    """A run's torch and Triton versions, and CUDA's where it had one, on one line."""
+    cuda = f" · cuda {run.cuda}" if run.cuda not in ("-", "") else ""  # "-": not recorded
+    return f"torch {run.torch} · triton {run.triton}{cuda}"
 
 
 def paper_frame(model: str = "", batch: int | None = None, dtype: str = "") -> pd.DataFrame:
@@ -170,3 +180,17 @@ def most_distinct_layer(df: pd.DataFrame) -> str | None:
     spread = per_method.groupby(level="layer").agg(lambda v: v.max() - v.min()).fillna(0.0)
     best = max(layers, key=lambda layer: (spread.get(layer, 0.0), -layers.index(layer)))
     return best
+
+
+def summary_by_method(summary: pd.DataFrame) -> pd.DataFrame:
+    """``closeness/summary.json`` per method: seeds, test accuracy (mean, min, max) and
+    mean final loss, methods in the project's order and named by their labels."""
+    out = summary.groupby("method", as_index=False).agg(
+        seeds=("seed", "nunique"),
+        accuracy_mean=("test_accuracy", "mean"),
+        accuracy_min=("test_accuracy", "min"),
+        accuracy_max=("test_accuracy", "max"),
+        final_loss_mean=("final_loss", "mean"),
+    )
+    out = out.sort_values("method", key=lambda m: m.map(order_key)).reset_index(drop=True)
+    return out.assign(method=out["method"].map(label))

@@ -2,9 +2,10 @@
 
 ``python -m per_triton.dashboard.screenshot --out-dir docs/img`` starts
 ``per-triton dashboard`` on a free local port and saves a 1400 px wide screenshot of
-each page (``dashboard-<page>.png``: training, kernels, runs, closeness) once its
-charts have drawn and the app is idle. Needs the ``playwright`` package and
-Debian's Chromium (``scripts/install_browser.sh``); no browser is downloaded.
+each page (``dashboard-<page>.png``: training, kernels, runs, closeness), the whole
+page from top to bottom, once its charts have drawn and the app is idle. Needs the
+``playwright`` package and Debian's Chromium (``scripts/install_browser.sh``); no
+browser is downloaded.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ RUNNING = '[data-testid="stStatusWidget"]'
 PAGES = {
     "training": ("", 3),
     "kernels": ("kernels", 0),
-    "runs": ("runs", 0),
+    "runs": ("runs", 1),
     "closeness": ("closeness", 2),
 }
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
@@ -123,6 +124,28 @@ def open_page(page: object, url: str, charts: int, timeout_ms: int = 60_000) -> 
     return page.locator(ERRORS).count()
 
 
+CONTENT_HEIGHT_JS = """() => {
+  const block = document.querySelector('[data-testid="stMainBlockContainer"]');
+  return Math.ceil(block.getBoundingClientRect().top + block.scrollHeight);
+}"""
+
+
+def shoot(page: object, out: Path, width: int = 1400) -> None:
+    """Save the whole page at ``width`` px: Streamlit scrolls inside its main block, so
+    the viewport is grown to the content's height for the shot, then restored."""
+    viewport = page.viewport_size
+    height = 0
+    for _ in range(4):  # until the height settles (charts re-layout to the new size)
+        now = max(page.evaluate(CONTENT_HEIGHT_JS), 400)
+        if now == height:
+            break
+        height = now
+        page.set_viewport_size({"width": width, "height": height})
+        page.wait_for_timeout(700)
+    page.screenshot(path=str(out))
+    page.set_viewport_size(viewport)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=None)
@@ -137,12 +160,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"argument --pages: unknown page(s) {', '.join(unknown)}")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     errors = 0
-    with serve(args.results, args.extra) as url, browser_page(width=args.width) as page:
+    with (
+        serve(args.results, args.extra) as url,
+        browser_page(width=args.width, height=900) as page,
+    ):
         for name in names:
             path, charts = PAGES[name]
             found = open_page(page, f"{url}/{path}", charts)
             out = args.out_dir / f"dashboard-{name}.png"
-            page.screenshot(path=str(out), full_page=True)
+            shoot(page, out, args.width)
             print(f"wrote {out} ({found} error elements on the page)")
             errors += found
     return 1 if errors else 0

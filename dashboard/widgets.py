@@ -10,6 +10,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from per_triton.methods import METHODS, order_key
+
 from .loaders import Results
 from .schema import Problem, Run
 
@@ -42,9 +44,40 @@ def frame_or_stop(
     return df
 
 
+CPU_GPU = "cpu"  # the ``gpu`` of a result file written without a GPU
+GPU_COMMAND = "per-triton bench --suite training"
+CPU_SMOKE = (
+    "**CPU smoke data, not a cost.** {which} timed on the CPU (`per-triton bench "
+    "--device cpu --quick`: tiny models, a few rounds): they show that the suite runs, "
+    "not what PER costs in training. **A cost comes from a GPU run:** on a machine "
+    "with a CUDA GPU run `{command}`, then `per-triton dashboard --extra <the file it "
+    "wrote>` (or upload that file in the sidebar)."
+)
+
+
+def cpu_smoke_notice(gpus: pd.Series) -> None:
+    """A warning when the runs shown (their ``gpu`` values) include CPU runs."""
+    shown = set(gpus.dropna())
+    if CPU_GPU not in shown:
+        return
+    which = "Every run shown was" if shown == {CPU_GPU} else "The runs marked `cpu` were"
+    st.warning(CPU_SMOKE.format(which=which, command=GPU_COMMAND), icon=":material/info:")
+
+
 def options(values: Iterable[Any]) -> list[Any]:
-    """Distinct non-missing values, sorted."""
-    return sorted({v for v in values if pd.notna(v)}, key=lambda v: (str(type(v)), v))
+    """Distinct non-missing values, sorted (methods in the project's order)."""
+    distinct = {v for v in values if pd.notna(v)}
+    if distinct and all(isinstance(v, str) for v in distinct) and distinct <= set(METHODS):
+        return sorted(distinct, key=order_key)
+    return sorted(distinct, key=lambda v: (str(type(v)), v))
+
+
+ROW_PX, HEADER_PX = 35, 35  # st.dataframe's row and header heights
+
+
+def full_height(rows: int) -> int:
+    """A ``st.dataframe`` height that shows ``rows`` rows without a scroll bar."""
+    return HEADER_PX + ROW_PX * max(rows, 1) + 3
 
 
 def select(label: str, values: Iterable[Any], key: str, default: Any = None) -> Any:
@@ -62,12 +95,19 @@ def narrow(
     return df[df[column] == value], value
 
 
-def narrow_all(df: pd.DataFrame, column: str, label: str, key: str, noun: str) -> pd.DataFrame:
+def narrow_all(
+    df: pd.DataFrame,
+    column: str,
+    label: str,
+    key: str,
+    noun: str,
+    format_func: Callable[[Any], str] = str,
+) -> pd.DataFrame:
     """A :func:`multiselect_all` over ``df[column]``; the rows with a chosen value.
 
     Ends the page with "Pick at least one ``noun``." when nothing is left.
     """
-    picked = multiselect_all(label, df[column], key)
+    picked = multiselect_all(label, df[column], key, format_func)
     df = df[df[column].isin(picked)]
     if df.empty:
         stop_with(f"Pick at least one {noun}.")
@@ -110,7 +150,9 @@ def table_below(table: pd.DataFrame, key: str, columns: Iterable[str] | None = N
         st.dataframe(table, hide_index=True, column_order=order, key=f"table_{key}")
 
 
-def multiselect_all(label: str, values: Iterable[Any], key: str) -> list[Any]:
+def multiselect_all(
+    label: str, values: Iterable[Any], key: str, format_func: Callable[[Any], str] = str
+) -> list[Any]:
     """A multiselect that starts with every value and adds values that appear later.
 
     So a file uploaded after the first run shows at once, while values the user
@@ -126,4 +168,4 @@ def multiselect_all(label: str, values: Iterable[Any], key: str) -> list[Any]:
         else:
             st.session_state[key] = opts
         st.session_state[known_key] = opts
-    return st.multiselect(label, opts, key=key)
+    return st.multiselect(label, opts, key=key, format_func=format_func)

@@ -19,14 +19,18 @@ from __future__ import annotations
 
 __all__ = [
     "COLOURS",
+    "DASHES",
     "DEFAULT_TRAIN_METHODS",
     "LABELS",
+    "MARKERS",
     "METHODS",
     "PENALTY_METHODS",
     "TRAIN_METHODS",
     "check_method",
     "colour",
+    "dash",
     "label",
+    "marker",
     "order_key",
 ]
 
@@ -50,19 +54,46 @@ LABELS: dict[str, str] = {
     "per_torch": "PER (plain torch)",
 }
 
-#: One distinct hue per method (Tableau 10; grey is kept for the paper's series).
+#: One distinct hue per method, from Okabe & Ito's colour-blind-safe set plus brown;
+#: the baseline is near-black, PER and its exact variant sit far apart (green, pink),
+#: and grey is kept for anything that is not one of our methods (the paper's figures).
 COLOURS: dict[str, str] = {
-    "vanilla": "#d62728",  # red
-    "bn": "#1f77b4",  # blue
-    "vcl": "#ff7f0e",  # orange
-    "l1": "#9467bd",  # purple
+    "vanilla": "#222222",  # near-black
+    "bn": "#0072b2",  # blue
+    "vcl": "#e69f00",  # orange
+    "l1": "#56b4e9",  # sky blue
     "l2": "#8c564b",  # brown
-    "per": "#2ca02c",  # green
-    "per_exact": "#17becf",  # cyan
-    "per_torch": "#e377c2",  # pink
+    "per": "#009e73",  # bluish green
+    "per_exact": "#cc79a7",  # reddish purple
+    "per_torch": "#d55e00",  # vermillion
 }
-#: Colour of anything not one of our methods (the paper's figures).
+#: A line's dash pattern per method (on, off, ... in px; empty: solid), so lines that
+#: lie on top of each other (``per`` under ``per_exact``) both stay visible.
+DASHES: dict[str, list[int]] = {
+    "vanilla": [],
+    "bn": [8, 4],
+    "vcl": [2, 3],
+    "l1": [8, 3, 2, 3],
+    "l2": [4, 4],
+    "per": [],
+    "per_exact": [6, 3],
+    "per_torch": [2, 2, 6, 2],
+}
+#: A point's shape per method (Vega-Lite shape names).
+MARKERS: dict[str, str] = {
+    "vanilla": "circle",
+    "bn": "square",
+    "vcl": "triangle-up",
+    "l1": "cross",
+    "l2": "triangle-left",
+    "per": "diamond",
+    "per_exact": "triangle-down",
+    "per_torch": "triangle-right",
+}
+#: Colour, dash and marker of anything not one of our methods.
 OTHER_COLOUR = "#9e9e9e"
+OTHER_DASH: list[int] = [1, 3]
+OTHER_MARKER = "stroke"
 
 
 def check_method(method: str, allowed: tuple[str, ...] = METHODS) -> str:
@@ -85,3 +116,13 @@ def label(method: str) -> str:
 def colour(method: str) -> str:
     """The method's colour (grey when unknown)."""
     return COLOURS.get(method, OTHER_COLOUR)
+
+
+def dash(method: str) -> list[int]:
+    """The method's dash pattern (dotted when unknown); a new list each call."""
+    return list(DASHES.get(method, OTHER_DASH))
+
+
+def marker(method: str) -> str:
+    """The method's point shape (``"stroke"`` when unknown)."""
+    return MARKERS.get(method, OTHER_MARKER)

@@ -112,9 +112,14 @@ def test_closeness_filters_change_the_data(monkeypatch: pytest.MonkeyPatch):
     assert set(steps["layer"]) == {"conv1"} and set(steps["method"]) == {"vanilla", "bn", "per"}
     at.selectbox(key="closeness_layer").set_value("fc1").run()
     assert set(table(at)["layer"]) == {"fc1"}
+    summary = at.dataframe[2].value
+    assert list(summary["method"]) == ["vanilla", "BN", "PER (fused)"]  # labels, in order
     at.multiselect(key="closeness_methods").set_value(["per"]).run()
     assert set(table(at)["method"]) == {"per"}
-    assert len(at.dataframe) == 3  # the two chart tables and the training summary
+    # the two chart tables, the summary per method and per seed: only the methods picked
+    assert len(at.dataframe) == 4
+    assert list(at.dataframe[2].value["method"]) == ["PER (fused)"]
+    assert list(at.dataframe[3].value["method"]) == ["per"]
 
 
 @pytest.mark.parametrize("page", list(CHARTS))

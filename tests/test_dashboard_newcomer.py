@@ -12,7 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from per_triton import methods
-from per_triton.dashboard import frames
+from per_triton.dashboard import charts, frames
 from per_triton.dashboard.context import ENV_EXTRA, ENV_RESULTS
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
@@ -56,10 +56,16 @@ def test_training_paper_series_has_its_own_axis_and_bars_show_values(monkeypatch
     ours = set(chart_data(at, 0)["series"])
     assert ours and frames.PAPER_SERIES not in ours  # measured runs only
     assert set(chart_data(at, 1)["series"]) == {frames.PAPER_SERIES}  # the paper, own axis
-    assert layers(time)[0]["encoding"]["y"]["field"] != layers(paper)[0]["encoding"]["y"]["field"]
+    assert layers(time)[0]["encoding"]["x"]["field"] == "ms"  # ours in ms, the paper in s
+    assert layers(paper)[0]["encoding"]["x"]["field"] == "median_s"
     assert "text" in marks(time) and "text" in marks(paper) and "text" in marks(ratio)
-    colour = layers(ratio)[0]["encoding"]["color"]
-    assert colour.get("legend", {}) is not None  # the ratio chart has a legend
+    # every bar is named on the axis: a heading per run, then the methods' labels
+    assert f"{frames.PAPER_SERIES}{charts.SEP}PER (fused)" in set(chart_data(at, 2)["row"])
+    axis_rows = layers(ratio)[0]["encoding"]["y"]["scale"]["domain"]
+    assert axis_rows[-5:] == [frames.PAPER_SERIES] + [
+        f"{frames.PAPER_SERIES}{charts.SEP}{label}"
+        for label in ("vanilla", "BN", "VCL", "PER (fused)")
+    ]
     assert frames.PAPER_SERIES in set(chart_data(at, 2)["series"])  # ratios compare: both
     at.checkbox(key="training_paper").uncheck().run()
     assert len(specs(at)) == 2  # no paper panel when the paper is hidden
@@ -91,15 +97,42 @@ def test_kernels_page_marks_cpu_results_as_not_costs(tmp_path: Path, monkeypatch
     assert not at.warning
 
 
-def test_closeness_hues_are_the_method_colours_and_seeds_differ(monkeypatch):
+def method_styles(spec: dict, channel: str) -> dict[str, object]:
+    """Label -> value of every ``channel`` scale (domain, range) in a chart's layers."""
+    out: dict[str, object] = {}
+    for layer in layers(spec):
+        scale = layer["encoding"].get(channel, {}).get("scale", {})
+        out |= dict(zip(scale.get("domain", []), scale.get("range", []), strict=True))
+    return out
+
+
+def test_closeness_lines_tell_methods_apart_by_colour_dash_and_marker(monkeypatch):
     at = run_page("closeness", GOOD, monkeypatch)
     lines, by_layer = specs(at)
-    enc = lines["encoding"]
-    scale = enc["color"]["scale"]
-    assert scale["range"] == [methods.COLOURS[m] for m in scale["domain"]]
-    assert len(set(scale["range"])) == len(scale["domain"]) == 3
-    assert enc["strokeDash"]["field"] == "seed" and enc["shape"]["field"] == "seed"
-    assert layers(by_layer)[0]["encoding"]["color"]["scale"]["range"] == scale["range"]
+    shown = ["vanilla", "bn", "per"]  # the fixture's methods
+    want = {methods.label(m): m for m in shown}
+    assert method_styles(lines, "color") == {k: methods.colour(m) for k, m in want.items()}
+    assert method_styles(lines, "strokeDash") == {k: methods.dash(m) for k, m in want.items()}
+    assert method_styles(lines, "shape") == {k: methods.marker(m) for k, m in want.items()}
+    assert method_styles(by_layer, "color") == method_styles(lines, "color")
+    fields = {m["encoding"].get("strokeDash", {}).get("field") for m in layers(lines)}
+    assert "seed" not in fields  # seeds are a band now, not dash patterns
+    data = chart_data(at, 0)
+    assert {"sw1_min", "sw1_max", "seeds"} <= set(data.columns)  # mean line, min-max band
+
+
+def test_a_method_has_one_colour_and_label_on_every_page(monkeypatch):
+    """Training, Runs and Closeness: each method label maps to the methods module's colour."""
+    seen: dict[str, set[str]] = {}
+    for page in ("training", "runs", "closeness"):
+        at = run_page(page, GOOD, monkeypatch)
+        for spec in specs(at):
+            for name, hue in method_styles(spec, "color").items():
+                seen.setdefault(name, set()).add(hue)
+    by_label = {methods.label(m): methods.colour(m) for m in methods.METHODS}
+    assert {"vanilla", "BN", "PER (fused)"} <= set(seen)
+    for name, hues in seen.items():
+        assert hues == {by_label[name]}, (name, hues)
 
 
 def test_closeness_default_layer_is_where_methods_differ_most():

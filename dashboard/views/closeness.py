@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from per_triton import methods
 from per_triton.dashboard import charts, context, frames, widgets
 
 st.title("Closeness to N(0, I)")
@@ -20,12 +21,10 @@ if df.empty:
     )
 st.caption("Files: " + ", ".join(f"`{name}`" for name in data.files))
 
-cols = st.columns(3)
+cols = st.columns(2)
 with cols[0]:
     df, model = widgets.narrow(df, "model", "Model", "closeness_model")
 with cols[1]:
-    df = widgets.narrow_all(df, "method", "Methods", "closeness_methods", "method")
-with cols[2]:
     layers = list(dict.fromkeys(df["layer"]))  # in recorded order
     default = frames.most_distinct_layer(df)
     layer = st.selectbox(
@@ -35,6 +34,8 @@ with cols[2]:
         key="closeness_layer",
         help="Starts at the layer where the methods differ most at the last step.",
     )
+# a row of its own: every method's chip shows its whole label at 1400 px
+df = widgets.narrow_all(df, "method", "Methods", "closeness_methods", "method", methods.label)
 
 st.subheader(f"Sliced W1 over training, layer `{layer}`")
 steps = df[df["layer"] == layer].sort_values(["run", "step"])
@@ -42,7 +43,10 @@ widgets.chart_with_table(
     charts.closeness_lines(steps), steps, "closeness_steps",
     ["method", "seed", "step", "sw1", "mean", "var", "q25", "q50", "q75", "run", "layer"],
 )  # fmt: skip
-st.caption("Colour: method. Dash pattern and point shape: seed.")
+st.caption(
+    "Each method has its own colour, dash pattern and point shape. Line: mean over "
+    "seeds; shaded band: lowest to highest seed (every seed is in the table)."
+)
 
 st.subheader("Sliced W1 per layer at the last recorded step")
 last = df[df["step"] == df.groupby(["run", "method", "seed"])["step"].transform("max")]
@@ -57,4 +61,20 @@ widgets.chart_with_table(
 if data.summary:
     st.subheader("Training summary")
     summary = pd.DataFrame(data.summary)
-    st.dataframe(summary, hide_index=True, width="content", key="closeness_summary")
+    summary = summary[summary["method"].isin(df["method"])]
+    by_method = frames.summary_by_method(summary)
+    st.dataframe(
+        by_method,
+        hide_index=True,
+        width="content",
+        height=widgets.full_height(len(by_method)),
+        key="closeness_summary",
+    )
+    with st.expander("Every seed"):
+        st.dataframe(
+            summary,
+            hide_index=True,
+            width="content",
+            height=widgets.full_height(len(summary)),
+            key="closeness_summary_seeds",
+        )

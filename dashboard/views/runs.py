@@ -16,18 +16,22 @@ if not results.runs:
         "(and none given with --extra or uploaded)."
     )
 
-st.caption(f"Committed results read from `{conf.results_dir}`.")
+st.caption(
+    f"Result files in the results folder `{conf.results_dir}` (the project's own runs "
+    "and any that `per-triton bench` wrote there), given with `--extra`, or uploaded: "
+    "the column *from* says which."
+)
 table = frames.runs_frame(results.runs)
 # a table that fits at 1400 px: versions in one column, the date to the minute; every
 # column stays in the CSV, and the (long) commands are listed in full below
 shown = table.assign(
-    versions=[f"torch {r.torch} · triton {r.triton} · cuda {r.cuda}" for r in results.runs],
+    versions=[frames.versions(r) for r in results.runs],
     date=[r.datetime[:16].replace("T", " ") for r in results.runs],
 )
 st.dataframe(
     shown,
     hide_index=True,
-    column_order=["file", "gpu", "versions", "commit", "date", "benchmarks"],
+    column_order=["file", "from", "gpu", "versions", "commit", "date", "benchmarks"],
     width="stretch",
     key="runs_table",
 )
@@ -58,7 +62,7 @@ if a == b:
 diff = frames.compare_runs(by_label[a], by_label[b])
 if diff.empty:
     widgets.stop_with("These two runs have no benchmark with the same parameters.")
-diff["label"] = diff["method"] + " | " + diff["case"]
+diff["label"] = charts.compare_labels(diff)
 widgets.chart_with_table(
     charts.compare_bars(diff), diff, "runs_compare",
     ["method", "ratio_b_over_a", "median_s_a", "median_s_b", "case", "suite"],
