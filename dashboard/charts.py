@@ -122,7 +122,9 @@ def sized(chart: alt.TopLevelMixin, height: int) -> alt.TopLevelMixin:
     is fitted (Streamlit's default fits legends and axes into the height too, which
     squeezed the plot and clipped the y axis title)."""
     return chart.properties(
-        width=WIDTH, height=height, autosize=alt.AutoSizeParams(type="fit-x", contains="padding")
+        width=WIDTH,
+        height=height,
+        autosize=alt.AutoSizeParams(type="fit-x", contains="padding"),
     )
 
 
@@ -153,7 +155,7 @@ def paper_bars(df: pd.DataFrame) -> alt.LayerChart:
         fmt=".3f",
         group=None,
     )
-    return chart.properties(title="paper, TITAN X")
+    return chart  # the page's caption names it: a title would stick out of the column
 
 
 def ratio_bars(df: pd.DataFrame) -> alt.LayerChart:
@@ -196,7 +198,7 @@ def kernel_lines(
         chart = chart + base.mark_rule().encode(y="p20_s:Q", y2="p80_s:Q")
     if ref is not None:
         chart = chart + _hline(ref)
-    return chart.properties(width=WIDTH, height=300)
+    return sized(chart, 300)
 
 
 def compare_bars(df: pd.DataFrame) -> alt.LayerChart:

@@ -72,14 +72,6 @@ def options(values: Iterable[Any]) -> list[Any]:
     return sorted(distinct, key=lambda v: (str(type(v)), v))
 
 
-ROW_PX, HEADER_PX = 35, 35  # st.dataframe's row and header heights
-
-
-def full_height(rows: int) -> int:
-    """A ``st.dataframe`` height that shows ``rows`` rows without a scroll bar."""
-    return HEADER_PX + ROW_PX * max(rows, 1) + 3
-
-
 def select(label: str, values: Iterable[Any], key: str, default: Any = None) -> Any:
     """A selectbox over the distinct values, starting at ``default`` if present."""
     opts = options(values)

@@ -1,19 +1,28 @@
 """The dashboard in a real browser: `per-triton dashboard` driven by headless Chromium.
 
-Starts the command on a free local port with the fixture results, opens every page
-in Debian's Chromium through Playwright, waits for the Altair charts to draw, checks
-that no Streamlit error element is on the page and saves a screenshot of each page
-under test-artifacts/. Chromium comes from scripts/install_browser.sh (run by
+Starts the command on a free local port with the fixture results (plus a new CPU run
+given with --extra, and a 15-row training summary), opens every page at 1400x900 in
+Debian's Chromium through Playwright, waits for the Altair charts to draw, and reads
+the rendered Vega SVG and the DOM: no Streamlit error element, no chart text cut
+short or outside its chart, no two value labels overlapping, bars as thick rows, one
+colour per method on every page, method chips and summary tables shown whole, the
+Training header naming CPU smoke data. Screenshots of each page go under
+test-artifacts/. Chromium comes from scripts/install_browser.sh (run by
 scripts/test.sh); Playwright never downloads a browser here.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 
+from per_triton import methods
 from per_triton.dashboard.screenshot import CHART, CHROMIUM, ERRORS, browser_page, open_page, serve
+
+from . import browser_checks as check
 
 pytest.importorskip("playwright.sync_api")
 
@@ -26,6 +35,8 @@ PAGES = {
     "runs": ("runs", 1),
     "closeness": ("closeness", 2),
 }
+SUMMARY_SEEDS = 5  # x 3 methods: more rows than a default-height table shows
+BAR_PX = 12  # a bar row at least this thick
 
 pytestmark = pytest.mark.browser
 
@@ -40,7 +51,7 @@ TABLES_JS = """() => [...document.querySelectorAll('[data-testid="stDataFrame"]'
 def _unclipped_tables(page) -> list[str]:
     """Open every table expander; name each visible table wider than its frame."""
     for summary in page.locator('[data-testid="stExpander"] summary').all():
-        if "Table behind" in summary.inner_text():
+        if any(s in summary.inner_text() for s in ("Table behind", "Every seed")):
             summary.click()
     page.wait_for_timeout(800)
     tables = page.evaluate(TABLES_JS)
@@ -49,20 +60,79 @@ def _unclipped_tables(page) -> list[str]:
     return clipped if tables else ["no table found"]
 
 
-def test_every_page_renders_without_errors() -> None:
-    """One server and one browser for all pages (keeps the test to ~15 s)."""
+def _results(tmp: Path) -> tuple[Path, Path]:
+    """The fixture results with a 15-row summary, and a new CPU run beside them."""
+    results = tmp / "results"
+    shutil.copytree(GOOD, results)
+    rows = [
+        {"method": m, "seed": s, "test_accuracy": 0.6 + 0.01 * s, "final_loss": 1.0}
+        for m in ("vanilla", "bn", "per")
+        for s in range(SUMMARY_SEEDS)
+    ]
+    (results / "closeness" / "summary.json").write_text(json.dumps(rows))
+    doc = json.loads((GOOD / "fixture-b" / "training.json").read_text())
+    doc["machine_info"]["gpu"] = "cpu"
+    new_run = tmp / "my-new-run.json"
+    new_run.write_text(json.dumps(doc))
+    return results, new_run
+
+
+def _page_checks(name: str, page) -> list[str]:
+    """What a person would find wrong on page ``name``, read off the rendered page."""
+    failures = [f"{name}: {p}" for p in check.overlapping_values(page)]
+    if name != "kernels":  # that page's log axes are left to its own change
+        failures += [f"{name}: {p}" for p in check.clipped_texts(page)]
+    if name == "training":
+        failures += [f"training: {p}" for p in check.thin_bars(page, range(3), BAR_PX)]
+        alert = check.header_alert(page)
+        if alert is None or "CPU smoke data" not in alert[0] or alert[1] > min(alert[2], 400):
+            failures.append(f"training: no CPU smoke note in the header: {alert}")
+        elif "per-triton bench --suite training" not in alert[0]:
+            failures.append(f"training: the header names no GPU command: {alert[0]!r}")
+    if name == "closeness":
+        failures += [f"closeness: {p}" for p in check.cut_chips(page, "Methods")]
+        for heads in (["method", "seed", "test_accuracy"], ["method", "seeds"]):  # summaries
+            failures += [f"closeness: {p}" for p in check.scrolled_tables(page, heads)]
+    return failures
+
+
+def _line_problems(styles: list[tuple[str, str, str, str, str]]) -> list[str]:
+    """Closeness lines: each method's own colour and dash, different from every other's."""
+    lines = {(m, hue, check.dash_key(dash)) for m, hue, kind, dash, _ in styles if "line" in kind}
+    out = [
+        f"closeness: the {m} line is {hue} {dash!r}"
+        for m, hue, dash in lines
+        if (hue, dash) != (methods.colour(m), ",".join(map(str, methods.dash(m))))
+    ]
+    looks = [(hue, dash) for _, hue, dash in lines]
+    if len(set(looks)) != len(looks) or len(lines) < 3:
+        out.append(f"closeness: lines not told apart: {sorted(lines)}")
+    return out
+
+
+def test_every_page_renders_and_reads_well(tmp_path: Path) -> None:
+    """One server and one browser for all pages (keeps the test to ~20 s)."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run `bash scripts/install_browser.sh`")
     ARTIFACTS.mkdir(exist_ok=True)
-    failures = []
+    results, new_run = _results(tmp_path)
+    failures: list[str] = []
+    hues: dict[str, set[str]] = {}
     with (
-        serve(GOOD, log=ARTIFACTS / "dashboard-server.log", timeout=120) as url,
-        browser_page() as page,
+        serve(results, [new_run], log=ARTIFACTS / "dashboard-server.log", timeout=120) as url,
+        browser_page(height=900) as page,
     ):
         for name, (path, charts) in PAGES.items():
             errors = open_page(page, f"{url}/{path}", charts)
             if name != "kernels":  # the 1400 px viewport shows every table column
                 failures += [f"{name}: clipped table {c}" for c in _unclipped_tables(page)]
+            failures += _page_checks(name, page)
+            styles = check.method_styles(page)
+            if name != "kernels":  # the Kernels page colours providers, not methods
+                for method, hue, *_ in styles:
+                    hues.setdefault(method, set()).add(hue)
+            if name == "closeness":
+                failures += _line_problems(styles)
             if name == "training":
                 heads = [t[2][:2] for t in page.evaluate(TABLES_JS)]
                 if heads != [["method", "median_s"], ["method", "ratio"]]:
@@ -82,4 +152,11 @@ def test_every_page_renders_without_errors() -> None:
         if "Training" not in nav or "app" in nav.split():
             failures.append(f"deep link /runs: navigation {nav!r}")
         fresh.close()
-    assert not failures, failures
+    if {"vanilla", "bn", "per"} - set(hues):
+        failures.append(f"methods drawn: {sorted(hues)}")
+    failures += [
+        f"{m} drawn in {sorted(h)}, not {methods.colour(m)}"
+        for m, h in hues.items()
+        if h != {methods.colour(m)}
+    ]
+    assert not failures, "\n".join(failures)

@@ -119,11 +119,6 @@ def test_summary_by_method_counts_seeds_and_spans_accuracy():
     assert per["final_loss_mean"] == pytest.approx(0.3)
 
 
-def test_full_height_shows_every_row():
-    assert widgets.full_height(15) == widgets.HEADER_PX + 15 * widgets.ROW_PX + 3
-    assert widgets.full_height(0) == widgets.full_height(1)
-
-
 def test_closeness_summary_lists_every_seed(tmp_path: Path, monkeypatch):
     folder = tmp_path / "closeness"
     shutil.copytree(GOOD / "closeness", folder)

@@ -67,7 +67,7 @@ if data.summary:
         by_method,
         hide_index=True,
         width="content",
-        height=widgets.full_height(len(by_method)),
+        height="content",
         key="closeness_summary",
     )
     with st.expander("Every seed"):
@@ -75,6 +75,6 @@ if data.summary:
             summary,
             hide_index=True,
             width="content",
-            height=widgets.full_height(len(summary)),
+            height="content",
             key="closeness_summary_seeds",
         )
