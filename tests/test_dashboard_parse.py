@@ -208,7 +208,7 @@ def test_command_replaces_itself_with_streamlit(tmp_path: Path, monkeypatch: pyt
     assert calls == [(sys.executable, command.build_command(args))]
 
 
-def test_closeness_chart_draws_one_line_per_seed():
+def test_closeness_chart_draws_one_line_per_method_over_its_seeds():
     steps = pd.DataFrame(
         [
             {"run": "digits", "method": method, "seed": seed, "layer": "conv1", "step": step,
@@ -216,12 +216,11 @@ def test_closeness_chart_draws_one_line_per_seed():
             for method in ("vanilla", "per") for seed in (0, 1, 2) for step in (0, 10)
         ]
     )  # fmt: skip
-    encoding = charts.closeness_lines(steps).to_dict()["encoding"]
-    detail = encoding["detail"]
-    grouped = [d["field"] for d in (detail if isinstance(detail, list) else [detail])]
-    assert {"run", "seed"} <= set(grouped) and encoding["color"]["field"] == "method"
-    lines = steps.groupby([encoding["color"]["field"], *grouped]).ngroups
-    assert lines == 6  # two methods x three seeds, all with the same run
+    spread = charts.seed_spread(steps).set_index(["method", "step"])
+    assert len(spread) == 4  # two methods x two steps, all with the same run
+    assert spread.loc[("per", 10), "sw1"] == pytest.approx(10.1)  # mean of 10, 10.1, 10.2
+    assert spread.loc[("per", 10), ["sw1_min", "sw1_max"]].tolist() == pytest.approx([10, 10.2])
+    assert (spread["seeds"] == 3).all()
 
 
 def test_dashboard_imports_neither_torch_nor_triton():
