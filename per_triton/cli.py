@@ -2,6 +2,8 @@
 
 Each subcommand lives in ``per_triton/commands/<name>.py`` and exposes
 ``add_arguments(parser)`` and ``run(args) -> int``; this file only wires them.
+``per-triton --version`` prints the installed version; a flag a subcommand does not
+know is reported with that subcommand's usage (exit 2), not the top-level one.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from . import __version__
 
 SUBCOMMANDS = {
     "bench": "run the pytest-benchmark suites and write result JSON",
@@ -18,20 +22,29 @@ SUBCOMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one subparser per entry of :data:`SUBCOMMANDS`."""
     parser = argparse.ArgumentParser(
         prog="per-triton", description="PER regularizer: benchmarks, dashboard, training."
     )
+    parser.add_argument("--version", action="version", version=f"per-triton {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in SUBCOMMANDS.items():
         module = importlib.import_module(f"per_triton.commands.{name}")
         p = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _parser=p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Parse ``argv`` (default ``sys.argv[1:]``) and run the chosen subcommand.
+
+    Returns the subcommand's exit status. Raises ``SystemExit(2)`` with the
+    subcommand's usage for an argument it does not know.
+    """
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:
+        args._parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return int(args._run(args) or 0)
 
 

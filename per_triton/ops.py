@@ -40,10 +40,8 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 def _cuda_ops():
     """The CUDA implementations (imports triton on first use)."""
-    try:
-        from . import cuda_ops
-    except ImportError as exc:
-        raise ImportError(f"per_triton on CUDA tensors needs triton >= 3.4: {exc}") from exc
+    from . import cuda_ops  # per_triton.kernels checks the Triton version first
+
     return cuda_ops
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The README's main command: set up, run the benchmarks, then open the dashboard
-# showing the committed results plus the run just made.
+# The README's main command: set up the project-local .venv/ (scripts/setup.sh),
+# run the benchmarks, then open the dashboard showing the committed results plus
+# the run just made. Nothing is installed outside .venv/.
 #
 #   bash scripts/main.sh            # GPU if present: full suites; else a quick CPU run
 #   PORT=8600 bash scripts/main.sh  # another port for the dashboard
@@ -10,10 +11,12 @@ cd "$(dirname "$0")/.."
 # Only what the main job needs: the dev extra adds test tools and the zoo stack
 # (with a torchvision that only the tests can import), which a user's env need not get.
 bash scripts/setup.sh bench,dashboard,train
+venv="$(cd "${PER_TRITON_VENV:-.venv}" && pwd)"
+export VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH"  # this process and its children only
 mkdir -p runs
 run_file="runs/run-$(date -u +%Y%m%dT%H%M%SZ).json"
 status=0
-if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+if "$venv/bin/python" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     echo "[main] CUDA found: kernel and training suites on the GPU"
     per-triton bench --suite all --device cuda --out "$run_file" || status=$?
 else

@@ -14,7 +14,9 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 echo "[wheel] building"
-if "$PY" -c "import setuptools" 2>/dev/null; then
+# the build needs setuptools >= 77 (PEP 639 license metadata): reuse the current
+# Python's when it has one that new (scripts/setup.sh installs it), else isolate
+if "$PY" -c "import setuptools, sys; sys.exit(int(setuptools.__version__.split('.')[0]) < 77)" 2>/dev/null; then
     isolation=--no-build-isolation
 else
     isolation=
@@ -58,6 +60,8 @@ EOF
 then :; else cat "$tmp/imports.err"; exit 1; fi
 echo "[wheel] CLI"
 per-triton --help >/dev/null
+version=$(python -c "import per_triton; print(per_triton.__version__)")
+test "$(per-triton --version)" = "per-triton $version"
 per-triton train --help >/dev/null
 per-triton dashboard --help >/dev/null
 if per-triton dashboard --port 99999 2>"$tmp/err.txt"; then
