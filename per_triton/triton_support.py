@@ -8,7 +8,6 @@ Triton stops with one message that says what to install.
 
 from __future__ import annotations
 
-import importlib.metadata
 import re
 
 __all__ = ["MIN_TRITON", "require_triton"]
@@ -29,8 +28,8 @@ def require_triton(version: str | None = None) -> None:
     """Raise ``ImportError`` unless Triton >= :data:`MIN_TRITON` is installed.
 
     Args:
-        version: the Triton version to check; ``None`` reads the installed
-            distribution's metadata (no import of triton itself).
+        version: the Triton version to check; ``None`` imports triton and reads
+            its ``__version__``.
 
     Raises:
         ImportError: Triton is not installed, or older than :data:`MIN_TRITON`;
@@ -39,12 +38,13 @@ def require_triton(version: str | None = None) -> None:
     floor = ".".join(map(str, MIN_TRITON))
     if version is None:
         try:
-            version = importlib.metadata.version("triton")
-        except importlib.metadata.PackageNotFoundError:
+            import triton
+        except ImportError as exc:
             raise ImportError(
-                f"per_triton's CUDA kernels need triton >= {floor}, which is not installed: "
-                f"{_HINT}. CPU tensors need no Triton."
-            ) from None
+                f"per_triton's CUDA kernels need triton >= {floor}, which does not import "
+                f"({exc}): {_HINT}. CPU tensors need no Triton."
+            ) from exc
+        version = str(getattr(triton, "__version__", "0"))
     if _release(version) < MIN_TRITON:
         raise ImportError(
             f"per_triton's CUDA kernels need triton >= {floor}, found triton {version}: {_HINT}."

@@ -159,30 +159,3 @@ def test_timm_default_is_the_main_path_activations(name, count, kw):
     x = torch.randn(2, 3, 32, 32)
     _check_trains_and_removes(model, lambda: model(x).square().mean(), handle)
 
-
-def test_readme_your_model_lines_run_as_written():
-    """The README's "Your model" block, on small random-init models of the same kinds."""
-    import contextlib
-    import io
-    from pathlib import Path
-
-    from per_triton.models.resnet import resnet
-
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = text[text.index("<!-- section: your-model -->") :]
-    block = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
-    tf, timm = need("transformers"), need("timm")
-    torch.manual_seed(0)
-    namespace = {
-        "gpt2": _hf_model("gpt2")[0],
-        "vit": timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32),
-        "resnet18": timm.create_model("resnet18", pretrained=False),
-        "resnet_vanilla": resnet(8, 10, "vanilla", width=4),
-    }
-    del tf
-    with contextlib.redirect_stdout(io.StringIO()):
-        exec(compile(block, "README.md", "exec"), namespace)
-    layers = {k: list(pt.PERHandle.of(namespace[k]).layers) for k in list(namespace)[:4]}
-    assert layers["gpt2"] == ["transformer.h.0.mlp.act", "transformer.h.1.mlp.act"]
-    assert len(layers["vit"]) == 12 and len(layers["resnet18"]) == 17
-    assert len(layers["resnet_vanilla"]) == 7
