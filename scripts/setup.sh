@@ -39,16 +39,21 @@ fi
 case ",$extras," in
 *,dev,* | *,zoo,*)
     # timm needs torchvision. PyPI's torchvision pins one torch release and would
-    # replace a CPU build by a multi-GB CUDA one, so take the release paired with the
-    # installed torch (torch 2.N.p <-> torchvision 0.(N+15).p) without its
-    # dependencies, into .venv only. On the CPU wheel its C ops do not load; the zoo
-    # tests define the two op schemas torchvision's import needs, inside the test
-    # process (tests/zoo.py).
+    # replace a CPU build by a multi-GB CUDA one (and timm asks for torchvision), so
+    # take the release paired with the installed torch (torch 2.N.p <-> torchvision
+    # 0.(N+15).p) and timm, both without dependencies, into .venv only (the zoo
+    # extra lists timm's other requirements). On the CPU wheel torchvision's C ops do
+    # not load; the zoo tests define the two op schemas its import needs, inside the
+    # test process (tests/zoo.py).
     tv=$("$PY" -c "import torch; v = torch.__version__.split('+')[0].split('.'); \
 print(f'0.{int(v[1]) + 15}.{v[2]}' if v[0] == '2' else '')")
     if [ -n "$tv" ] && ! "$PY" -c "import importlib.metadata as m; m.version('torchvision')" 2>/dev/null; then
         echo "[setup] installing torchvision==$tv (no dependencies) for timm"
         "$PY" -m pip install -q --no-deps "torchvision==$tv" || echo "[setup] torchvision==$tv not installed: the timm tests will skip"
+    fi
+    if ! "$PY" -c "import importlib.metadata as m; m.version('timm')" 2>/dev/null; then
+        echo "[setup] installing timm (no dependencies: it would pull PyPI's torchvision)"
+        "$PY" -m pip install -q --no-deps "timm>=1.0"
     fi
     ;;
 esac
