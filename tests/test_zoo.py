@@ -158,4 +158,3 @@ def test_timm_default_is_the_main_path_activations(name, count, kw):
     assert list(handle.layers) == expected and len(expected) == count
     x = torch.randn(2, 3, 32, 32)
     _check_trains_and_removes(model, lambda: model(x).square().mean(), handle)
-
