@@ -46,7 +46,7 @@ case ",$extras," in
     # not load; the zoo tests define the two op schemas its import needs, inside the
     # test process (tests/zoo.py).
     tv=$("$PY" -c "import torch; v = torch.__version__.split('+')[0].split('.'); \
-print(f'0.{int(v[1]) + 15}.{v[2]}' if v[0] == '2' else '')")
+print(f'0.{int(v[1]) + 15}.{v[2]}' if v[0] == '2' else '')" 2>/dev/null)
     if [ -n "$tv" ] && ! "$PY" -c "import importlib.metadata as m; m.version('torchvision')" 2>/dev/null; then
         echo "[setup] installing torchvision==$tv (no dependencies) for timm"
         "$PY" -m pip install -q --no-deps "torchvision==$tv" || echo "[setup] torchvision==$tv not installed: the timm tests will skip"
