@@ -8,11 +8,7 @@
 
 Kernels and plain launchers only: autograd and op registration live in
 ``per_triton/ops.py`` and ``per_triton/cuda_ops.py``. Submodules import triton, so
-this package imports nothing eagerly but the Triton version check
-(:func:`per_triton.triton_support.require_triton`: a clear error when Triton is
-missing or older than the floor, before any kernel module imports it).
+this package imports nothing eagerly. The CUDA entry points
+(``per_triton.ops``) call :func:`per_triton.triton_support.require_triton` first: a
+clear error when Triton is missing or older than the floor.
 """
-
-from per_triton.triton_support import require_triton
-
-require_triton()

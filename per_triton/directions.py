@@ -169,6 +169,9 @@ def sample_directions(
     seed_t = seed_tensor(seed, device)
     if device.type == "cuda":
         # CUDA stream: the Philox kernel of the fused family (per_triton.kernels).
+        from per_triton.triton_support import require_triton
+
+        require_triton()
         from per_triton.kernels.philox_directions import sample_directions_triton
 
         return sample_directions_triton(num_slices, dim, seed_t, dtype)

@@ -228,6 +228,9 @@ def _exact_fwd_fake(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 @exact_fwd.register_kernel("cuda")
 def _exact_fwd_cuda(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    from .triton_support import require_triton
+
+    require_triton()
     from .kernels import per_exact
 
     return per_exact.exact_fwd(h, node_table(h.device), SWITCH_K)
@@ -252,6 +255,9 @@ def _scale_rows_fake(
 def _scale_rows_cuda(
     h: torch.Tensor, scale: torch.Tensor, grad_in: torch.Tensor | None
 ) -> torch.Tensor:
+    from .triton_support import require_triton
+
+    require_triton()
     from .kernels import per_exact
 
     return per_exact.scale_rows(h, scale, grad_in)

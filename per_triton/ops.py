@@ -40,7 +40,10 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 def _cuda_ops():
     """The CUDA implementations (imports triton on first use)."""
-    from . import cuda_ops  # per_triton.kernels checks the Triton version first
+    from .triton_support import require_triton
+
+    require_triton()  # missing or too old: an ImportError that says what to install
+    from . import cuda_ops
 
     return cuda_ops
 
