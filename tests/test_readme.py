@@ -28,7 +28,10 @@ from .zoo import need
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
+RECIPES = ROOT / "docs" / "recipes"
+# the framework recipes run as whole programs (several processes, a Trainer) in
+# tests/test_recipe_*.py, which read their blocks from the pages themselves
+PAGES = [README, *sorted(p for p in (ROOT / "docs").rglob("*.md") if RECIPES not in p.parents)]
 FENCE = re.compile(
     r"^(?:<!-- docs-test: (?P<kind>[a-z]+)(?:: (?P<why>[^>]+?))? -->\n)?"
     r"```(?P<lang>[^\n`]*)\n(?P<code>.*?)^```$",
@@ -220,3 +223,10 @@ def test_shell_blocks_name_real_commands_flags_and_files() -> None:
         elif argv[1] != "-m":
             script = ROOT / argv[1]
             assert script.is_file(), f"{where}: {argv[1]} does not exist"
+
+
+def test_every_recipe_page_is_run_by_a_recipe_test() -> None:
+    """The recipe pages left out above are each read by a ``tests/test_recipe_*.py``."""
+    tests = "\n".join(p.read_text() for p in (ROOT / "tests").glob("test_recipe_*.py"))
+    pages = [p.stem for p in RECIPES.glob("*.md") if p.stem != "index"]
+    assert pages and all(f'"{page}"' in tests for page in pages), pages
