@@ -7,19 +7,21 @@ Shaw, "Parallel random numbers: as easy as 1, 2, 3", SC 2011) at counter
 ``(key, k, j)``: any rectangle of rows and columns is drawn on its own, straight
 into a row-major ``(rows, cols)`` matrix, on any number of threads.
 
-Two implementations give the same bits:
+Two implementations give the same bits: ``philox_normals.c``, called through ctypes
+(which releases the GIL), and the same operations in torch (int64 and float32 tensor
+arithmetic), the fallback. The compiled sampler is looked for in this order (the first
+that loads and passes a known-answer check is used; :func:`sampler` names it):
 
-- ``philox_normals.c``, compiled on first use with the system C compiler
-  (``$CC``, ``cc``, ``gcc`` or ``clang``) into a cache folder
-  (``$PER_TRITON_CACHE_DIR``, else ``$XDG_CACHE_HOME/per_triton`` or
-  ``~/.cache/per_triton``; a per-user folder under the temporary directory if that
-  cannot be written) and called through ctypes, which releases the GIL: 1.7 ns per
-  normal on one core of the 2-core CI machine (AVX-512 build; 2.5 ns built for AVX2),
-  against 3.6 ns for ``torch.randn`` (mt19937) on the same core
-  (``scripts/sampler_speed.py``);
-- the same operations in torch (int64 and float32 tensor arithmetic), about 40 ns
-  per normal, used when no compiler works (a warning says so once) or when
-  ``PER_TRITON_CPU_SAMPLER=torch``.
+1. ``"c-packaged"``: ``_philox_normals*.so`` inside the package, built with the wheel
+   (``setup.py``; an optional build step, so a build without a compiler still installs);
+2. ``"c-cached"``: a library built earlier from this source in the cache folder
+   (``$PER_TRITON_CACHE_DIR``, else ``$XDG_CACHE_HOME/per_triton`` or
+   ``~/.cache/per_triton``) or the private per-user temporary folder; no compiler needed;
+3. ``"c-built"``: compiled now with ``$CC``, ``cc``, ``gcc`` or ``clang`` into the first
+   of those folders that can be written;
+4. ``"torch"``: the fallback, with one warning giving the reason (no compiler, no
+   writable folder, the compiler's error, a library that draws other numbers), or
+   chosen with ``PER_TRITON_CPU_SAMPLER=torch``. Costs: docs/cpu-sampler.md.
 
 The logarithm, sine and cosine are fixed polynomials evaluated one IEEE float32
 operation at a time (no fused multiply-add, no libm), so the values do not depend on
@@ -46,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["backend", "fill", "normals"]
+__all__ = ["backend", "fill", "normals", "sampler"]
 
 ENV_SAMPLER = "PER_TRITON_CPU_SAMPLER"
 ENV_CACHE = "PER_TRITON_CACHE_DIR"
@@ -57,6 +59,7 @@ _M32 = 0xFFFFFFFF
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _tried = False
+_origin = "torch"
 
 
 def cache_dir() -> Path:
@@ -82,16 +85,31 @@ def _compiler() -> list[str] | None:
     return None
 
 
+class Unavailable(RuntimeError):
+    """Why a compiled sampler could not be had, with what would fix it."""
+
+    def __init__(self, reason: str, advice: str) -> None:
+        super().__init__(reason)
+        self.advice = advice
+
+
+def source_tag() -> str:
+    """Hash of the source, flags and platform: builds with this tag draw this stream."""
+    text = SOURCE.read_bytes() + " ".join(CFLAGS).encode()
+    text += f"{sys.platform}-{platform.machine()}".encode()
+    return hashlib.blake2b(text, digest_size=6).hexdigest()
+
+
 def library_name(cc: list[str]) -> str:
-    """File name of the built sampler: one per source, compiler command, flags and platform."""
-    tag = hashlib.blake2b(
-        SOURCE.read_bytes()
-        + " ".join(cc).encode()
-        + " ".join(CFLAGS).encode()
-        + platform.platform().encode(),
-        digest_size=8,
-    ).hexdigest()
-    return f"philox_normals-{tag}.so"
+    """File name of the built sampler: one per source, flags, platform and compiler."""
+    tag = hashlib.blake2b(" ".join(cc).encode(), digest_size=4).hexdigest()
+    return f"philox_normals-{source_tag()}-{tag}.so"
+
+
+def _folders() -> list[Path]:
+    """The cache folder, then the per-user folder under the temporary directory."""
+    user = os.getuid() if hasattr(os, "getuid") else "user"
+    return [cache_dir(), Path(tempfile.gettempdir()) / f"per_triton-{user}"]
 
 
 def _private_folder(folder: Path) -> bool:
@@ -101,43 +119,86 @@ def _private_folder(folder: Path) -> bool:
     return stat.S_ISDIR(info.st_mode) and owner and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
-def _build(cc: list[str]) -> Path:
-    """Compile the sampler once per source, compiler and platform; atomic against races.
+def _trusted(folder: Path) -> bool:
+    """The cache folder if it exists; the shared temporary one only if private."""
+    try:
+        return folder.is_dir() and (folder == cache_dir() or _private_folder(folder))
+    except OSError:
+        return False
 
-    Built in :func:`cache_dir`, or, when that folder cannot be created or written, in
-    a per-user folder under the temporary directory, created with mode 0700 and used
-    only if this user owns it and nobody else can write it.
-    """
-    name = library_name(cc)
-    user = os.getuid() if hasattr(os, "getuid") else "user"
-    shared = Path(tempfile.gettempdir()) / f"per_triton-{user}"
-    for folder in (cache_dir(), shared):
-        target = folder / name
+
+def packaged_libraries() -> list[Path]:
+    """Samplers shipped inside the package (built with the wheel by ``setup.py``)."""
+    return sorted(SOURCE.parent.glob("_philox_normals*.so"))
+
+
+def cached_libraries() -> list[Path]:
+    """Samplers built earlier from this very source, in the trusted folders."""
+    pattern = f"philox_normals-{source_tag()}-*.so"
+    folders = [folder for folder in _folders() if _trusted(folder)]
+    return [lib for folder in folders for lib in sorted(folder.glob(pattern))]
+
+
+def _compile(cc: list[str], folder: Path, target: Path) -> None:
+    """Compile into ``folder`` then rename to ``target`` (atomic against races)."""
+    tmp = tempfile.mkdtemp(dir=folder)
+    try:
+        out = Path(tmp) / target.name
         try:
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if folder == shared and not _private_folder(folder):
-                raise PermissionError(f"{folder} is not private to this user")
-            if target.exists():
-                return target
-            tmp = tempfile.mkdtemp(dir=folder)
-        except OSError as exc:  # not a folder, not writable, not ours: try the next one
-            error = exc
-            continue
-        try:
-            out = Path(tmp) / target.name
             subprocess.run(
                 [*cc, *CFLAGS, "-o", str(out), str(SOURCE)],
                 check=True,
                 capture_output=True,
                 timeout=120,
             )
-            if not out.is_file():
-                raise RuntimeError(f"{' '.join(cc)} wrote no {out.name}")
-            os.replace(out, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return target
-    raise RuntimeError(f"no folder to build the sampler in ({error})")
+        except subprocess.CalledProcessError as exc:
+            text = (exc.stderr or b"").decode(errors="replace").strip()[:500]
+            raise Unavailable(
+                f"building the C sampler with {' '.join(cc)} failed (exit {exc.returncode}): "
+                f"{text}",
+                "fix the compiler or set CC to a working one",
+            ) from exc
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise Unavailable(
+                f"running the C compiler {' '.join(cc)} failed: {exc}",
+                "fix the compiler or set CC to a working one",
+            ) from exc
+        if not out.is_file():
+            raise Unavailable(f"{' '.join(cc)} wrote no {out.name}", "set CC to a working compiler")
+        os.replace(out, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _build(cc: list[str]) -> Path:
+    """Compile the sampler once per source, compiler and platform.
+
+    Built in :func:`cache_dir`, or, when that folder cannot be created or written, in
+    a per-user folder under the temporary directory, created with mode 0700 and used
+    only if this user owns it and nobody else can write it.
+
+    Raises:
+        Unavailable: no folder can be written (naming each and why), or the build failed
+            (with the compiler's message).
+    """
+    problems = []
+    for folder in _folders():
+        target = folder / library_name(cc)
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if folder != cache_dir() and not _private_folder(folder):
+                raise PermissionError(f"{folder} is not private to this user")
+            if target.exists():
+                return target
+            _compile(cc, folder, target)
+            return target
+        except OSError as exc:  # not a folder, not writable, not ours: try the next one
+            problems.append(f"{folder}: {exc}")
+    raise Unavailable(
+        f"a C compiler is installed ({' '.join(cc)}) but no folder to build the sampler in "
+        f"can be written ({'; '.join(problems)})",
+        f"set {ENV_CACHE} to a writable folder",
+    )
 
 
 def _known_answer_ok(lib: ctypes.CDLL) -> bool:
@@ -148,9 +209,68 @@ def _known_answer_ok(lib: ctypes.CDLL) -> bool:
     return torch.equal(out, _torch_normals(k0, k1, 5, 3, 2, 9))
 
 
+def _open(path: Path) -> ctypes.CDLL:
+    """Load ``path`` and check it draws the stream.
+
+    Raises:
+        OSError: it does not load. Unavailable: it draws other numbers.
+    """
+    lib = ctypes.CDLL(str(path))
+    fn = lib.per_triton_normals
+    fn.restype = None
+    fn.argtypes = [ctypes.c_uint32, ctypes.c_uint32, *[ctypes.c_int64] * 4, ctypes.c_void_p]
+    fn.argtypes += [ctypes.c_int64]
+    if not _known_answer_ok(lib):
+        raise Unavailable(
+            f"{path} does not draw the CPU stream (known-answer check)",
+            "delete it so that it is built again",
+        )
+    return lib
+
+
+def _first_loadable(paths: list[Path], problems: list[str]) -> ctypes.CDLL | None:
+    for path in paths:
+        try:
+            return _open(path)
+        except (OSError, Unavailable) as exc:
+            problems.append(str(exc))
+    return None
+
+
+def _find() -> tuple[ctypes.CDLL, str]:
+    """The compiled sampler and its origin (packaged, cached, built now).
+
+    Raises:
+        Unavailable: none can be had, with the reason (and the rejected libraries).
+    """
+    problems: list[str] = []
+    for origin, paths in (("c-packaged", packaged_libraries()), ("c-cached", cached_libraries())):
+        lib = _first_loadable(paths, problems)
+        if lib is not None:
+            return lib, origin
+    try:
+        cc = _compiler()
+    except RuntimeError as exc:
+        raise Unavailable(f"{exc}", "set CC to an installed compiler or unset it") from exc
+    if cc is None:
+        if problems:  # a library was there but refused: that is the news
+            raise Unavailable("; ".join(problems), "delete it so that it is built again")
+        raise Unavailable(
+            "no C compiler found ($CC unset; none of cc, gcc, clang on PATH) and no prebuilt "
+            "or cached sampler",
+            "install a C compiler (gcc or clang) or set CC to one, or install the platform "
+            "wheel of per-triton, which carries the sampler",
+        )
+    path = _build(cc)
+    try:
+        return _open(path), "c-built"
+    except OSError as exc:
+        raise Unavailable(f"{path} built but does not load: {exc}", "report a bug") from exc
+
+
 def _load() -> ctypes.CDLL | None:
-    """The compiled sampler, or None (torch fallback): built and loaded once per process."""
-    global _lib, _tried
+    """The compiled sampler, or None (torch fallback): found and loaded once per process."""
+    global _lib, _tried, _origin
     if _tried:
         return _lib
     with _lock:
@@ -159,49 +279,35 @@ def _load() -> ctypes.CDLL | None:
         choice = os.environ.get(ENV_SAMPLER, "").strip().lower() or "auto"
         if choice not in ("auto", "c", "torch"):
             raise ValueError(f"{ENV_SAMPLER} must be auto, c or torch; got {choice!r}")
-        lib = None
+        lib, origin = None, "torch"
         if choice != "torch":
             try:
-                cc = _compiler()
-                if cc is None:
-                    raise RuntimeError("no C compiler found ($CC, cc, gcc, clang)")
-                path = _build(cc)
-                lib = ctypes.CDLL(str(path))
-                fn = lib.per_triton_normals
-                fn.restype = None
-                fn.argtypes = (
-                    [ctypes.c_uint32, ctypes.c_uint32]
-                    + [ctypes.c_int64] * 4
-                    + [
-                        ctypes.c_void_p,
-                        ctypes.c_int64,
-                    ]
-                )
-                if not _known_answer_ok(lib):
-                    raise RuntimeError(f"{path} does not draw the CPU stream (known-answer check)")
-            except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
-                detail = getattr(exc, "stderr", b"") or b""
-                message = f"{exc} {detail.decode(errors='replace')[:500]}".strip()
+                lib, origin = _find()
+            except Unavailable as exc:
                 if choice == "c":
-                    raise RuntimeError(
-                        f"{ENV_SAMPLER}=c but the C sampler failed: {message}"
-                    ) from exc
+                    raise RuntimeError(f"{ENV_SAMPLER}=c but the C sampler failed: {exc}") from exc
                 warnings.warn(
-                    f"per_triton: the C sampler of the CPU path is unavailable ({message}); "
-                    "the same directions come from torch operations, about 24x slower. "
-                    "Install a C compiler (gcc or clang) or set CC to one; set "
-                    f"{ENV_SAMPLER}=torch to choose the torch sampler without this warning",
+                    f"per_triton: the C sampler of the CPU path is unavailable: {exc}. The "
+                    "same directions come from torch operations, about 10-20x slower "
+                    f"(docs/cpu-sampler.md). To fix: {exc.advice}; or set {ENV_SAMPLER}=torch "
+                    "to choose the torch sampler without this warning",
                     RuntimeWarning,
                     stacklevel=3,
                 )
-                lib = None
-        _lib, _tried = lib, True
+        _lib, _origin, _tried = lib, origin, True
         return _lib
 
 
 def backend() -> str:
-    """``"c"`` (the compiled sampler) or ``"torch"`` (the fallback) for this process."""
+    """``"c"`` (a compiled sampler) or ``"torch"`` (the fallback) for this process."""
     return "c" if _load() is not None else "torch"
+
+
+def sampler() -> str:
+    """Which sampler draws this process's CPU stream: ``"c-packaged"``, ``"c-cached"``,
+    ``"c-built"`` or ``"torch"`` (recorded in the benchmark result files)."""
+    _load()
+    return _origin
 
 
 def key_words(key: int) -> tuple[int, int]:

@@ -181,6 +181,7 @@ def test_without_a_compiler_the_torch_fallback_warns_and_draws_the_same(tmp_path
         "PATH": str(tmp_path),
         "CC": "",
         "PER_TRITON_CACHE_DIR": str(tmp_path / "cache"),
+        "TMPDIR": str(tmp_path),
     }
     code = (
         "import warnings, torch\n"
@@ -242,13 +243,18 @@ def test_an_unwritable_cache_folder_falls_back_to_the_temp_folder(tmp_path: Path
 
 def _backend_in_subprocess(env_extra: dict, tmp_path: Path) -> tuple[str, str]:
     """``normals.backend()`` and the warnings' text in a fresh interpreter."""
-    env = {**os.environ, "PER_TRITON_CACHE_DIR": str(tmp_path / "cache"), **env_extra}
+    env = {
+        **os.environ,
+        "PER_TRITON_CACHE_DIR": str(tmp_path / "cache"),
+        "TMPDIR": str(tmp_path),
+        **env_extra,
+    }
     code = (
         "import warnings\n"
         "from per_triton import normals\n"
         "with warnings.catch_warnings(record=True) as w:\n"
         "    warnings.simplefilter('always')\n"
-        "    b = normals.backend()\n"
+        "    b = normals.sampler()\n"
         "print(b)\n"
         "print(' | '.join(str(x.message) for x in w))\n"
     )
@@ -296,10 +302,101 @@ def test_a_library_that_draws_other_numbers_is_refused(tmp_path: Path):
 def test_an_unknown_cc_is_named_in_the_warning(tmp_path: Path):
     backend, warned = _backend_in_subprocess({"CC": "/nonexistent/cc"}, tmp_path)
     assert backend == "torch" and "CC='/nonexistent/cc'" in warned, warned
-    assert "Install a C compiler" in warned
+    assert "set CC to an installed compiler" in warned
 
 
 def test_cc_may_be_a_command_with_arguments(tmp_path: Path):
     cc = normals._compiler()
     backend, warned = _backend_in_subprocess({"CC": f"{cc[0]} -O2"}, tmp_path)
-    assert backend == "c", warned
+    assert backend == "c-built", warned
+
+
+NO_COMPILER = {"CC": ""}  # plus PATH: an empty folder (below)
+
+
+def _no_compiler(tmp_path: Path, **extra: str) -> dict:
+    """PATH without cc/gcc/clang (an empty folder), CC unset, clean cache and temp folders."""
+    empty = tmp_path / "empty-path"
+    empty.mkdir(exist_ok=True)
+    return {**NO_COMPILER, "PATH": str(empty), **extra}
+
+
+def _bits_in_subprocess(env_extra: dict, tmp_path: Path, pythonpath: str | None = None):
+    """(sampler name, a block of the stream) drawn in a fresh interpreter."""
+    env = {
+        **os.environ,
+        "PER_TRITON_CACHE_DIR": str(tmp_path / "cache"),
+        "TMPDIR": str(tmp_path),
+        **env_extra,
+    }
+    env["PYTHONPATH"] = pythonpath or str(Path(__file__).resolve().parents[1])
+    out_file = tmp_path / "v.pt"
+    code = (
+        "import torch\n"
+        "from per_triton import normals\n"
+        "print(normals.sampler())\n"
+        f"torch.save(normals.normals({KEY}, 7, 1001, 3, 5), {str(out_file)!r})\n"
+    )
+    run = subprocess.run  # cwd: not the checkout, whose per_triton '' would put first
+    out = run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()[-1], torch.load(out_file), out.stderr
+
+
+def test_a_cached_library_is_used_without_a_compiler(tmp_path: Path):
+    """Built once with the compiler; then, with no compiler on PATH, the cached library
+    loads ("c-cached"), without a warning, and draws the same bits as the torch oracle."""
+    built, _, _ = _bits_in_subprocess({}, tmp_path)
+    assert built == "c-built"
+    name, v, err = _bits_in_subprocess(_no_compiler(tmp_path), tmp_path)
+    assert name == "c-cached" and "unavailable" not in err, err
+    oracle = normals._torch_normals(*normals.key_words(KEY), 3, 7, 5, 1001)
+    assert torch.equal(v, oracle)
+
+
+@pytest.mark.slow
+def test_the_wheel_carries_the_sampler_which_loads_without_a_compiler(tmp_path: Path):
+    """``pip wheel`` of the project gives a platform wheel with the compiled sampler; its
+    package, with no compiler on PATH and empty caches, uses it ("c-packaged"), same bits."""
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+    subprocess.run([*cmd, "-w", str(tmp_path / "w"), str(root)], check=True, timeout=600)
+    (wheel,) = (tmp_path / "w").glob("per_triton-*.whl")
+    assert "abi3-linux" in wheel.name or sys.platform != "linux", wheel.name
+    import zipfile
+
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    for so in (tmp_path / "site" / "per_triton").glob("*.so"):
+        so.chmod(0o755)
+    name, v, err = _bits_in_subprocess(_no_compiler(tmp_path), tmp_path, str(tmp_path / "site"))
+    assert name == "c-packaged" and "unavailable" not in err, err
+    assert torch.equal(v, normals._torch_normals(*normals.key_words(KEY), 3, 7, 5, 1001))
+
+
+def test_warning_without_a_compiler_says_so(tmp_path: Path):
+    backend, warned = _backend_in_subprocess(_no_compiler(tmp_path), tmp_path)
+    assert backend == "torch", warned
+    assert "no C compiler found" in warned and "install a C compiler" in warned, warned
+
+
+def test_warning_with_a_compiler_but_nothing_writable_says_so(tmp_path: Path):
+    """Both folders blocked (paths under a file): the warning says a compiler IS installed
+    and names the folders, instead of advising to install one."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    env = {"PER_TRITON_CACHE_DIR": str(blocker / "c"), "TMPDIR": str(tmp_path / "t")}
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / f"per_triton-{os.getuid()}").write_text("")  # a file, not a folder
+    backend, warned = _backend_in_subprocess(env, tmp_path)
+    assert backend == "torch", warned
+    assert "a C compiler is installed" in warned and str(blocker / "c") in warned, warned
+    assert "install a C compiler" not in warned and "PER_TRITON_CACHE_DIR" in warned, warned
+
+
+def test_warning_when_the_build_fails_gives_the_compilers_message(tmp_path: Path):
+    fake = tmp_path / "badcc"
+    fake.write_text("#!/bin/sh\necho 'fatal error: no space left on the disk' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    backend, warned = _backend_in_subprocess({"CC": str(fake)}, tmp_path)
+    assert backend == "torch", warned
+    assert "failed (exit 3)" in warned and "no space left on the disk" in warned, warned
