@@ -8,8 +8,9 @@ both providers, in alternating order, on the same activations ``h (b, d)`` float
 - ``torch``: what a user writes in five lines: ``theta = randn(s, d)``, normalise
   the rows, ``reference.per_loss(h, theta)`` (two matmuls with autograd's backward).
 
-Each result's ``extra_info`` (docs/design.md, "Benchmark result files") holds the median, 20th and
-80th percentile of each provider and ``ratio = per_triton median / torch median``;
+Each result's ``extra_info`` (docs/design.md, "Benchmark result files") records the CPU
+sampler that ran (``sampler``: :func:`per_triton.normals.sampler`) and holds the median,
+20th and 80th percentile of each provider and ``ratio = per_triton median / torch median``;
 pytest-benchmark's own ``stats`` are those of one round of both providers.
 Alternating the two in one round keeps the ratio honest on a shared, noisy machine.
 
@@ -37,7 +38,7 @@ import pytest
 import torch
 
 import per_triton
-from per_triton import reference
+from per_triton import normals, reference
 from per_triton.bench.common import bench_quick, bench_rounds, percentiles
 
 QUICK_MODE = bench_quick()
@@ -143,6 +144,7 @@ def _run(benchmark, b: int, d: int, s: int, threads: int) -> None:
         "threads": threads,
         "busy": BUSY,
         "quick": QUICK_MODE,
+        "sampler": normals.sampler(),
         "rounds": len(times["torch"]),
         "load_before": load_before,
         "load_after": _load(),

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import torch
 
+from per_triton import normals
 from per_triton.baselines import METHODS
 from per_triton.bench.common import (
     EventTimer,
@@ -167,6 +168,8 @@ def test_training_iteration(benchmark, model_name: str, method: str, dtype: str)
             "num_slices": s,
             "device": DEVICE.type,
             "quick": QUICK_MODE,
+            # the CPU stream's sampler (per_triton.normals.sampler); None on CUDA
+            "sampler": normals.sampler() if DEVICE.type == "cpu" else None,
             "config": {k: v for k, v in cfg.items() if k != "build"} | cfg["build"],
         }
     )

@@ -9,6 +9,7 @@ independence tests.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import shutil
 import subprocess
@@ -400,3 +401,26 @@ def test_warning_when_the_build_fails_gives_the_compilers_message(tmp_path: Path
     backend, warned = _backend_in_subprocess({"CC": str(fake)}, tmp_path)
     assert backend == "torch", warned
     assert "failed (exit 3)" in warned and "no space left on the disk" in warned, warned
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("compiler", [True, False], ids=["compiler", "no-compiler"])
+def test_cpu_bench_result_records_the_sampler(tmp_path: Path, compiler: bool):
+    """`per-triton bench --suite cpu`: every benchmark, the machine_info and the Markdown
+    table name the sampler that ran ("torch" with no compiler and empty caches)."""
+    env = {**os.environ, "PER_TRITON_CACHE_DIR": str(tmp_path / "cache"), "TMPDIR": str(tmp_path)}
+    env = {**env, **({} if compiler else _no_compiler(tmp_path))}
+    env = {k: v for k, v in env.items() if not k.startswith("PYTEST_XDIST")}
+    out = tmp_path / "cpu.json"
+    args = ["bench", "--suite", "cpu", "--quick", "--out", str(out), "-k", "b8-d650-s64-t1"]
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "per_triton.cli", *args],
+        cwd=root, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    expected = "c-built" if compiler else "torch"
+    assert [b["extra_info"]["sampler"] for b in data["benchmarks"]] == [expected]
+    assert data["machine_info"]["sampler"] == expected
+    assert f"CPU sampler: {expected}" in out.with_suffix(".md").read_text()

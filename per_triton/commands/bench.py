@@ -167,7 +167,14 @@ def cpu_table(benchmarks: list[dict[str, Any]]) -> str:
     lines.append("")
     median = sorted(ratios)[len(ratios) // 2]
     lines.append(f"max ratio {max(ratios):.2f}, median ratio {median:.2f}")
+    lines.append(f"CPU sampler: {', '.join(samplers(benchmarks)) or 'not recorded'}")
     return "\n".join(lines)
+
+
+def samplers(benchmarks: list[dict[str, Any]]) -> list[str]:
+    """The CPU samplers the benchmarks record (``extra_info["sampler"]``), sorted."""
+    names = {b.get("extra_info", {}).get("sampler") for b in benchmarks}
+    return sorted(n for n in names if n)
 
 
 def _other_table(benchmarks: list[dict[str, Any]]) -> str:
@@ -288,6 +295,7 @@ def run(args: argparse.Namespace) -> int:
         extras["load_average_start"] = load_start
         extras["load_average"] = [round(x, 2) for x in os.getloadavg()]
         data = common.stamp_result_file(raw, extras)
+        data["machine_info"]["sampler"] = ", ".join(samplers(data.get("benchmarks", []))) or None
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(data, indent=2) + "\n")
     benchmarks = data.get("benchmarks", [])
