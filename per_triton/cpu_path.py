@@ -46,8 +46,8 @@ __all__ = [
 WORK_BYTES = 4 * 2**20
 #: Chunk widths are multiples of this many columns (256 bytes of a float32 row).
 CHUNK_ALIGN = 64
-# Below this many normals per call (about 1 ms of drawing) one thread does the call:
-# handing parts to pool threads costs tens of microseconds.
+# Below this many normals per call one thread does the call: handing parts to pool
+# threads costs more than it saves (docs/cpu-sampler.md).
 # (Not also forced onto one intra-op thread: torch.set_num_threads(1) resets torch's
 # process-wide default, which threads started meanwhile would keep.)
 _SPLIT_MIN_NORMALS = 1 << 19
@@ -147,9 +147,8 @@ def _plan(b: int, dim: int, num_slices: int, chunk: int | None) -> tuple[int, in
     worth splitting; otherwise the chunks run in order, each drawing its rows on
     the torch threads and taking a product on torch's intra-op threads. A batch of
     more than :data:`_SPLIT_MAX_ROWS` rows whose directions fit the budget (drawn
-    once) is not split: the products dominate there, and two one-thread products
-    side by side were measured slower than one two-thread product (the two cores of
-    the CI machine share more than their caches).
+    once) is not split: the products dominate there, and one two-thread product is
+    faster than two one-thread products side by side (docs/cpu-sampler.md).
     """
     threads = torch.get_num_threads()
     if num_slices * dim < _SPLIT_MIN_NORMALS or (

@@ -66,7 +66,7 @@ def main() -> None:
             lambda rng=rng: rng.standard_normal(out=out_np, dtype=np.float32), count, args.reps
         )
     key = 12345
-    results[f"per_triton C ({normals.backend()})"] = _median_ns(
+    results[f"per_triton C ({normals.sampler()})"] = _median_ns(
         lambda: normals.fill(key, 0, 0, out), count, args.reps
     )
     results["per_triton torch fallback"] = _median_ns(
