@@ -1,15 +1,17 @@
-"""Static performance report of the Triton kernels for sm_90a, without a GPU.
+"""Static performance report of the Triton kernels per GPU architecture, without a GPU.
 
 Every kernel and config that can run (the autotune configs, the fixed configs, the
 draw-only floor tiles; float32 TF32, float32 IEEE, bfloat16, float16) is compiled for
-``GPUTarget("cuda", 90, 32)`` (sm_90a, H100/H200) exactly as the runtime would at
-the paper shape ``b = 128, d = 196608, s = 256``:
+``GPUTarget("cuda", cc, 32)`` of each architecture asked for (``--arch``, default
+sm_90a, H100/H200; the configs are the row of ``per_triton.kernels.configs`` for that
+architecture and the installed Triton) exactly as the runtime would at the paper
+shape ``b = 128, d = 196608, s = 256``:
 
 * the arguments are specialised by Triton's own ``native_specialize_impl`` on the
   values the launchers pass at that shape (integers divisible by 16 and 16-byte
   aligned pointers get ``tt.divisibility = 16``, an integer equal to 1 becomes a
   constant), with ``split_d`` from :func:`per_triton.kernels.per_fused.plan_splits`
-  on a 132-SM GPU;
+  on the architecture's reference GPU (:data:`SM_COUNTS`);
 * ``num_warps`` and ``num_stages`` are the config's, or Triton's defaults where the
   launcher passes none (``num_stages = 3``), as at run time.
 
@@ -21,12 +23,14 @@ Triton) turns it into SASS. For each build the report gives:
 ``shared``
     dynamic shared memory per CTA in bytes (``metadata.shared``).
 ``ctas_per_sm``
-    resident CTAs per SM on sm_90 from registers (65536 per SM, allocated per warp
-    in units of 256), shared memory (228 KiB per SM, 1 KiB reserved per CTA),
-    warps (64 per SM) and the 32-CTA limit.
+    resident CTAs per SM from registers (65536 per SM, allocated per warp in units
+    of 256), shared memory (per SM, 1 KiB reserved per CTA), resident warps and
+    resident CTAs per SM, with the architecture's limits (:data:`ARCH_LIMITS`).
 ``mma``
-    ``wgmma`` if the SASS holds ``HGMMA``, ``mma.sync`` if ``HMMA``, ``FMA`` if the
-    kernel has a ``tl.dot`` and neither, ``-`` for kernels without a dot.
+    ``tcgen05`` if the SASS holds ``UTC*MMA``, ``wgmma`` if ``HGMMA``, ``mma.sync``
+    if ``HMMA``, ``FMA`` if the kernel has a ``tl.dot`` and none of them, ``-`` for
+    kernels without a dot, ``n/a: nvdisasm lacks sm_X`` where the bundled
+    ``nvdisasm`` cannot read the cubin (then the SASS columns are empty).
 ``instr_per_normal``
     the hot loop's SASS instructions per generated normal. The hot loop is the
     outermost loop of the kernel: of all backward branches ``BRA L`` (target label
@@ -46,6 +50,7 @@ Run it (no GPU needed; ``TRITON_INTERPRET`` must be unset)::
     python bench/sass_report.py                       # table of every build
     python bench/sass_report.py --json r.json --dump sass/
     python bench/sass_report.py --only fixed          # the fixed configs only (CI)
+    python bench/sass_report.py --arch sm_80 sm_90a   # several architectures (or all)
 
 ``tests/test_sass_report.py`` runs it in CI and checks the bounds
 (:data:`BOUNDS`): no spill, every TF32/bf16/fp16 dot on wgmma, and the
@@ -74,15 +79,27 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 PAPER_SHAPE = {"b": 128, "d": 196608, "s": 256}
 #: SMs of the H100 SXM / H200 the shape is planned for.
 SM_COUNT = 132
-#: sm_90 limits used for CTAs per SM.
-SM90 = {
-    "regs": 65536,
-    "reg_unit": 256,
-    "smem": 228 * 1024,
-    "smem_reserved": 1024,
-    "warps": 64,
-    "ctas": 32,
+#: SMs of each architecture's reference GPU (A100, A10, L4, H100, B200, RTX 5090).
+SM_COUNTS = {"sm_80": 108, "sm_86": 72, "sm_89": 58, "sm_90a": 132, "sm_100a": 148, "sm_120": 170}
+_KIB = 1024
+#: Per-SM limits by architecture, from NVIDIA's CUDA C++ Programming Guide, table
+#: "Technical Specifications per Compute Capability": 32-bit registers per SM,
+#: register allocation unit per warp, maximum shared memory per SM, shared memory
+#: reserved per CTA, maximum resident warps and resident blocks per SM.
+ARCH_LIMITS = {
+    "sm_80": {"regs": 65536, "smem": 164 * _KIB, "warps": 64, "ctas": 32},
+    "sm_86": {"regs": 65536, "smem": 100 * _KIB, "warps": 48, "ctas": 16},
+    "sm_89": {"regs": 65536, "smem": 100 * _KIB, "warps": 48, "ctas": 24},
+    "sm_90a": {"regs": 65536, "smem": 228 * _KIB, "warps": 64, "ctas": 32},
+    "sm_100a": {"regs": 65536, "smem": 228 * _KIB, "warps": 64, "ctas": 32},
+    "sm_120": {"regs": 65536, "smem": 100 * _KIB, "warps": 48, "ctas": 32},
 }
+for _lim in ARCH_LIMITS.values():
+    _lim.update(reg_unit=256, smem_reserved=_KIB)
+#: sm_90 limits (kept for callers of the single-architecture report).
+SM90 = ARCH_LIMITS["sm_90a"]
+#: The tensor-core instruction each architecture's TF32/bf16/fp16 dots should use.
+EXPECTED_MMA = {"sm_90a": "wgmma", "sm_100a": "tcgen05"}
 #: (activation dtype, precision) of every forward/backward build: float32 in both
 #: precisions, half activations at the default precision (TF32 projections).
 FIXED_VARIANTS = [("fp32", "tf32"), ("fp32", "ieee"), ("bf16", "tf32"), ("fp16", "tf32")]
@@ -144,11 +161,31 @@ def _meta(dtype: str, *shape: int):
     return torch.empty(shape, dtype=dt[dtype], device="meta")
 
 
-def builds(only: str = "all") -> list[Build]:
-    """Every build of the report (``only``: ``all`` or ``fixed``, the CI subset)."""
+def arch_configs(arch: str) -> tuple[dict, list, dict, list, int]:
+    """Fixed + autotune forward/backward configs and CTAs per SM of ``arch``'s config row."""
+    import triton
+
+    from per_triton.kernels import configs
+
+    row = configs.row_for(configs.ARCHS[arch])
+
+    def one(r: tuple[int, int, int, int]) -> dict:
+        return {"BLOCK_S": r[0], "BLOCK_D": r[1], "num_warps": r[2], "num_stages": r[3]}
+
+    def tuned(rows) -> list:
+        return [triton.Config({"BLOCK_S": r[0], "BLOCK_D": r[1]}, r[2], r[3]) for r in rows]
+
+    return one(row.fwd[0]), tuned(row.fwd), one(row.bwd[0]), tuned(row.bwd), row.ctas_per_sm
+
+
+def builds(only: str = "all", arch: str = "sm_90a") -> list[Build]:
+    """Every build of the report (``only``: ``all`` or ``fixed``, the CI subset) for ``arch``."""
     from per_triton.bench.kernel_utils import draw_config
     from per_triton.kernels import per_fused as pf
     from per_triton.kernels import philox_directions as pd
+
+    fwd_fixed, fwd_tuned, bwd_fixed, bwd_tuned, ctas = arch_configs(arch)
+    sm_count = SM_COUNTS[arch]
 
     b, d, s = PAPER_SHAPE["b"], PAPER_SHAPE["d"], PAPER_SHAPE["s"]
     default_stages = 3  # Triton's CUDA default when the launcher passes none
@@ -173,10 +210,11 @@ def builds(only: str = "all") -> list[Build]:
 
     block_b = pf._block_b(b)
     dot_consts = {"BLOCK_B": block_b, "N_ROUNDS": pd.PHILOX_ROUNDS, "SFU": True}
-    for role, tiles, warps, stages in cfgs(pf.FIXED_FWD_CONFIG, pf._FWD_CONFIGS):
+    for role, tiles, warps, stages in cfgs(fwd_fixed, fwd_tuned):
         split_d, _ = pf.plan_splits(
-            b, d, s, None, sm_count=SM_COUNT, block_s=tiles["BLOCK_S"], block_d=tiles["BLOCK_D"]
-        )
+            b, d, s, None, sm_count=sm_count, block_s=tiles["BLOCK_S"],
+            block_d=tiles["BLOCK_D"], ctas_per_sm=ctas,
+        )  # fmt: skip
         for dt, prec in variants:
             args = {
                 "h_ptr": _meta(dt, b, d),
@@ -204,7 +242,7 @@ def builds(only: str = "all") -> list[Build]:
                     True,
                 )
             )
-    for role, tiles, warps, stages in cfgs(pf.FIXED_BWD_CONFIG, pf._BWD_CONFIGS):
+    for role, tiles, warps, stages in cfgs(bwd_fixed, bwd_tuned):
         for dt, prec in variants:
             args = {
                 "coeff_ptr": _meta("fp32", b, s),
@@ -223,7 +261,7 @@ def builds(only: str = "all") -> list[Build]:
     # the draw-only floor: the tiles the kernel benchmark tries
     import torch
 
-    split_d, _ = pf.plan_splits(b, d, s, None, sm_count=SM_COUNT)
+    split_d, _ = pf.plan_splits(b, d, s, None, sm_count=sm_count, ctas_per_sm=ctas)
     floor_cfgs = draw_config(b, d, s, torch.device("cuda"))
     for i, cfg in enumerate(floor_cfgs[:1] if only == "fixed" else floor_cfgs):
         args = {
@@ -278,7 +316,7 @@ def builds(only: str = "all") -> list[Build]:
             "loss_part_ptr": _meta("fp32", 1),
             "B": b,
             "S": s,
-            "n_split": pf.plan_splits(b, d, s, None, sm_count=SM_COUNT)[1],
+            "n_split": pf.plan_splits(b, d, s, None, sm_count=sm_count, ctas_per_sm=ctas)[1],
         }
         out.append(
             Build(
@@ -360,8 +398,8 @@ def _specialise(build: Build) -> tuple[dict, dict, dict]:
     return sig, consts, attrs
 
 
-def compile_build(build: Build) -> tuple[Any, str]:
-    """Compile for sm_90a; returns Triton's compiled kernel and the ``ptxas -v`` log."""
+def compile_build(build: Build, arch: str = "sm_90a") -> tuple[Any, str]:
+    """Compile for ``arch``; returns Triton's compiled kernel and the ``ptxas -v`` log."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -375,7 +413,7 @@ def compile_build(build: Build) -> tuple[Any, str]:
         with contextlib.redirect_stdout(log):
             kernel = triton.compile(
                 src,
-                target=GPUTarget("cuda", 90, 32),
+                target=GPUTarget("cuda", _capability(arch), 32),
                 options={"num_warps": build.num_warps, "num_stages": build.num_stages},
             )
     finally:
@@ -388,13 +426,19 @@ _LABEL = re.compile(r"^(\.L_x_\d+):")
 _BRA = re.compile(r"\bBRA\b.*`\((\.L_x_\d+)\)")
 
 
-def disassemble(cubin: bytes) -> str:
+def _capability(arch: str) -> int:
+    from per_triton.kernels import configs
+
+    return configs.ARCHS[arch]
+
+
+def disassemble(cubin: bytes) -> str | None:
+    """SASS of ``cubin``, or None where the bundled ``nvdisasm`` cannot read its arch."""
     with tempfile.TemporaryDirectory() as tmp:
         path = pathlib.Path(tmp) / "k.cubin"
         path.write_bytes(cubin)
-        return subprocess.run(
-            [_bin("nvdisasm"), "-c", str(path)], check=True, capture_output=True, text=True
-        ).stdout
+        proc = subprocess.run([_bin("nvdisasm"), "-c", str(path)], capture_output=True, text=True)
+        return proc.stdout if proc.returncode == 0 else None
 
 
 def parse_sass(sass: str) -> list[tuple[int, str, str | None]]:
@@ -429,20 +473,28 @@ def hot_loop(rows: list[tuple[int, str, str | None]]) -> list[str]:
     return [ins for ins in body if not re.match(r"^(@\S+\s+)?NOP\b", ins)]
 
 
-def ctas_per_sm(regs: int, shared: int, num_warps: int) -> dict[str, int]:
-    """Resident CTAs per SM on sm_90 and which limit binds."""
-    unit = SM90["reg_unit"]
+def ctas_per_sm(regs: int, shared: int, num_warps: int, arch: str = "sm_90a") -> dict[str, int]:
+    """Resident CTAs per SM on ``arch`` by each limit (registers, shared, warps, CTAs)."""
+    lim = ARCH_LIMITS[arch]
+    unit = lim["reg_unit"]
     per_warp = -(-max(regs, 1) * 32 // unit) * unit
     by = {
-        "regs": (SM90["regs"] // per_warp) // num_warps,
-        "smem": SM90["smem"] // (shared + SM90["smem_reserved"]),
-        "warps": SM90["warps"] // num_warps,
-        "ctas": SM90["ctas"],
+        "regs": (lim["regs"] // per_warp) // num_warps,
+        "smem": lim["smem"] // (shared + lim["smem_reserved"]),
+        "warps": lim["warps"] // num_warps,
+        "ctas": lim["ctas"],
     }
     return by
 
 
-def _mma_kind(sass: str, has_dot: bool) -> str:
+_MMA_OPS = re.compile(r"\b(UTC\w*MMA|HGMMA|HMMA)")
+
+
+def _mma_kind(sass: str | None, has_dot: bool, arch: str = "sm_90a") -> str:
+    if sass is None:
+        return f"n/a: nvdisasm lacks {arch}"
+    if re.search(r"\bUTC\w*MMA", sass):
+        return "tcgen05"
     if "HGMMA" in sass:
         return "wgmma"
     if "HMMA" in sass:
@@ -450,26 +502,30 @@ def _mma_kind(sass: str, has_dot: bool) -> str:
     return "FMA" if has_dot else "-"
 
 
-def measure(build: Build, dump: pathlib.Path | None = None) -> dict[str, Any]:
-    """Compile one build and return its report record."""
-    kernel, log = compile_build(build)
+def measure(build: Build, dump: pathlib.Path | None = None, arch: str = "sm_90a") -> dict[str, Any]:
+    """Compile one build for ``arch`` and return its report record."""
+    import triton
+
+    kernel, log = compile_build(build, arch)
     regs = re.search(r"Used (\d+) registers", log)
     spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
     if not regs or not spills:
         raise RuntimeError(f"{build.label()}: no ptxas -v usage in the log:\n{log}")
     sass = disassemble(kernel.asm["cubin"])
-    loop = hot_loop(parse_sass(sass))
+    loop = hot_loop(parse_sass(sass)) if sass is not None else []
     shared = int(kernel.metadata.shared)
     n_regs = int(regs.group(1))
-    limits = ctas_per_sm(n_regs, shared, build.num_warps)
+    limits = ctas_per_sm(n_regs, shared, build.num_warps, arch)
     per_thread = build.normals_per_iter / (32 * build.num_warps)
     sass_path = None
-    if dump is not None:
+    if dump is not None and sass is not None:
         dump.mkdir(parents=True, exist_ok=True)
-        path = dump / f"{build.label()}.sass"
+        path = dump / f"{arch}-{build.label()}.sass"
         path.write_text(sass)
         sass_path = str(path)
     rec = {
+        "arch": arch,
+        "triton": triton.__version__,
         "name": build.name,
         "label": build.label(),
         "role": build.role,
@@ -483,33 +539,52 @@ def measure(build: Build, dump: pathlib.Path | None = None) -> dict[str, Any]:
         "shared_bytes": shared,
         "ctas_per_sm": min(limits.values()),
         "cta_limit": min(limits, key=limits.get),
-        "mma": _mma_kind(sass, build.has_dot),
+        "mma": _mma_kind(sass, build.has_dot, arch),
         "loop_instructions": len(loop),
-        "loop_mma": sum(1 for ins in loop if "GMMA" in ins or "HMMA" in ins),
+        "loop_mma": sum(1 for ins in loop if _MMA_OPS.search(ins)),
         "normals_per_thread_iter": per_thread,
-        "instr_per_normal": round(len(loop) / per_thread, 2) if per_thread else None,
+        "instr_per_normal": round(len(loop) / per_thread, 2) if per_thread and loop else None,
         "sass_path": sass_path,
     }
     return rec
 
 
-def check(records: list[dict[str, Any]], bounds: dict[str, float] = BOUNDS) -> list[str]:
-    """Violations of the CI bounds (an empty list when all hold)."""
+def check(
+    records: list[dict[str, Any]],
+    bounds: dict[str, float] = BOUNDS,
+    planned_ctas: dict[str, int] | None = None,
+) -> list[str]:
+    """Violations of the CI bounds (an empty list when all hold).
+
+    Per record: no spill; TF32/bf16/fp16 dots on the architecture's tensor-core
+    instruction (:data:`EXPECTED_MMA`, ``mma.sync`` elsewhere); the instructions per
+    normal of fixed float32 TF32 builds within ``bounds`` where the SASS could be
+    read; and, with ``planned_ctas`` (arch -> CTAs per SM the split planner assumes),
+    at least that many resident forward CTAs per SM for TF32/bf16/fp16 builds.
+    """
     bad = []
     for r in records:
+        arch = r.get("arch", "sm_90a")
+        where = f"{arch} {r['label']}"
         if r["spill_bytes"]:
-            bad.append(f"{r['label']}: {r['spill_bytes']} spill bytes")
+            bad.append(f"{where}: {r['spill_bytes']} spill bytes")
         tensor_dot = r["mma"] != "-" and not (r["dtype"] == "fp32" and r["precision"] == "ieee")
-        if tensor_dot and r["mma"] != "wgmma":
-            bad.append(f"{r['label']}: dot lowers to {r['mma']}, not wgmma")
+        want = EXPECTED_MMA.get(arch, "mma.sync")
+        if tensor_dot and not r["mma"].startswith("n/a") and r["mma"] != want:
+            bad.append(f"{where}: dot lowers to {r['mma']}, not {want}")
         bound = bounds.get(r["name"])
         tf32 = r["dtype"] == "fp32" and r["precision"] in ("tf32", "-")
-        if bound is not None and r["role"] == "fixed" and tf32 and r["instr_per_normal"] > bound:
-            bad.append(f"{r['label']}: {r['instr_per_normal']} instructions per normal > {bound}")
+        ipn = r["instr_per_normal"]
+        if bound is not None and r["role"] == "fixed" and tf32 and ipn is not None and ipn > bound:
+            bad.append(f"{where}: {ipn} instructions per normal > {bound}")
+        plan = (planned_ctas or {}).get(arch)
+        if plan and r["name"] == "fwd" and tensor_dot and r["ctas_per_sm"] < plan:
+            bad.append(f"{where}: {r['ctas_per_sm']} CTAs per SM < {plan} planned")
     return bad
 
 
 COLUMNS = [
+    ("arch", 7),
     ("label", 48),
     ("role", 8),
     ("registers", 5),
@@ -541,11 +616,21 @@ def table(records: list[dict[str, Any]]) -> str:
     for r in records:
         cells = []
         for k, w in COLUMNS:
-            v = r[k]
+            v = r.get(k)
             v = "-" if v is None else v
             cells.append(f"{v:<{w}}" if k == "label" else f"{v!s:>{w}}")
         lines.append(" ".join(cells))
     return "\n".join(lines)
+
+
+def parse_archs(names: list[str], error: Callable[[str], Any]) -> list[str]:
+    """``--arch`` values: known architecture names in order, or ``all`` (every one)."""
+    if "all" in names:
+        return list(ARCH_LIMITS)
+    unknown = [n for n in names if n not in ARCH_LIMITS]
+    if unknown:
+        error(f"--arch: unknown {', '.join(unknown)}; choose from {' '.join(ARCH_LIMITS)} or all")
+    return list(dict.fromkeys(names))
 
 
 def main(argv: list[str] | None = None, *, out: Callable[[str], None] = print) -> int:
@@ -557,7 +642,12 @@ def main(argv: list[str] | None = None, *, out: Callable[[str], None] = print) -
     parser.add_argument("--only", choices=("all", "fixed"), default="all", help="builds to report")
     parser.add_argument("--check", action="store_true", help="exit 1 if a CI bound is violated")
     parser.add_argument("-k", default="", help="only builds whose label contains this text")
+    parser.add_argument(
+        "--arch", nargs="+", default=["sm_90a"], metavar="ARCH",
+        help=f"architectures to compile for: {' '.join(ARCH_LIMITS)} or all",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    archs = parse_archs(args.arch, parser.error)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         parser.error("unset TRITON_INTERPRET: the report compiles for the GPU")
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
@@ -565,13 +655,14 @@ def main(argv: list[str] | None = None, *, out: Callable[[str], None] = print) -
     with tempfile.TemporaryDirectory() as cache:
         # a private cache: every build is compiled, so ptxas writes its -v log
         os.environ["TRITON_CACHE_DIR"] = cache
-        for build in builds(args.only):
-            if args.k in build.label():
-                records.append(measure(build, args.dump))
+        for arch in archs:
+            for build in builds(args.only, arch):
+                if args.k in build.label():
+                    records.append(measure(build, args.dump, arch))
     out(table(records))
     if args.json:
         args.json.write_text(json.dumps(records, indent=1) + "\n")
-    bad = check(records)
+    bad = check(records, planned_ctas={a: arch_configs(a)[4] for a in archs})
     for line in bad:
         out(f"BOUND VIOLATED: {line}")
     return 1 if (args.check and bad) else 0

@@ -39,6 +39,7 @@ import torch
 import triton
 import triton.language as tl
 
+from . import configs
 from .philox_directions import PHILOX_ROUNDS, SFU, gaussian_quad
 
 __all__ = [
@@ -55,9 +56,9 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 #: Upper bound on the forward's split workspace (``n_split * b * s`` float32). At the
 #: paper shape (b = 128, s = 256, 132 SMs) the plan uses 66 splits: 8.25 MiB.
 WORKSPACE_BYTES = 16 * 1024 * 1024
-#: Forward programs planned per SM: every config is built to fit two CTAs per SM
-#: on sm_90 (registers and shared memory, bench/sass_report.py).
-CTAS_PER_SM = 2
+#: Forward programs planned per SM where no device is given (the sm_90a row of
+#: :mod:`per_triton.kernels.configs`); on a GPU the device's row decides.
+CTAS_PER_SM = configs.row_for(configs.ARCHS["sm_90a"]).ctas_per_sm
 
 
 # --------------------------------------------------------------------------- kernels
@@ -300,27 +301,28 @@ def _per_bwd_kernel(
 # ------------------------------------------------------------------ autotune configs
 
 # One small config under the interpreter (word tiles >= 8 slices, the smallest dot
-# K/N the GPU takes); on the GPU the configs that bench/sass_report.py shows at two
-# CTAs per SM, no spill and the fewest instructions per normal (README, "Static
-# report"). Configs with one CTA per SM or spills were dropped. BLOCK_B is chosen
-# by the launcher, not tuned.
+# K/N the GPU takes); on the GPU the row of kernels/configs.py for the device's
+# architecture and the installed Triton (compiles, no spill, the planned CTAs per SM
+# in bench/sass_report.py). The module-level lists are the sm_90a row; launches use
+# the running device's row. BLOCK_B is chosen by the launcher, not tuned.
+# Forward configs share BLOCK_S and BLOCK_D (asserted below), so the split plan
+# (grid and workspace) does not depend on what autotuning picks.
+
+
+def _triton_configs(rows: tuple[tuple[int, int, int, int], ...]) -> list[triton.Config]:
+    return [
+        triton.Config({"BLOCK_S": bs, "BLOCK_D": bd}, num_warps=w, num_stages=st)
+        for bs, bd, w, st in rows
+    ]
+
+
 if INTERPRET:
     _FWD_CONFIGS = [triton.Config({"BLOCK_S": 32, "BLOCK_D": 32}, num_warps=4)]
     _BWD_CONFIGS = [triton.Config({"BLOCK_S": 32, "BLOCK_D": 32}, num_warps=4)]
 else:
-    # Forward configs must share BLOCK_S and BLOCK_D (asserted below), so the split
-    # plan (grid and workspace) does not depend on what autotuning picks.
-    # One forward config: 64 x 32 with 8 warps is the only tile at two CTAs per SM
-    # without spills (64 x 64 and 128 x 32 take 143-174 registers: one CTA), and
-    # with the manual prefetch of h num_stages = 2 compiles to the same code.
-    _FWD_CONFIGS = [triton.Config({"BLOCK_S": 64, "BLOCK_D": 32}, num_warps=8, num_stages=1)]
-    # Backward: 32 x 128 pipelined (118 registers) and 64 x 64 (124): both two
-    # CTAs per SM; 32 x 128 unpipelined (152 registers), 64 x 128 and wider tiles
-    # (one CTA, or spills) were dropped.
-    _BWD_CONFIGS = [
-        triton.Config({"BLOCK_S": bs, "BLOCK_D": bd}, num_warps=8, num_stages=st)
-        for bs, bd, st in [(32, 128, 2), (64, 64, 1)]
-    ]
+    _ROW90 = configs.row_for(configs.ARCHS["sm_90a"])
+    _FWD_CONFIGS = _triton_configs(_ROW90.fwd)
+    _BWD_CONFIGS = _triton_configs(_ROW90.bwd)
 
 #: The tile used when autotuning is off (``PER_TRITON_AUTOTUNE=0``): fixed configs
 #: make results bitwise identical across processes without Triton's autotune cache.
@@ -333,6 +335,7 @@ if not INTERPRET:
 #: The forward tile every config shares (the split plan depends on it).
 _FWD_TILE = {k: FIXED_FWD_CONFIG[k] for k in ("BLOCK_S", "BLOCK_D")}
 assert all(c.kwargs == _FWD_TILE for c in _FWD_CONFIGS)
+assert all((r[0], r[1]) == (64, 32) for row in configs._TABLE.values() for r in row.fwd)
 
 
 def _autotune(configs: list[triton.Config], key: list[str]):
@@ -347,6 +350,35 @@ def _autotune(configs: list[triton.Config], key: list[str]):
 _TUNE_KEY = ["B", "D", "S", "PRECISION"]  # Triton adds the pointer dtypes
 _per_fwd_partial_tuned = _autotune(_FWD_CONFIGS, _TUNE_KEY)(_per_fwd_partial_kernel)
 _per_bwd_tuned = _autotune(_BWD_CONFIGS, _TUNE_KEY)(_per_bwd_kernel)
+
+
+@functools.cache
+def _device_row(device: torch.device) -> configs.Row | None:
+    """The config row of a CUDA ``device`` (checks Triton and its backend); None elsewhere."""
+    if device.type != "cuda" or INTERPRET:
+        return None
+    configs.check_cuda_launch(device.type)
+    major, minor = torch.cuda.get_device_capability(device)
+    return configs.row_for(10 * major + minor)
+
+
+@functools.cache
+def _tuned_for(row: configs.Row):
+    """Autotuned forward and backward kernels over ``row``'s configs."""
+    fwd = _autotune(_triton_configs(row.fwd), _TUNE_KEY)(_per_fwd_partial_kernel)
+    return fwd, _autotune(_triton_configs(row.bwd), _TUNE_KEY)(_per_bwd_kernel)
+
+
+def _launch_plan(kind: str, device: torch.device):
+    """``(autotuned kernel, fixed config)`` of ``kind`` (fwd/bwd) for ``device``."""
+    row = _device_row(device)
+    if row is None:
+        tuned = _per_fwd_partial_tuned if kind == "fwd" else _per_bwd_tuned
+        return tuned, FIXED_FWD_CONFIG if kind == "fwd" else FIXED_BWD_CONFIG
+    bs, bd, warps, stages = (row.fwd if kind == "fwd" else row.bwd)[0]
+    fixed = {"BLOCK_S": bs, "BLOCK_D": bd, "num_warps": warps, "num_stages": stages}
+    return _tuned_for(row)[0 if kind == "fwd" else 1], fixed
+
 
 _FINISH_TILE = {"BLOCK_B": 32, "BLOCK_S": 64}
 
@@ -382,12 +414,14 @@ def plan_splits(
     sm_count: int | None = None,
     block_s: int | None = None,
     block_d: int | None = None,
+    ctas_per_sm: int | None = None,
 ) -> tuple[int, int]:
     """``(split_d, n_split)``: how the forward cuts ``d`` (a pure function of shapes and GPU).
 
     Planned from the forward tile (``block_s``, ``block_d``; default the tile all
-    forward configs share): enough splits for :data:`CTAS_PER_SM` programs per SM
-    (``sm_count``, default the device's), with the workspace ``n_split * b * s * 4``
+    forward configs share): enough splits for ``ctas_per_sm`` programs per SM
+    (default the device's config row, :data:`CTAS_PER_SM` without a CUDA device;
+    ``sm_count``, default the device's), with the workspace ``n_split * b * s * 4``
     bytes under :data:`WORKSPACE_BYTES`; every split is a multiple of ``block_d``.
     Not tuned by timing, so the reduction order is fixed for given shapes and GPU.
     """
@@ -396,7 +430,9 @@ def plan_splits(
     b_tiles = triton.cdiv(b, _block_b(b))
     s_tiles = triton.cdiv(s, block_s)
     sms = sm_count if sm_count is not None else _sm_count(device)
-    want = triton.cdiv(CTAS_PER_SM * sms, s_tiles * b_tiles)
+    row = _device_row(device) if device is not None else None
+    ctas = ctas_per_sm or (row.ctas_per_sm if row is not None else CTAS_PER_SM)
+    want = triton.cdiv(ctas * sms, s_tiles * b_tiles)
     by_memory = max(1, WORKSPACE_BYTES // (4 * b * s))
     n = max(1, min(want, by_memory, triton.cdiv(d, block_d)))
     split_d = triton.cdiv(triton.cdiv(d, n), block_d) * block_d
@@ -450,8 +486,9 @@ def per_fwd(
     if d >= 2**31 or s >= 2**31:
         raise ValueError("d and num_slices must be < 2**31")
 
+    tuned, fixed = _launch_plan("fwd", h.device)
     if config is None and not _autotune_enabled():
-        config = FIXED_FWD_CONFIG
+        config = fixed
     tile = config or _FWD_TILE
     if tile["BLOCK_S"] < 4 or tile["BLOCK_S"] % 4:
         raise ValueError(f"config BLOCK_S must be a multiple of 4, got {tile['BLOCK_S']}")
@@ -470,7 +507,7 @@ def per_fwd(
     meta = {"BLOCK_B": block_b, "PRECISION": precision, "N_ROUNDS": PHILOX_ROUNDS, "SFU": SFU}
     if config is None:
         grid = lambda m: (triton.cdiv(s, m["BLOCK_S"]), n_split, triton.cdiv(b, block_b))
-        _per_fwd_partial_tuned[grid](*args, **meta)
+        tuned[grid](*args, **meta)
     else:
         grid = (triton.cdiv(s, config["BLOCK_S"]), n_split, triton.cdiv(b, block_b))
         _per_fwd_partial_kernel[grid](*args, **meta, **config)
@@ -526,13 +563,14 @@ def per_bwd(
     block_b = _block_b(b)
     args = (coeff, seed, out, b, d, s, coeff.stride(0), out.stride(0))
     meta = {"BLOCK_B": block_b, "PRECISION": precision, "N_ROUNDS": PHILOX_ROUNDS, "SFU": SFU}
+    tuned, fixed = _launch_plan("bwd", coeff.device)
     if config is None and not _autotune_enabled():
-        config = FIXED_BWD_CONFIG
+        config = fixed
     if config is not None and (config["BLOCK_S"] < 4 or config["BLOCK_S"] % 4):
         raise ValueError(f"config BLOCK_S must be a multiple of 4, got {config['BLOCK_S']}")
     if config is None:
         grid = lambda m: (triton.cdiv(d, m["BLOCK_D"]), triton.cdiv(b, block_b))
-        _per_bwd_tuned[grid](*args, **meta)
+        tuned[grid](*args, **meta)
     else:
         grid = (triton.cdiv(d, config["BLOCK_D"]), triton.cdiv(b, block_b))
         _per_bwd_kernel[grid](*args, **meta, **config)

@@ -61,6 +61,8 @@ import torch
 import triton
 import triton.language as tl
 
+from . import configs
+
 __all__ = [
     "PHILOX_ROUNDS",
     "SFU",
@@ -326,6 +328,7 @@ def _draw_sum_kernel(
 def _check_seed(seed: torch.Tensor) -> None:
     if not isinstance(seed, torch.Tensor) or seed.dtype != torch.int64 or seed.numel() != 1:
         raise TypeError("seed must be a (1,) int64 tensor")
+    configs.check_cuda_launch(seed.device.type)
 
 
 def _check_tile(block_s: int, block_d: int) -> None:

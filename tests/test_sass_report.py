@@ -96,3 +96,54 @@ def test_check_flags_each_violation() -> None:
     # IEEE dots run on FMA by design; autotune configs are reported, not bounded
     assert sass_report.check([base | {"precision": "ieee", "mma": "FMA"}]) == []
     assert sass_report.check([base | {"role": "autotune", "instr_per_normal": 99.0}]) == []
+
+
+def test_ctas_per_sm_per_arch() -> None:
+    """Per-architecture limits: shared memory, resident warps and CTAs per SM differ."""
+    # 64 KiB + 1 KiB reserved per CTA: 164 KiB on sm_80 holds 2, 100 KiB on sm_86 one
+    assert sass_report.ctas_per_sm(64, 65536, 4, "sm_80")["smem"] == 2
+    assert sass_report.ctas_per_sm(64, 65536, 4, "sm_86")["smem"] == 1
+    assert sass_report.ctas_per_sm(64, 65536, 4, "sm_120")["smem"] == 1
+    assert sass_report.ctas_per_sm(64, 65536, 4, "sm_100a")["smem"] == 3
+    # 8-warp CTAs: 48 resident warps (sm_86/89/120) hold 6, 64 (sm_80/90/100) hold 8
+    assert sass_report.ctas_per_sm(32, 0, 8, "sm_89")["warps"] == 6
+    assert sass_report.ctas_per_sm(32, 0, 8, "sm_80")["warps"] == 8
+    # 1-warp CTAs hit the resident-CTA limit: 16 on sm_86, 24 on sm_89, 32 on sm_120
+    assert [sass_report.ctas_per_sm(16, 0, 1, a)["ctas"] for a in ("sm_86", "sm_89", "sm_120")] == [
+        16,
+        24,
+        32,
+    ]
+    # 134 registers -> 4352 per warp: 15 warps of 8-warp CTAs fit, so one CTA
+    assert sass_report.ctas_per_sm(134, 24576, 8, "sm_120")["regs"] == 1
+
+
+def test_parse_archs() -> None:
+    errors: list[str] = []
+    assert sass_report.parse_archs(["sm_80", "sm_90a", "sm_80"], errors.append) == [
+        "sm_80",
+        "sm_90a",
+    ]
+    assert sass_report.parse_archs(["all"], errors.append) == list(sass_report.ARCH_LIMITS)
+    assert errors == []
+    sass_report.parse_archs(["sm_75"], errors.append)
+    assert "sm_75" in errors[0]
+    with pytest.raises(SystemExit):
+        sass_report.main(["--arch", "sm_99"])
+
+
+def test_mma_kind_per_arch() -> None:
+    """tcgen05 (UTC*MMA) before wgmma before mma.sync; unreadable SASS is reported, not raised."""
+    assert sass_report._mma_kind("UTCHMMA gdesc ;", True, "sm_100a") == "tcgen05"
+    assert sass_report._mma_kind("HGMMA.64x16x8 ;", True) == "wgmma"
+    assert sass_report._mma_kind("HMMA.1688.F32.TF32 ;", True, "sm_80") == "mma.sync"
+    assert sass_report._mma_kind("FFMA ;", True) == "FMA"
+    assert sass_report._mma_kind(None, True, "sm_120") == "n/a: nvdisasm lacks sm_120"
+    rec = {
+        "arch": "sm_100a", "label": "x", "name": "fwd", "role": "fixed", "dtype": "fp32",
+        "precision": "tf32", "spill_bytes": 0, "mma": "mma.sync", "instr_per_normal": 30.0,
+        "ctas_per_sm": 1,
+    }  # fmt: skip
+    bad = sass_report.check([rec], planned_ctas={"sm_100a": 2})
+    assert any("not tcgen05" in b for b in bad) and any("< 2 planned" in b for b in bad)
+    assert sass_report.check([rec | {"arch": "sm_86"}], planned_ctas={"sm_86": 1}) == []
