@@ -165,3 +165,36 @@ def load_closeness(results_dir: Path | None) -> Closeness:
         paths.append(folder / "summary.json")
     fingerprint = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
     return _read_closeness(str(folder), fingerprint)
+
+
+SASS_MATRIX = Path("sass") / "matrix.json"
+#: Columns of the static compile matrix the Kernels page shows, in order.
+STATIC_COLUMNS = (
+    "triton", "arch", "name", "role", "dtype", "precision", "BLOCK_S", "BLOCK_D",
+    "num_warps", "num_stages", "registers", "spill_bytes", "ctas_per_sm", "mma",
+    "instr_per_normal",
+)  # fmt: skip
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _read_sass_matrix(path: str, mtime_ns: int, size: int) -> list[dict]:
+    doc = json.loads(Path(path).read_text())
+    if not isinstance(doc, list) or not all(isinstance(r, dict) for r in doc):
+        raise ValueError(f"{path}: expected a list of build records")
+    return [{k: r.get(k) for k in STATIC_COLUMNS} for r in doc]
+
+
+def load_sass_matrix(results_dir: Path | None) -> tuple[list[dict], Problem | None]:
+    """Records of the compile matrix (``<results>/sass/matrix.json``, scripts/compile_matrix.sh).
+
+    Returns ``(records, problem)``: no records and no problem where the file is absent,
+    no records and a :class:`Problem` where it cannot be read.
+    """
+    if results_dir is None or not (results_dir / SASS_MATRIX).is_file():
+        return [], None
+    path = results_dir / SASS_MATRIX
+    try:
+        stat = path.stat()
+        return _read_sass_matrix(str(path), stat.st_mtime_ns, stat.st_size), None
+    except (OSError, ValueError) as err:
+        return [], Problem(SASS_MATRIX.as_posix(), f"cannot be read ({err})")

@@ -209,3 +209,50 @@ def test_committed_results_load_without_problems():
     sweep = sorted((paths.committed_results() / "cpu").glob("after4-*-r1.json"))[0]
     run, problems = loaders.parse_benchmark_file(sweep.name, sweep.read_bytes(), "upload")
     assert problems and (run is None or not (run.training or run.kernel))
+
+
+def _matrix_record(triton: str, arch: str, regs: int) -> dict:
+    return {
+        "triton": triton, "arch": arch, "name": "fwd", "role": "fixed", "dtype": "fp32",
+        "precision": "tf32", "BLOCK_S": 64, "BLOCK_D": 32, "num_warps": 8, "num_stages": 1,
+        "registers": regs, "spill_bytes": 0, "ctas_per_sm": 2, "mma": "wgmma",
+        "instr_per_normal": 31.75, "sass_path": None,
+    }  # fmt: skip
+
+
+def test_kernels_without_timings_show_the_static_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """No GPU timings: the compile matrix per architecture, labelled as static counts."""
+    (tmp_path / "sass").mkdir()
+    records = [_matrix_record("3.6.0", "sm_80", 172), _matrix_record("3.9.0", "sm_80", 170),
+               _matrix_record("3.9.0", "sm_90a", 100)]  # fmt: skip
+    (tmp_path / "sass" / "matrix.json").write_text(json.dumps(records))
+    at = run_page("kernels", tmp_path, monkeypatch)
+    infos = [i.value for i in at.info]
+    assert any("Static counts from the compiler, not timings" in i for i in infos)
+    assert any(i.startswith("No kernel results") for i in infos)  # and why there are no timings
+    first = at.dataframe[0].value
+    assert list(first["arch"]) == ["sm_80"] and list(first["regs"]) == [172]
+    assert {"CTAs/SM", "MMA", "instr/normal", "spill bytes"} <= set(first.columns)
+    at.selectbox(key="kernels_static_triton").set_value("3.9.0").run()
+    second = at.dataframe[0].value
+    assert list(second["arch"]) == ["sm_80", "sm_90a"] and list(second["regs"]) == [170, 100]
+
+
+def test_kernels_unreadable_static_report_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    (tmp_path / "sass").mkdir()
+    (tmp_path / "sass" / "matrix.json").write_text("{not json")
+    at = run_page("kernels", tmp_path, monkeypatch)
+    assert any("sass/matrix.json" in w.value for w in at.warning)
+    assert not at.dataframe
+
+
+def test_committed_static_report_covers_every_architecture(monkeypatch: pytest.MonkeyPatch):
+    from per_triton import paths
+    from per_triton.kernels import configs
+
+    at = run_page("kernels", paths.committed_results(), monkeypatch)
+    shown = at.dataframe[0].value
+    assert set(shown["arch"]) == set(configs.ARCHS)
+    assert (shown["spill bytes"] == 0).all()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
-from per_triton.dashboard import charts, context, frames, widgets
+from per_triton.dashboard import charts, context, frames, loaders, widgets
 
 AXES = {"d": "dimension d", "s": "slices s", "b": "batch b"}
 NO_KERNEL_RESULTS = (
@@ -18,9 +19,41 @@ NO_KERNEL_RESULTS = (
     "runs: its timings come from the Triton interpreter and are not costs."
 )
 
+STATIC_LABEL = "Static counts from the compiler, not timings"
+STATIC_HEADERS = {
+    "name": "kernel", "num_warps": "warps", "num_stages": "stages", "registers": "regs",
+    "spill_bytes": "spill bytes", "ctas_per_sm": "CTAs/SM", "mma": "MMA",
+    "instr_per_normal": "instr/normal",
+}  # fmt: skip
+
+
+def static_report(records: list[dict]) -> None:
+    """The compile matrix per architecture: one row per (arch, kernel config)."""
+    st.subheader("Static report per GPU architecture")
+    st.info(
+        f"**{STATIC_LABEL}.** Registers, spills, resident CTAs per SM, the MMA "
+        "instruction in the SASS and SASS instructions per generated normal of every "
+        "kernel config, compiled for each architecture without a GPU "
+        "(`bash scripts/compile_matrix.sh`; docs/compatibility.md).",
+        icon=":material/memory:",
+    )
+    static = pd.DataFrame(records)
+    version = widgets.select("Triton", static["triton"], "kernels_static_triton")
+    shown = static[static["triton"] == version].drop(columns="triton")
+    st.dataframe(shown.rename(columns=STATIC_HEADERS), hide_index=True, key="kernels_static")
+
+
 st.title("Kernels: fused PER against the torch reference")
+results = context.results()
+if frames.kernel_frame(results.runs).empty:
+    # no timings (no GPU run yet): the static report is what there is to show
+    matrix, problem = loaders.load_sass_matrix(context.settings().results_dir)
+    if problem is not None:
+        widgets.show_problems([problem])
+    if matrix:
+        static_report(matrix)
 df = widgets.frame_or_stop(
-    context.results(), frames.kernel_frame, NO_KERNEL_RESULTS, context.settings().results_dir
+    results, frames.kernel_frame, NO_KERNEL_RESULTS, context.settings().results_dir
 )
 
 cols = st.columns(4)
