@@ -179,7 +179,12 @@ def arch_configs(arch: str) -> tuple[dict, list, dict, list, int]:
 
 
 def builds(only: str = "all", arch: str = "sm_90a") -> list[Build]:
-    """Every build of the report (``only``: ``all`` or ``fixed``, the CI subset) for ``arch``."""
+    """Every build of the report for ``arch``.
+
+    ``only``: ``all``; ``fixed`` (the fixed configs and the first floor tile, the CI
+    subset); ``matrix`` (``fixed`` plus the forward/backward autotune configs in
+    float32 TF32: the compile matrix of scripts/compile_matrix.sh).
+    """
     from per_triton.bench.kernel_utils import draw_config
     from per_triton.kernels import per_fused as pf
     from per_triton.kernels import philox_directions as pd
@@ -201,7 +206,7 @@ def builds(only: str = "all", arch: str = "sm_90a") -> list[Build]:
                 fixed.get("num_stages", default_stages),
             )
         ]
-        if only == "all":
+        if only in ("all", "matrix"):
             for c in tuned:
                 row = ("autotune", dict(c.kwargs), c.num_warps, c.num_stages)
                 if row[1:] != rows[0][1:]:
@@ -215,7 +220,7 @@ def builds(only: str = "all", arch: str = "sm_90a") -> list[Build]:
             b, d, s, None, sm_count=sm_count, block_s=tiles["BLOCK_S"],
             block_d=tiles["BLOCK_D"], ctas_per_sm=ctas,
         )  # fmt: skip
-        for dt, prec in variants:
+        for dt, prec in variants if role == "fixed" or only == "all" else [("fp32", "tf32")]:
             args = {
                 "h_ptr": _meta(dt, b, d),
                 "seed_ptr": _meta("i64", 1),
@@ -243,7 +248,7 @@ def builds(only: str = "all", arch: str = "sm_90a") -> list[Build]:
                 )
             )
     for role, tiles, warps, stages in cfgs(bwd_fixed, bwd_tuned):
-        for dt, prec in variants:
+        for dt, prec in variants if role == "fixed" or only == "all" else [("fp32", "tf32")]:
             args = {
                 "coeff_ptr": _meta("fp32", b, s),
                 "seed_ptr": _meta("i64", 1),
@@ -263,7 +268,7 @@ def builds(only: str = "all", arch: str = "sm_90a") -> list[Build]:
 
     split_d, _ = pf.plan_splits(b, d, s, None, sm_count=sm_count, ctas_per_sm=ctas)
     floor_cfgs = draw_config(b, d, s, torch.device("cuda"))
-    for i, cfg in enumerate(floor_cfgs[:1] if only == "fixed" else floor_cfgs):
+    for i, cfg in enumerate(floor_cfgs if only == "all" else floor_cfgs[:1]):
         args = {
             "seed_ptr": _meta("i64", 1),
             "out_ptr": _meta("fp32", 1),
@@ -566,17 +571,20 @@ def check(
     for r in records:
         arch = r.get("arch", "sm_90a")
         where = f"{arch} {r['label']}"
+        readable = not r["mma"].startswith("n/a")
         if r["spill_bytes"]:
             bad.append(f"{where}: {r['spill_bytes']} spill bytes")
         tensor_dot = r["mma"] != "-" and not (r["dtype"] == "fp32" and r["precision"] == "ieee")
         want = EXPECTED_MMA.get(arch, "mma.sync")
-        if tensor_dot and not r["mma"].startswith("n/a") and r["mma"] != want:
+        if tensor_dot and readable and r["mma"] != want:
             bad.append(f"{where}: dot lowers to {r['mma']}, not {want}")
         bound = bounds.get(r["name"])
         tf32 = r["dtype"] == "fp32" and r["precision"] in ("tf32", "-")
         ipn = r["instr_per_normal"]
         if bound is not None and r["role"] == "fixed" and tf32 and ipn is not None and ipn > bound:
             bad.append(f"{where}: {ipn} instructions per normal > {bound}")
+        if r["name"] in ("fwd", "bwd") and readable and r.get("loop_instructions", 1) == 0:
+            bad.append(f"{where}: no hot loop in the SASS (a kernel compiled to nothing?)")
         plan = (planned_ctas or {}).get(arch)
         if plan and r["name"] == "fwd" and tensor_dot and r["ctas_per_sm"] < plan:
             bad.append(f"{where}: {r['ctas_per_sm']} CTAs per SM < {plan} planned")
@@ -639,7 +647,9 @@ def main(argv: list[str] | None = None, *, out: Callable[[str], None] = print) -
     parser.add_argument(
         "--dump", type=pathlib.Path, help="write each build's SASS into this folder"
     )
-    parser.add_argument("--only", choices=("all", "fixed"), default="all", help="builds to report")
+    parser.add_argument(
+        "--only", choices=("all", "fixed", "matrix"), default="all", help="builds to report"
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 if a CI bound is violated")
     parser.add_argument("-k", default="", help="only builds whose label contains this text")
     parser.add_argument(

@@ -32,6 +32,7 @@ fi
 echo "[test] ruff"
 "$PY" -m ruff check .
 "$PY" -m ruff format --check .
+echo "[test] compile matrix: every GPU arch on Triton 3.6 and the installed one"; PYTHON="$PY" bash scripts/compile_matrix.sh
 echo "[test] docs: mkdocs build --strict"
 site=$(mktemp -d)
 trap 'rm -rf "$site"' EXIT

@@ -147,3 +147,14 @@ def test_mma_kind_per_arch() -> None:
     bad = sass_report.check([rec], planned_ctas={"sm_100a": 2})
     assert any("not tcgen05" in b for b in bad) and any("< 2 planned" in b for b in bad)
     assert sass_report.check([rec | {"arch": "sm_86"}], planned_ctas={"sm_86": 1}) == []
+
+
+def test_check_flags_a_dot_kernel_without_a_hot_loop() -> None:
+    """A forward/backward whose SASS has no loop (compiled to nothing) is a violation."""
+    rec = {
+        "arch": "sm_100a", "label": "x", "name": "bwd", "role": "autotune", "dtype": "fp32",
+        "precision": "tf32", "spill_bytes": 0, "mma": "tcgen05", "instr_per_normal": None,
+        "loop_instructions": 0, "ctas_per_sm": 6,
+    }  # fmt: skip
+    assert "no hot loop" in sass_report.check([rec])[0]
+    assert sass_report.check([rec | {"loop_instructions": 700, "instr_per_normal": 30.0}]) == []
