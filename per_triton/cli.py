@@ -24,13 +24,16 @@ SUBCOMMANDS = {
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subparser per entry of :data:`SUBCOMMANDS`."""
     parser = argparse.ArgumentParser(
-        prog="per-triton", description="PER regularizer: benchmarks, dashboard, training."
+        prog="per-triton",
+        description="PER regularizer: benchmarks, dashboard, training.",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"per-triton {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in SUBCOMMANDS.items():
         module = importlib.import_module(f"per_triton.commands.{name}")
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        # allow_abbrev=False: a mistyped flag (--suit) is an error, not --suite
+        p = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
         module.add_arguments(p)
         p.set_defaults(_run=module.run, _parser=p)
     return parser

@@ -44,6 +44,14 @@ def test_a_bad_flag_prints_that_subcommands_usage(
     assert f"per-triton {command}: error: unrecognized arguments: --no-such-flag" in err
 
 
+def test_a_flag_prefix_is_not_taken_for_the_flag(capsys: pytest.CaptureFixture) -> None:
+    """``--suit`` is a typo, not ``--suite``: argparse's prefix matching is off."""
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--suit", "cpu"])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --suit cpu" in capsys.readouterr().err
+
+
 # -- one version source -----------------------------------------------------------------
 
 

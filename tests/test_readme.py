@@ -31,7 +31,12 @@ README = ROOT / "README.md"
 RECIPES = ROOT / "docs" / "recipes"
 # the framework recipes run as whole programs (several processes, a Trainer) in
 # tests/test_recipe_*.py, which read their blocks from the pages themselves
-PAGES = [README, *sorted(p for p in (ROOT / "docs").rglob("*.md") if RECIPES not in p.parents)]
+PAGES = [
+    README,
+    *sorted(
+        p for p in (ROOT / "docs").rglob("*.md") if RECIPES not in p.parents or p.name == "index.md"
+    ),
+]
 FENCE = re.compile(
     r"^(?:<!-- docs-test: (?P<kind>[a-z]+)(?:: (?P<why>[^>]+?))? -->\n)?"
     r"```(?P<lang>[^\n`]*)\n(?P<code>.*?)^```$",
