@@ -17,8 +17,11 @@ from .parse import parse_benchmark_file, parse_closeness_lines, parse_summary
 from .schema import ClosenessRecord, Problem, Run, Source, SummaryRow
 
 CLOSENESS_DIR = "closeness"
-# Files ``per-triton train`` writes beside its records: not benchmarks, skipped silently.
-NOT_BENCHMARKS = frozenset({"config.json", "summary.json", "overhead.json"})
+# Files ``per-triton train`` writes beside its records, and the cnn11 step timing of
+# scripts/step_by_sampler.py: not benchmarks, skipped silently.
+NOT_BENCHMARKS = frozenset(
+    {"config.json", "summary.json", "overhead.json", "cnn11-step-by-sampler.json"}
+)
 
 
 @dataclass

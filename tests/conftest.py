@@ -16,6 +16,9 @@ import torch
 HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# an editable install builds the sampler into the checkout; the tests of the other
+# load paths (cached, built, torch) must not see it (tests/test_normals.py)
+os.environ.setdefault("PER_TRITON_PACKAGED_SAMPLER", "0")
 
 # Keep the two xdist workers from oversubscribing CI's two cores.
 if os.environ.get("PYTEST_XDIST_WORKER"):
