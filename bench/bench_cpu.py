@@ -4,12 +4,12 @@ One benchmark per ``(b, d, s, threads)``. Each timed round runs forward + backwa
 both providers, in alternating order, on the same activations ``h (b, d)`` float32:
 
 - ``per_triton``: ``per_loss(h, s, seed=r).backward()`` (the CPU path of
-  per_triton/cpu_path.py; a new seed every round, so new directions every call);
+  per_triton/core/cpu_path.py; a new seed every round, so new directions every call);
 - ``torch``: what a user writes in five lines: ``theta = randn(s, d)``, normalise
   the rows, ``reference.per_loss(h, theta)`` (two matmuls with autograd's backward).
 
 Each result's ``extra_info`` (docs/design.md, "Benchmark result files") records the CPU
-sampler that ran (``sampler``: :func:`per_triton.normals.sampler`) and holds the median,
+sampler that ran (``sampler``: :func:`per_triton.core.normals.sampler`) and holds the median,
 20th and 80th percentile of each provider and ``ratio = per_triton median / torch median``;
 pytest-benchmark's own ``stats`` are those of one round of both providers.
 Alternating the two in one round keeps the ratio honest on a shared, noisy machine.
@@ -38,8 +38,8 @@ import pytest
 import torch
 
 import per_triton
-from per_triton import normals, reference
 from per_triton.bench.common import bench_quick, bench_rounds, percentiles
+from per_triton.core import normals, reference
 
 QUICK_MODE = bench_quick()
 ENV_BUSY = "PER_TRITON_BENCH_BUSY"

@@ -2,7 +2,7 @@
 
 One benchmark per (model, method, dtype): the model is built on the device with
 ``torch.manual_seed(0)``, one fixed synthetic batch is drawn on the device, and
-``per_triton.training.train_step`` (forward, loss with the regulariser, backward,
+``per_triton.experiments.training.train_step`` (forward, loss with the regulariser, backward,
 SGD step) is timed for 20 iterations after 3 untimed ones (``--rounds``). Each
 call is timed with CUDA events on a GPU (``time.perf_counter`` on the CPU) and
 leaves the device idle, so pytest-benchmark's own numbers are synchronised too.
@@ -27,8 +27,6 @@ from typing import Any
 import pytest
 import torch
 
-from per_triton import normals
-from per_triton.baselines import METHODS
 from per_triton.bench.common import (
     EventTimer,
     bench_device,
@@ -36,13 +34,15 @@ from per_triton.bench.common import (
     bench_rounds,
     percentiles,
 )
-from per_triton.models import build_model
-from per_triton.training import train_step
+from per_triton.core import normals
+from per_triton.experiments.baselines import METHODS
+from per_triton.experiments.models import build_model
+from per_triton.experiments.training import train_step
 
 COEFF = 1e-4
 DTYPES = {"float32": None, "bf16-autocast": torch.bfloat16}
 
-# label -> model factory (per_triton.models.MODELS), build kwargs, batch, input, s
+# label -> model factory (per_triton.experiments.models.MODELS), build kwargs, batch, input, s
 FULL: dict[str, dict[str, Any]] = {
     "cnn11": {
         "factory": "cnn11",
@@ -168,7 +168,7 @@ def test_training_iteration(benchmark, model_name: str, method: str, dtype: str)
             "num_slices": s,
             "device": DEVICE.type,
             "quick": QUICK_MODE,
-            # the CPU stream's sampler (per_triton.normals.sampler); None on CUDA
+            # the CPU stream's sampler (per_triton.core.normals.sampler); None on CUDA
             "sampler": normals.sampler() if DEVICE.type == "cpu" else None,
             "config": {k: v for k, v in cfg.items() if k != "build"} | cfg["build"],
         }

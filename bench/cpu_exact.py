@@ -31,8 +31,8 @@ import per_triton as pt
 from per_triton.bench.bench_training import FULL, synthetic_batch
 from per_triton.bench.common import git_commit
 from per_triton.bench.kernel_utils import eager_per_loss
-from per_triton.models import build_model
-from per_triton.training import train_step
+from per_triton.experiments.models import build_model
+from per_triton.experiments.training import train_step
 
 
 def _timed(fn) -> float:

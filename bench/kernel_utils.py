@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 import per_triton as pt
-from per_triton import reference
+from per_triton.core import reference
 
 PROVIDERS = ("fused", "eager", "eager_tf32", "compile", "floor", "exact")
 MODES = ("forward", "backward", "full")

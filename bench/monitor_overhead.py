@@ -3,7 +3,7 @@
 ``per-triton train --overhead-steps N`` calls :func:`measure_overhead` after the
 training runs and writes ``<out>/overhead.json`` (docs/design.md, "Closeness records").
 It lives with the benchmarks (``per_triton.bench``); the training loop is
-:func:`per_triton.digits_experiment.train_one`.
+:func:`per_triton.experiments.digits_experiment.train_one`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import torch
 
-from per_triton.digits_experiment import Config, train_one
+from per_triton.experiments.digits_experiment import Config, train_one
 
 
 def measure_overhead(cfg: Config, data, steps: int, everies=(1, 10, 100)) -> dict:

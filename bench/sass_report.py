@@ -346,7 +346,7 @@ def _exact_builds(b: int, d: int) -> list[Build]:
     """
     import torch
 
-    from per_triton import exact
+    from per_triton.core import exact
     from per_triton.kernels import per_exact as pe
 
     split_d, n_split = pe.plan_norm_splits(b, d)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from per_triton.methods import label
+from per_triton.experiments.methods import label
 
 from . import method_style as style
 from .frames import PAPER_SERIES, PROVIDER_ORDER

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from per_triton.closeness_schema import RECORD_KEYS
-from per_triton.methods import METHODS, label, order_key
+from per_triton.api.monitor_schema import RECORD_KEYS
+from per_triton.experiments.methods import METHODS, label, order_key
 
 from .schema import ClosenessRecord, Run
 
@@ -16,7 +16,7 @@ PAPER_SECONDS = {"vanilla": 0.071, "bn": 0.083, "vcl": 0.087, "per": 0.093}
 #: Where a run's file came from, in words for people (``Run.source`` is the key).
 ORIGIN = {"committed": "results folder", "extra": "--extra", "uploaded": "uploaded"}
 
-METHOD_ORDER = list(METHODS)  # per_triton.methods is the source
+METHOD_ORDER = list(METHODS)  # per_triton.experiments.methods is the source
 PROVIDER_ORDER = ["fused", "eager", "eager_tf32", "compile", "floor", "exact"]
 
 TRAINING_COLUMNS = [

@@ -1,7 +1,7 @@
 """The one look of a method on every chart: its colour, dash, marker and label.
 
 Every chart that tells methods apart encodes them through these functions, which
-read :mod:`per_triton.methods` (the single source of names, labels and styles), so
+read :mod:`per_triton.experiments.methods` (the single source of names, labels and styles), so
 ``per`` has the same green, solid line, diamond marker and "PER (fused)" legend
 entry on the Training, Runs and Closeness pages. Charts encode the ``method_label``
 column :func:`with_labels` adds, so legends show the labels; tooltips and tables
@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import altair as alt
 import pandas as pd
 
-from per_triton.methods import colour, dash, label, marker, order_key
+from per_triton.experiments.methods import colour, dash, label, marker, order_key
 
 LABEL = "method_label"
 TITLE = "method"

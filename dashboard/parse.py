@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from typing import Any, cast
 
-from per_triton.closeness_schema import STAT_KEYS, check_record
+from per_triton.api.monitor_schema import STAT_KEYS, check_record
 
 from .schema import (
     BenchmarkFile,
@@ -178,7 +178,7 @@ def parse_benchmark_file(
 
 
 def closeness_record(obj: object) -> ClosenessRecord:
-    """Check one closeness JSON line (:func:`per_triton.closeness_schema.check_record`).
+    """Check one closeness JSON line (:func:`per_triton.api.monitor_schema.check_record`).
 
     A null statistic becomes NaN (a gap in the charts).
     """

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal, TypedDict
 
 # re-exported: the one definition is shared with the monitor
-from per_triton.closeness_schema import ClosenessRecord as ClosenessRecord
+from per_triton.api.monitor_schema import ClosenessRecord as ClosenessRecord
 
 # --- pytest-benchmark JSON (--benchmark-json) ------------------------------------
 
@@ -137,7 +137,7 @@ class KernelRow(TypedDict):
 # --- closeness records (bench/results/closeness/) ---------------------------------
 
 
-# ClosenessRecord: per_triton/closeness_schema.py is the one definition (shared
+# ClosenessRecord: per_triton/api/monitor_schema.py is the one definition (shared
 # with the monitor); a null statistic is read as NaN here.
 
 

@@ -10,7 +10,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from per_triton.methods import METHODS, order_key
+from per_triton.experiments.methods import METHODS, order_key
 
 from .loaders import Results
 from .schema import Problem, Run

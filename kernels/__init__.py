@@ -7,8 +7,8 @@
   Eq. 6) and backward (Eq. 6, Algorithm 1) kernels and their launchers.
 
 Kernels and plain launchers only: autograd and op registration live in
-``per_triton/ops.py`` and ``per_triton/cuda_ops.py``. Submodules import triton, so
+``per_triton/core/ops.py`` and ``per_triton/core/cuda_ops.py``. Submodules import triton, so
 this package imports nothing eagerly. The CUDA entry points
-(``per_triton.ops``) call :func:`per_triton.triton_support.require_triton` first: a
+(``per_triton.core.ops``) call :func:`per_triton.core.triton_support.require_triton` first: a
 clear error when Triton is missing or older than the floor.
 """

@@ -1,4 +1,4 @@
-"""Triton kernels of exact PER (``estimator="exact"``, per_triton/exact.py).
+"""Triton kernels of exact PER (``estimator="exact"``, per_triton/core/exact.py).
 
 Exact PER touches ``h`` ``(b, d)`` twice, once per pass, and nothing else of size ``b*d``:
 
@@ -7,7 +7,7 @@ Exact PER touches ``h`` ``(b, d)`` twice, once per pass, and nothing else of siz
    partial.
    ``_exact_terms_kernel``: one program adds the ``(b, n_split)`` partials of each row
    in split order (fixed, so the result is bitwise reproducible), evaluates the two 1F1
-   values of every row in float64 by the quadratures of per_triton/exact.py (same
+   values of every row in float64 by the quadratures of per_triton/core/exact.py (same
    nodes, same switch; the torch version there is the reference it is tested against),
    and writes the loss sum ``sum_i sqrt(2/pi) M(-1/2, d/2, -r_i^2/2)`` and the gradient
    scales ``sqrt(2/pi)/d * M(1/2, d/2+1, -r_i^2/2)``. Two launches for the forward.
@@ -171,7 +171,7 @@ def exact_fwd(
 
     ``loss_sum = sum_i sqrt(2/pi) M(-1/2, d/2, -r_i^2/2)``, ``scale_i = sqrt(2/pi)/d *
     M(1/2, d/2+1, -r_i^2/2)``, both float32 (float64 for float64 input). ``nodes`` is the
-    ``(5, N)`` float64 node table of per_triton/exact.py on ``h``'s device.
+    ``(5, N)`` float64 node table of per_triton/core/exact.py on ``h``'s device.
     """
     part = _norm_partials(h, block)
     (b, n_split), d = part.shape, h.shape[1]

@@ -22,7 +22,7 @@ coefficients already scaled by the incoming gradient. No cross-program reduction
 Precision (docs/design.md, "Registered ops"): float32 activations use ``tl.dot`` with
 ``input_precision`` ``"tf32"`` (default) or ``"ieee"``; float16/bfloat16 activations
 are projected in their dtype with float32 accumulation; coefficients, norms and the
-loss are float32. float64 is not handled here (``per_triton.cuda_ops`` runs it on
+loss are float32. float64 is not handled here (``per_triton.core.cuda_ops`` runs it on
 materialised column chunks).
 
 Kernels first, then the launchers, which take plain tensors, check shapes,

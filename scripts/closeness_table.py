@@ -15,7 +15,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from per_triton.monitor import read_records
+from per_triton.api.monitor import read_records
 
 NAMES = {"vanilla": "vanilla", "bn": "BN", "vcl": "VCL", "per": "PER", "per_exact": "PER exact"}
 

@@ -1,4 +1,4 @@
-"""Accuracy of per_triton.exact.kummer_pair against mpmath.hyp1f1 at 50 digits.
+"""Accuracy of per_triton.core.exact.kummer_pair against mpmath.hyp1f1 at 50 digits.
 
 Grid: d in {1, 2, 3, 7, 650, 196608, 2**26} x r/sqrt(d) in {0, 1e-3, 0.1, 1, 10, 1e3, 1e6},
 both dtypes: the squared norm is given in that dtype, the oracle is evaluated at that
@@ -13,7 +13,7 @@ from __future__ import annotations
 import mpmath as mp
 import torch
 
-from per_triton.exact import kummer_pair
+from per_triton.core.exact import kummer_pair
 
 DIMS = (1, 2, 3, 7, 650, 196608, 2**26)
 RATIOS = (0.0, 1e-3, 0.1, 1.0, 10.0, 1e3, 1e6)

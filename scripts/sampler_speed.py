@@ -6,7 +6,7 @@ Candidates, each filling the same preallocated buffer of ``--rows x --cols`` nor
 - ``torch.randn`` (mt19937 and torch's vectorised Box-Muller);
 - numpy's ``Generator.standard_normal(dtype=float32)`` (ziggurat) with the PCG64,
   SFC64, Philox and MT19937 bit generators;
-- per-triton's CPU stream (``per_triton.normals``): the compiled Philox4x32-10 sampler
+- per-triton's CPU stream (``per_triton.core.normals``): the compiled Philox4x32-10 sampler
   on one thread and split over the threads, and its torch implementation (the
   fallback when no C compiler works).
 
@@ -27,8 +27,8 @@ import time
 import numpy as np
 import torch
 
-from per_triton import normals
-from per_triton.directions import draw_columns
+from per_triton.core import normals
+from per_triton.core.directions import draw_columns
 
 
 def _median_ns(fill, count: int, reps: int) -> float:

@@ -30,9 +30,9 @@ def child(method: str, threads: int, steps: int) -> None:
     """Run in the child: time ``steps`` cnn11 steps, print one JSON line."""
     import torch
 
-    from per_triton import normals
-    from per_triton.models import build_model
-    from per_triton.training import train_step
+    from per_triton.core import normals
+    from per_triton.experiments.models import build_model
+    from per_triton.experiments.training import train_step
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -4,7 +4,7 @@ and the float64 reference gradient of PER under gradient accumulation.
 The reference is plain autograd in float64 on the loss every framework means to
 optimise: the average over ranks and over the ``k`` micro-batches of an
 accumulation window of ``task + coeff * L``, where ``L`` is the PER loss of the
-Tanh output on that micro-batch's directions (:mod:`per_triton.reference`, with the
+Tanh output on that micro-batch's directions (:mod:`per_triton.core.reference`, with the
 directions of the layer's int seed at that call). PER is therefore scaled exactly
 like the task loss.
 """
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import per_triton as pt
-from per_triton.module import derive_seed
+from per_triton.api.module import derive_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "docs" / "recipes"

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import per_triton as pt
-from per_triton.baselines import (
+from per_triton.experiments.baselines import (
     METHODS,
     L1Penalty,
     L2Penalty,

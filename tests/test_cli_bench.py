@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from per_triton.baselines import METHODS
 from per_triton.bench.common import machine_folder, percentile, percentiles
 from per_triton.cli import main
-from per_triton.commands.bench import training_table
+from per_triton.cli.bench import training_table
+from per_triton.experiments.baselines import METHODS
 
 REPO = Path(__file__).resolve().parents[1]
 TRAINING_KEYS = {

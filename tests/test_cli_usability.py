@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from per_triton.cli import build_parser, main
-from per_triton.commands import dashboard as dashboard_cmd
-from per_triton.methods import DEFAULT_TRAIN_METHODS
+from per_triton.cli import dashboard as dashboard_cmd
+from per_triton.experiments.methods import DEFAULT_TRAIN_METHODS
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import per_triton as pt
-from per_triton.reference import psi
-from per_triton.sliced_wasserstein import wasserstein_to_normal_1d
+from per_triton.api.sliced_wasserstein import wasserstein_to_normal_1d
+from per_triton.core.reference import psi
 
 from . import tolerances
 from .assertions import assert_close

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from per_triton.digits import load_digits
-from per_triton.digits_experiment import Config, train_one
-from per_triton.monitor import read_records
+from per_triton.api.monitor import read_records
+from per_triton.experiments.digits import load_digits
+from per_triton.experiments.digits_experiment import Config, train_one
 
 pytest.importorskip("sklearn")
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import per_triton as pt
-from per_triton import ops
+from per_triton.core import ops
 
 
 class _Net(nn.Module):
@@ -121,7 +121,7 @@ def test_compiled_model_with_regularize_hooks_no_graph_break_no_recompile():
 
 def test_compiled_per_with_int_seed_no_recompile_new_directions_each_step():
     """``PER(seed=int)`` counts its calls on the device: one graph, call k on step k's seed."""
-    from per_triton.module import derive_seed
+    from per_triton.api.module import derive_seed
 
     from . import tolerances
 
@@ -178,7 +178,7 @@ def test_inductor_regularized_model_draws_the_eager_directions_every_step(seed):
 
 
 def test_opcheck_child_seed():
-    from per_triton.seeds import child_seed_tensor
+    from per_triton.core.seeds import child_seed_tensor
 
     parent = torch.tensor([0, 7, 2**62 + 5], dtype=torch.int64)
     counter = torch.tensor([3], dtype=torch.int64)

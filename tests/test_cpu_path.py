@@ -1,4 +1,4 @@
-"""The CPU path's kept directions, thread split and allocation bound (per_triton/cpu_path.py)."""
+"""The CPU path's kept directions, thread split and allocation bound (core/cpu_path.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import per_triton as pt
-from per_triton import cpu_path, reference
-from per_triton.directions import draw_columns
+from per_triton.core import cpu_path, reference
+from per_triton.core.directions import draw_columns
 
 from . import tolerances
 from .assertions import assert_close
@@ -126,7 +126,7 @@ def test_forward_without_backward_leaves_at_most_the_budget(budget):
 
 
 def test_thread_count_changes_nothing_but_rounding(monkeypatch):
-    from per_triton import directions
+    from per_triton.core import directions
 
     a = draw_columns(8, 256, 0, 16 * W, threads=1)  # 2**20 normals: split over threads
     splits = []
@@ -190,7 +190,7 @@ def test_a_forked_child_draws_on_its_own_pool():
 def test_eager_cpu_twin_equals_the_custom_op_to_second_order(monkeypatch):
     """Eager CPU calls skip the custom-op dispatch (ops._EAGER_CPU twins); loss, gradient
     and a gradient of the gradient norm equal those through the registered ops."""
-    from per_triton import ops
+    from per_triton.core import ops
 
     gen = torch.Generator().manual_seed(3)
     h0 = torch.randn(5, 700, dtype=torch.float64, generator=gen)
@@ -234,7 +234,7 @@ def test_small_call_leaves_torch_thread_settings_alone(monkeypatch):
 def test_small_layer_fast_backward_equals_the_registered_formula(monkeypatch, dtype):
     """A layer within one chunk keeps its directions on the graph (ops._PerFwdEagerCPU):
     its first-order gradient, also after retain_graph, equals the registered ops'."""
-    from per_triton import ops
+    from per_triton.core import ops
 
     h0 = torch.randn(6, 700, generator=torch.Generator().manual_seed(1)).to(dtype)
 
@@ -301,7 +301,7 @@ def test_budget_variable_is_validated(tmp_path):
     for value in ("32MB", "-1", "nan"):
         env = {**os.environ, "PER_TRITON_CPU_CACHE_MB": value}
         out = subprocess.run(
-            [sys.executable, "-c", "import per_triton.cpu_path"],
+            [sys.executable, "-c", "import per_triton.core.cpu_path"],
             env=env,
             capture_output=True,
             text=True,

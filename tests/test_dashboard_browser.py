@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from per_triton import methods
 from per_triton.dashboard.screenshot import CHART, CHROMIUM, ERRORS, browser_page, open_page, serve
+from per_triton.experiments import methods
 
 from . import browser_checks as check
 

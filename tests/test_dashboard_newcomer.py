@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from per_triton import methods
 from per_triton.dashboard import charts, frames
 from per_triton.dashboard.context import ENV_EXTRA, ENV_RESULTS
+from per_triton.experiments import methods
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 GOOD = Path(__file__).parent / "fixtures" / "dashboard" / "results"

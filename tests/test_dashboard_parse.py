@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from per_triton.cli import build_parser
-from per_triton.commands import dashboard as command
+from per_triton.cli import dashboard as command
 from per_triton.dashboard import charts, frames
 from per_triton.dashboard.context import parse_app_args
 from per_triton.dashboard.loaders import benchmark_files

@@ -3,7 +3,7 @@ on half batches equals single-process PER on the concatenated batch.
 
 Both routes are checked: the models' ``train_step(seed=agree_seed())`` and the
 one-line API, ``regularize(model, seed=...)`` with an int base seed (no
-communication) or a :class:`per_triton.distributed.StepSeed` set by ``agree()``.
+communication) or a :class:`per_triton.api.distributed.StepSeed` set by ``agree()``.
 
 Two CPU processes on the gloo backend (torch.multiprocessing.spawn). The model is
 the 11-layer CNN at small width without dropout (and without BN, whose statistics
@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import per_triton as pt
-from per_triton.distributed import StepSeed, agree_seed, step_seed
-from per_triton.models import build_model
-from per_triton.training import train_step
+from per_triton.api.distributed import StepSeed, agree_seed, step_seed
+from per_triton.experiments.models import build_model
+from per_triton.experiments.training import train_step
 
 from . import tolerances
 from .assertions import assert_close

@@ -8,8 +8,8 @@ import torch
 from scipy import stats
 
 import per_triton as pt
-from per_triton import cpu_path
-from per_triton.directions import draw_columns
+from per_triton.core import cpu_path
+from per_triton.core.directions import draw_columns
 
 from . import tolerances
 from .assertions import assert_close

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import per_triton as pt
-from per_triton.module import derive_seed
+from per_triton.api.module import derive_seed
 
 from . import tolerances
 from .assertions import assert_close
@@ -122,7 +122,7 @@ def test_checkpoint_recomputation_reuses_the_forward_directions(mode):
 def test_baseline_module_used_twice_counts_both_calls(method):
     """A penalty module placed at two points of one forward pass: the collected
     penalty is the sum of its two terms (each computed alone), not the last one."""
-    from per_triton import baselines
+    from per_triton.experiments import baselines
 
     torch.manual_seed(0)
     pm = baselines.make_regularizer(method, 6)

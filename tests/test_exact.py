@@ -1,4 +1,4 @@
-"""Exact PER (``estimator="exact"``, per_triton/exact.py) against independent oracles.
+"""Exact PER (``estimator="exact"``, per_triton/core/exact.py) against independent oracles.
 
 Oracles: ``mpmath.hyp1f1`` at 50 digits for the two 1F1 values; ``psi`` itself at d = 1;
 at d = 3 (``t`` uniform on [-1, 1]) the closed-form average of ``psi`` over ``[-r, r]``;
@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import per_triton as pt
-from per_triton import exact, reference
+from per_triton.core import exact, reference
 from per_triton.kernels import per_exact
 
 from . import tolerances

@@ -9,8 +9,8 @@ from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 
 import per_triton as pt
-from per_triton import reference
-from per_triton.module import derive_seed
+from per_triton.api.module import derive_seed
+from per_triton.core import reference
 
 from . import tolerances
 from .assertions import assert_close

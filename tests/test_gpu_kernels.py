@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import per_triton as pt
-from per_triton import reference
+from per_triton.core import reference
 
 from .test_philox_stream import assert_within_bound
 from .tolerances import (
@@ -73,7 +73,7 @@ def reference_outputs(h: torch.Tensor, seed: torch.Tensor, s: int):
 
         raw = philox_normals(s, 0, h.shape[1], seed)
     else:  # lets the test logic run against the CPU path too
-        from per_triton.directions import draw_columns
+        from per_triton.core.directions import draw_columns
 
         raw = draw_columns(int(seed.item()), s, 0, h.shape[1])
     norms = raw.double().norm(dim=1).to(h.device)
@@ -257,7 +257,7 @@ def test_opcheck(dtype_name: str) -> None:
 
 def test_indices_past_2_31(fixed_config: None) -> None:
     """``s * d > 2**31``: fused results vs the float64 chunk path, and stores past 2**31."""
-    from per_triton import cuda_ops
+    from per_triton.core import cuda_ops
     from per_triton.kernels import per_fused
     from per_triton.kernels.philox_directions import philox_normals
 

@@ -12,8 +12,8 @@ import torch
 from torch.utils.data import TensorDataset
 
 import per_triton as pt
+from per_triton.api.monitor import LayerMonitor
 from per_triton.integrations import SW1Reader
-from per_triton.monitor import LayerMonitor
 
 from . import tolerances
 from .assertions import assert_close

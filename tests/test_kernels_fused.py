@@ -7,7 +7,7 @@ use ``precision="ieee"`` so the same tolerances hold on both. Every test poisons
 buffer the launchers allocate (outputs and workspaces) with NaN first, so an
 element a kernel forgets to write fails the comparison.
 
-The reference is ``per_triton.reference`` in float64 on the directions that
+The reference is ``per_triton.core.reference`` in float64 on the directions that
 ``sample_directions_triton`` materialises from the same seed (Eq. 5, Eq. 6).
 """
 
@@ -18,7 +18,7 @@ import importlib
 import pytest
 import torch
 
-from per_triton import reference
+from per_triton.core import reference
 from per_triton.kernels import per_fused
 from per_triton.kernels.philox_directions import philox_normals, sample_directions_triton
 
@@ -198,8 +198,8 @@ def test_splits_not_multiple_of_block_agree() -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 def test_cuda_op_implementation(dtype: torch.dtype) -> None:
-    """``per_triton.cuda_ops``' implementations (the CUDA code path) on the same directions."""
-    cuda_ops = pytest.importorskip("per_triton.cuda_ops")
+    """``per_triton.core.cuda_ops``' implementations (the CUDA code path) on the same directions."""
+    cuda_ops = pytest.importorskip("per_triton.core.cuda_ops")
     torch.manual_seed(3)
     b, d, s = 3, 1023, 5
     h = torch.randn(b, d, device=DEVICE, dtype=dtype)
@@ -217,12 +217,12 @@ def test_cuda_op_implementation(dtype: torch.dtype) -> None:
 
 
 def test_cuda_kernels_registered() -> None:
-    """The ops have CUDA kernels once :mod:`per_triton.ops` (which registers them) is imported.
+    """The ops have CUDA kernels once :mod:`per_triton.core.ops` (which registers them) is imported.
 
     Imports the registering module itself, so the test passes alone in a fresh process,
     not only after another test happened to import it.
     """
-    importlib.import_module("per_triton.ops")
+    importlib.import_module("per_triton.core.ops")
     for name in ("per_triton::per_fwd", "per_triton::per_bwd", "per_triton::per_proj"):
         assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CUDA"), name
 

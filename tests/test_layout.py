@@ -1,20 +1,23 @@
 """Layout and single sources of truth: subpackages from a plain checkout, the paths
-module, the method vocabulary, the closeness record schema, renamed modules."""
+module, the method vocabulary, the closeness record schema, no rename shims."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
 import re
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
 
-from per_triton import closeness_schema, methods, paths
+import per_triton
+from per_triton import paths
+from per_triton.api import monitor_schema as closeness_schema
+from per_triton.experiments import methods
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +33,8 @@ def test_subpackages_import_from_a_plain_checkout_without_site_packages() -> Non
     """``python -S`` with ``PYTHONPATH=<checkout>``: no editable finder, no installed copy."""
     script = (
         "import sys, per_triton.kernels, per_triton.dashboard.schema, per_triton.bench, "
-        "per_triton.paths as p, per_triton.methods, per_triton.closeness_schema\n"
+        "per_triton.paths as p, per_triton.experiments.methods, "
+        "per_triton.api.monitor_schema\n"
         "assert not any('site-packages' in (m.__file__ or '') for m in "
         "(per_triton.kernels, per_triton.dashboard.schema, per_triton.bench))\n"
         "print(p.REPO_ROOT, p.committed_results(), per_triton.kernels.__file__)\n"
@@ -66,15 +70,24 @@ def test_installed_layout_writes_under_the_working_directory(
     assert paths.committed_results() == paths.BENCH_DIR / "results"
 
 
-def test_renamed_module_warns_and_forwards() -> None:
-    import per_triton.baselines as baselines
+def test_package_has_no_rename_shims_and_no_module_class_swap() -> None:
+    """Before 1.0 an old module name is gone, not aliased; the package is a plain module."""
+    import types
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        from per_triton.regularizers import METHODS, VCLPenalty
-    assert METHODS is baselines.METHODS and VCLPenalty is baselines.VCLPenalty
-    assert caught and all(issubclass(w.category, DeprecationWarning) for w in caught)
-    assert "per_triton.baselines" in str(caught[0].message)
+    assert type(per_triton) is types.ModuleType
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("per_triton.regularizers")
+
+
+def test_public_names_are_not_shadowed_by_submodules() -> None:
+    """No module of the package shares a name with a public function or class, so that
+    importing a submodule never rebinds a public name of the package."""
+    package = Path(per_triton.__file__).parent
+    modules = {f.stem for f in package.rglob("*.py")} | {d.name for d in package.rglob("*/")}
+    functions = set(per_triton.__all__) - set(per_triton._SUBMODULES)
+    assert not modules & functions
+    importlib.import_module("per_triton.api.attach")
+    assert callable(per_triton.regularize)
 
 
 def test_method_vocabulary_is_complete_and_distinct() -> None:
@@ -94,9 +107,9 @@ def test_method_vocabulary_is_complete_and_distinct() -> None:
 
 
 def test_every_user_of_the_vocabulary_shares_it() -> None:
-    from per_triton import baselines
-    from per_triton.commands import train
+    from per_triton.cli import train
     from per_triton.dashboard import frames
+    from per_triton.experiments import baselines
 
     assert baselines.METHODS is methods.METHODS
     assert list(methods.METHODS) == frames.METHOD_ORDER
@@ -127,7 +140,7 @@ def test_closeness_schema_normalises_and_rejects() -> None:
 
 
 def test_monitor_and_dashboard_use_the_one_schema() -> None:
-    from per_triton import monitor
+    from per_triton.api import monitor
     from per_triton.dashboard import frames, parse
 
     assert monitor.check_record is closeness_schema.check_record
@@ -180,19 +193,43 @@ def test_tests_import_bench_through_the_package() -> None:
     assert found == []
 
 
-def test_module_takes_seeds_from_seeds_py_only() -> None:
-    """per_triton/module.py imports neither baselines nor distributed (one-way flow)."""
+#: each layer of the package and the layers it may import (docs/design.md, "Layout")
+LAYERS = {
+    "core": {"core", "kernels"},
+    "api": {"core", "kernels", "api"},
+    "experiments": {"core", "kernels", "api", "experiments"},
+    "integrations": {"core", "api", "integrations"},
+}
+
+
+def _imported_subpackages(path: Path) -> set[str]:
+    """The ``per_triton`` sub-packages a module imports (absolute or relative)."""
     import ast
 
-    tree = ast.parse((ROOT / "per_triton" / "module.py").read_text())
-    imported = {  # "from . import x" counts as x
-        alias.name if isinstance(node, ast.Import) or not node.module else node.module
-        for node in ast.walk(tree)
-        if isinstance(node, (ast.Import, ast.ImportFrom))
-        for alias in node.names
-    }
-    assert "seeds" in imported
-    assert not {"baselines", "distributed"} & {name.rsplit(".", 1)[-1] for name in imported}
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            found.add(path.parent.name if node.level == 1 else "?")
+            continue
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+            if node.module == "per_triton":
+                names = [f"per_triton.{a.name}" for a in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "per_triton" and len(parts) > 1:
+                found.add(parts[1])
+    return found
+
+
+@pytest.mark.parametrize("layer", sorted(LAYERS))
+def test_layers_import_only_the_layers_below(layer: str) -> None:
+    """The op core knows no module hooks; the user API no experiments; nothing the CLI."""
+    allowed = LAYERS[layer] | {"paths", "__version__"}
+    for path in sorted((ROOT / "per_triton" / layer).rglob("*.py")):
+        extra = _imported_subpackages(path) - allowed
+        assert not extra, f"{path.relative_to(ROOT)} imports per_triton.{sorted(extra)}"
 
 
 # --- documentation that cannot rot ------------------------------------------------------

@@ -10,10 +10,18 @@ import pytest
 import torch
 from torch import nn
 
-from per_triton.baselines import METHODS, ActivationPenalty, VCLPenalty
-from per_triton.models import CNN11, LSTMLM, build_model, cnn11, cnn11_64, lstm_lm, resnet
-from per_triton.models.cnn11 import DROPOUT, STACKS
-from per_triton.training import classification_loss, train_step
+from per_triton.experiments.baselines import METHODS, ActivationPenalty, VCLPenalty
+from per_triton.experiments.models import (
+    CNN11,
+    LSTMLM,
+    build_model,
+    cnn11,
+    cnn11_64,
+    lstm_lm,
+    resnet,
+)
+from per_triton.experiments.models.cnn11 import DROPOUT, STACKS
+from per_triton.experiments.training import classification_loss, train_step
 
 TINY_CNN = {"width": 1 / 16, "input_size": 8, "num_slices": 8}
 

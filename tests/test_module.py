@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 import per_triton as pt
-from per_triton import reference
-from per_triton.module import derive_seed
+from per_triton.api.module import derive_seed
+from per_triton.core import reference
 
 from . import tolerances
 from .assertions import assert_close

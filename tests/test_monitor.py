@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import per_triton as pt
-from per_triton.models.small_cnn import PreActivation, SmallCNN
-from per_triton.monitor import (
+from per_triton.api.attach import select_modules
+from per_triton.api.monitor import (
     RECORD_KEYS,
     LayerMonitor,
     check_record,
@@ -19,7 +19,7 @@ from per_triton.monitor import (
     record_seed,
     select_units,
 )
-from per_triton.regularize import select_modules
+from per_triton.experiments.models.small_cnn import PreActivation, SmallCNN
 
 from . import tolerances
 

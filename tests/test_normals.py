@@ -1,4 +1,4 @@
-"""The CPU stream's sampler (per_triton/normals.py, philox_normals.c).
+"""The CPU stream's sampler (per_triton/core/normals.py, philox_normals.c).
 
 Oracles: the torch implementation of the same operations (bit for bit), the C source
 compiled for other instruction sets and without optimisation (bit for bit), the
@@ -21,7 +21,7 @@ import pytest
 import torch
 from scipy import stats
 
-from per_triton import normals
+from per_triton.core import normals
 
 KEY = 0x0123456789ABCDEF
 
@@ -367,7 +367,7 @@ def test_the_wheel_carries_the_sampler_which_loads_without_a_compiler(tmp_path: 
     import zipfile
 
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
-    for so in (tmp_path / "site" / "per_triton").glob("*.so"):
+    for so in (tmp_path / "site" / "per_triton" / "core").glob("*.so"):
         so.chmod(0o755)
     env = _no_compiler(tmp_path, PER_TRITON_PACKAGED_SAMPLER="1")
     name, v, err = _bits_in_subprocess(env, tmp_path, str(tmp_path / "site"))

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 import per_triton
-from per_triton import triton_support
 from per_triton.cli import SUBCOMMANDS, main
+from per_triton.core import triton_support
 
 ROOT = Path(__file__).resolve().parents[1]
 

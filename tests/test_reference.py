@@ -12,8 +12,8 @@ import pytest
 import torch
 from scipy import integrate, special
 
-from per_triton import reference
-from per_triton.directions import sample_directions
+from per_triton.core import reference
+from per_triton.core.directions import sample_directions
 
 from . import tolerances
 from .assertions import assert_close

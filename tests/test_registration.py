@@ -1,7 +1,7 @@
 """Every import order registers the CPU and CUDA kernels of the ops.
 
-The ops register their implementations where they are defined (``per_triton.ops``,
-``per_triton.exact``),
+The ops register their implementations where they are defined (``per_triton.core.ops``,
+``per_triton.core.exact``),
 so no import order can leave ``per_triton::per_fwd`` without a CUDA kernel. Each
 order runs in a fresh interpreter (a registration is process-global), all at once
 to keep the test short. The CUDA kernel is checked through the dispatcher, which
@@ -15,22 +15,22 @@ import subprocess
 import sys
 
 ORDERS = {
-    "loss-module-first": "from per_triton.loss import per_loss",
-    "ops-first": "import per_triton.ops",
+    "loss-module-first": "from per_triton.api.loss import per_loss",
+    "ops-first": "import per_triton.core.ops",
     "torch-first": "import torch; import per_triton as pt; pt.PER",
     "from-package": "from per_triton import regularize",
-    "regularize-submodule-first": "import per_triton.regularize",
-    "models-first": "from per_triton.models import build_model",
-    "exact-first": "from per_triton.exact import exact_loss",
+    "regularize-submodule-first": "import per_triton.api.attach",
+    "models-first": "from per_triton.experiments.models import build_model",
+    "exact-first": "from per_triton.core.exact import exact_loss",
 }
 
 CHECK = """
 import types
 import torch
 import per_triton as pt
-import per_triton.exact, per_triton.ops  # every op defined (no-op where the order did it)
+import per_triton.core.exact, per_triton.core.ops  # every op defined (no-op where the order did it)
 # per_proj (the adjoint used by double backward) after the original two ops; then the
-# exact estimator's ops (per_triton.exact)
+# exact estimator's ops (per_triton.core.exact)
 for op in ("per_fwd", "per_bwd", "per_proj", "exact_fwd", "scale_rows"):
     for key in ("CPU", "CUDA"):
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"per_triton::{op}", key), (op, key)

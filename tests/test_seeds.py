@@ -1,4 +1,4 @@
-"""Child seeds (per_triton/seeds.py): one derivation, no collisions of purpose, layer, block."""
+"""Child seeds (core/seeds.py): one derivation, no collisions of purpose, layer, block."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from per_triton import digits_experiment, monitor, seeds
-from per_triton.baselines import layer_seed
-from per_triton.directions import draw_columns
-from per_triton.distributed import step_seed
+from per_triton.api import monitor
+from per_triton.api.distributed import step_seed
+from per_triton.core import seeds
+from per_triton.core.directions import draw_columns
+from per_triton.experiments import digits_experiment
+from per_triton.experiments.baselines import layer_seed
 
 W = 256  # column segments compared across layers
 

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import per_triton as pt
-from per_triton import reference
-from per_triton.module import derive_seed
-from per_triton.monitor import LayerMonitor, layer_statistics, record_seed, select_units
+from per_triton.api.module import derive_seed
+from per_triton.api.monitor import LayerMonitor, layer_statistics, record_seed, select_units
+from per_triton.core import reference
 
 from .assertions import assert_close
 from .tolerances import F32_PATHS, F64_GRAD_PATHS, PER_LOSS_BY_DTYPE
@@ -317,7 +317,7 @@ def test_layers_of_one_regularize_call_get_distinct_streams():
 
 
 def test_own_models_default_is_their_activation_modules():
-    from per_triton.models import LSTMLM, SmallCNN, cnn11
+    from per_triton.experiments.models import LSTMLM, SmallCNN, cnn11
 
     torch.manual_seed(0)
     cnn = cnn11(10, width=0.05, input_size=8)
@@ -332,7 +332,7 @@ def test_own_models_default_is_their_activation_modules():
 def test_loop_lstm_one_line_is_per_time_step_like_nn_lstm():
     """The step-by-step LSTM (variational dropout) is no nn.RNNBase: layers=LoopLSTM, and
     its (T, b, H) output is read per (time step, sample) as nn.LSTM's is."""
-    from per_triton.models import LSTMLM, LoopLSTM
+    from per_triton.experiments.models import LSTMLM, LoopLSTM
 
     torch.manual_seed(0)
     lm = LSTMLM(vocab_size=20, hidden=8, num_layers=2, variational=True).double()
@@ -350,7 +350,7 @@ def test_loop_lstm_one_line_is_per_time_step_like_nn_lstm():
 def test_vanilla_resnet_functional_relu_one_line_on_the_pre_activations():
     """ResNet with F.relu: the identity taps before every ReLU (where BN would be) by
     wildcard names; each loss is the reference's on that tap's output."""
-    from per_triton.models.resnet import resnet
+    from per_triton.experiments.models.resnet import resnet
 
     torch.manual_seed(0)
     model = resnet(8, 10, "vanilla", width=4).double()

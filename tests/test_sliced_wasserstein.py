@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import per_triton as pt
-from per_triton.sliced_wasserstein import wasserstein_to_normal_1d
+from per_triton.api.sliced_wasserstein import wasserstein_to_normal_1d
 
 from . import tolerances
 
@@ -66,7 +66,7 @@ def _kernel_device() -> str:
 
 def test_chunked_philox_projection_matches_materialised_directions():
     """The CUDA projection of the monitor (chunked Philox draws) on the kernels' directions."""
-    from per_triton.cuda_ops import projections_materialised
+    from per_triton.core.cuda_ops import projections_materialised
     from per_triton.kernels.philox_directions import sample_directions_triton
 
     device = _kernel_device()

@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
+from per_triton.api.monitor import read_records
 from per_triton.cli import build_parser, main
-from per_triton.commands import train as train_cmd
-from per_triton.digits import load_digits
-from per_triton.models.small_cnn import SmallCNN
-from per_triton.monitor import read_records
+from per_triton.cli import train as train_cmd
+from per_triton.experiments.digits import load_digits
+from per_triton.experiments.models.small_cnn import SmallCNN
 
 pytest.importorskip("sklearn")
 
@@ -61,7 +61,7 @@ def no_training(monkeypatch) -> None:
     def fail(*args, **kwargs):
         raise AssertionError("bad arguments must be refused before loading or training")
 
-    monkeypatch.setattr("per_triton.digits.load_digits", fail)
+    monkeypatch.setattr("per_triton.experiments.digits.load_digits", fail)
     monkeypatch.setattr(train_cmd, "train_one", fail)
 
 

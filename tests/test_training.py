@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from per_triton.baselines import PENALTY_METHODS, collect_penalty, set_step_seed
-from per_triton.models import build_model
-from per_triton.training import classification_loss, train_step
+from per_triton.experiments.baselines import PENALTY_METHODS, collect_penalty, set_step_seed
+from per_triton.experiments.models import build_model
+from per_triton.experiments.training import classification_loss, train_step
 
 from . import tolerances
 from .assertions import assert_close
@@ -128,7 +128,7 @@ def test_cuda_training_step(method: str) -> None:
 def test_cuda_per_penalty_matches_reference_on_its_directions() -> None:
     """PERPenalty on CUDA (fused kernels, TF32) against the reference on the same directions."""
     import per_triton as pt
-    from per_triton.baselines import PERPenalty
+    from per_triton.experiments.baselines import PERPenalty
 
     h = torch.randn(128, 24, 8, 8, device="cuda")
     mod = PERPenalty(256).train()

@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import per_triton as pt
-from per_triton import reference
-from per_triton.module import derive_seed
-from per_triton.regularize import PERHandle
+from per_triton.api.attach import PERHandle
+from per_triton.api.module import derive_seed
+from per_triton.core import reference
 
 from . import tolerances
 from .assertions import assert_close
@@ -274,7 +274,7 @@ def test_seed_sources_fix_directions_independently_of_the_global_generator():
     seed_t = torch.tensor([77])
     want = [oracle(derive_seed(77, 0, None))] * 2
     assert last_losses(seed_t) == tolerances.LOOP_SEED_ORACLE.approx(want)
-    from per_triton.distributed import StepSeed
+    from per_triton.api.distributed import StepSeed
 
     source = StepSeed(77)
     assert copy.deepcopy(source) is source, "a seed source is shared by copies"
@@ -429,7 +429,7 @@ def test_regularize_warning_for_a_fresh_instance_says_the_cache_is_per_class():
 
 
 def test_functional_activations_error_lists_blocks_and_block_outputs_work():
-    from per_triton.models.resnet import BasicBlock, resnet
+    from per_triton.experiments.models.resnet import BasicBlock, resnet
 
     model = resnet(8, 10, "vanilla", width=4, num_slices=8)
     with pytest.raises(ValueError, match=r"F\.relu.*layers=\(BasicBlock,\).*blocks\.0"):
@@ -479,7 +479,7 @@ class _Checkpointed(nn.Module):
 
 @pytest.mark.parametrize("explicit", [False, True], ids=["self-counting", "step()"])
 def test_monitor_under_reentrant_checkpointing_records_each_batch_at_its_step(explicit: bool):
-    from per_triton.monitor import LayerMonitor
+    from per_triton.api.monitor import LayerMonitor
 
     batches = [torch.randn(5, 6, generator=torch.Generator().manual_seed(i)) for i in range(3)]
 

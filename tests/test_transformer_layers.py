@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import per_triton as pt
-from per_triton.module import derive_seed
+from per_triton.api.module import derive_seed
 
 from . import tolerances
 from .assertions import assert_close

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 import per_triton as pt
-from per_triton import reference
-from per_triton.module import derive_seed
+from per_triton.api.module import derive_seed
+from per_triton.core import reference
 
 from .assertions import assert_close
 from .tolerances import F64_GRAD_PATHS, PER_LOSS_BY_DTYPE

@@ -117,7 +117,7 @@ SIGMAS = 5
 
 # --- the fused Triton kernels (kernels/per_fused.py), same directions -------------------
 #: fused kernels vs the float64 reference, dtype -> output -> Tol; float32 kernels, and
-#: float64 = per_triton.cuda_ops' materialised chunks. Values: coeff ~ 1/(s sqrt d),
+#: float64 = per_triton.core.cuda_ops' materialised chunks. Values: coeff ~ 1/(s sqrt d),
 #: grad ~ 1/sqrt(d)
 FUSED_VS_REFERENCE: dict[torch.dtype, dict[str, Tol]] = {
     torch.float32: {
@@ -145,7 +145,7 @@ GPU_REL_NORM: dict[tuple[str, str], dict[str, float]] = {
     ("bfloat16", "tf32"): {"loss": 2e-3, "coeff": 5e-3, "grad": 2e-2},
     ("float16", "tf32"): {"loss": 2e-3, "coeff": 5e-3, "grad": 5e-3},
 }
-#: GPU: the float64 path of per_triton.cuda_ops vs the reference (relative error norm)
+#: GPU: the float64 path of per_triton.core.cuda_ops vs the reference (relative error norm)
 GPU_F64_REL_NORM = 1e-12
 #: GPU: fused float32 (ieee) vs the float64 chunk path at s * d > 2**31 (relative error norm)
 GPU_LARGE_INDEX_REL_NORM = 1e-5
@@ -168,7 +168,7 @@ PHILOX_SPLIT_SUM = Tol(1e-3, 1e-5)
 #: Kolmogorov-Smirnov tests against N(0, 1) pass above this p-value
 KS_MIN_PVALUE = 1e-3
 
-# --- the exact estimator (per_triton/exact.py, kernels/per_exact.py) ---------------------
+# --- the exact estimator (per_triton/core/exact.py, kernels/per_exact.py) ---------------------
 #: Kummer's M(-1/2, d/2, .) and M(1/2, d/2 + 1, .) vs mpmath, relative, by dtype
 EXACT_VS_MPMATH: dict[torch.dtype, Tol] = {
     torch.float64: Tol(0.0, 5e-14),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from per_triton import methods
 from per_triton.dashboard import charts, context, frames, widgets
+from per_triton.experiments import methods
 
 st.title("Closeness to N(0, I)")
 conf = context.settings()

@@ -22,8 +22,8 @@ from collections.abc import Callable
 
 import torch
 
-from .._validation import check_positive_int
-from ..regularize import PERHandle
+from per_triton.api.attach import PERHandle
+from per_triton.core._validation import check_positive_int
 
 __all__ = ["LossFactor", "SW1Reader", "accelerate_scale", "amp_scale", "grad_scale", "per_scalars"]
 
@@ -99,7 +99,7 @@ def per_scalars(handle: PERHandle, prefix: str = "per") -> dict[str, float]:
 
 
 class SW1Reader:
-    """The monitor's (:class:`per_triton.monitor.LayerMonitor`) records not read yet,
+    """The monitor's (:class:`per_triton.api.monitor.LayerMonitor`) records not read yet,
     as ``{f"{prefix}/{layer}": sw1}`` (a flush, so a host sync; ``{}`` without a monitor)."""
 
     def __init__(self, monitor: object = None, prefix: str = "sw1") -> None:

@@ -13,8 +13,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from ..regularize import PERHandle, regularize
-from . import LossFactor, SW1Reader, per_scalars
+from per_triton.api.attach import PERHandle, regularize
+from per_triton.integrations import LossFactor, SW1Reader, per_scalars
 
 __all__ = ["PERTrainerCallback"]
 
@@ -35,7 +35,7 @@ class PERTrainerCallback(TrainerCallback):
     Logged with the Trainer's own logs (``on_log``: into the dict every later
     reporting callback gets, and into ``state.log_history``): ``per/<layer>``, the
     last PER loss of each layer, and with ``monitor``, ``sw1/<layer>`` for each new
-    record of that :class:`per_triton.monitor.LayerMonitor`. Reporting callbacks
+    record of that :class:`per_triton.api.monitor.LayerMonitor`. Reporting callbacks
     (TensorBoard, W&B) run before user callbacks; to have them report these
     values, add this callback first: ``trainer.callback_handler.callbacks.insert(0, cb)``.
 

@@ -14,8 +14,8 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from ..regularize import PERHandle, regularize
-from . import LossFactor, SW1Reader, per_scalars
+from per_triton.api.attach import PERHandle, regularize
+from per_triton.integrations import LossFactor, SW1Reader, per_scalars
 
 __all__ = ["PERCallback"]
 
@@ -39,7 +39,7 @@ class PERCallback(pl.Callback):
 
     Logged at every training batch (``pl_module.log``, on step): ``per/<layer>``,
     each regularized layer's last PER loss, and, with ``monitor``, ``sw1/<layer>``
-    for each new record of that :class:`per_triton.monitor.LayerMonitor`.
+    for each new record of that :class:`per_triton.api.monitor.LayerMonitor`.
 
     Args:
         monitor: a LayerMonitor on the same module (optional), whose SW1 is logged.

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..regularize import PERHandle
-from . import SW1Reader, per_scalars
+from per_triton.api.attach import PERHandle
+from per_triton.integrations import SW1Reader, per_scalars
 
 __all__ = ["log_per"]
 

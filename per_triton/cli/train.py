@@ -1,0 +1,320 @@
+"""`per-triton train`: the paper's distribution analysis (section 4.3.2) on real data.
+
+Trains :class:`per_triton.experiments.models.small_cnn.SmallCNN` on scikit-learn's bundled 8x8
+digits (no download) with each method (vanilla, BN, VCL, PER) and each seed, on the
+same data order and schedule (:func:`per_triton.experiments.digits_experiment.train_one`), while
+:class:`per_triton.api.monitor.LayerMonitor` records every conv block's pre-activation
+closeness to N(0, I). Writes, under ``--out``: ``<method>.jsonl`` (closeness
+records, :mod:`per_triton.api.monitor_schema`), ``summary.json`` (test accuracy and
+loss per method and seed) and ``config.json``; ``--figure`` draws SW1 per layer
+over training and the accuracy of each method (:mod:`per_triton.experiments.closeness_figure`);
+``--overhead-steps`` times the monitor (``per_triton.bench.monitor_overhead``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from dataclasses import asdict
+from typing import NoReturn
+
+import torch
+
+from per_triton.cli._args import (
+    SEED_LIMIT,
+    finite_float,
+    int_at_least,
+    method_list,
+    seed_list,
+    torch_device,
+)
+from per_triton.experiments.closeness_figure import COLORS, draw_figure
+from per_triton.experiments.digits_experiment import (
+    COEFF_OF,
+    MODEL_NAME,
+    TRAIN_SIZE,
+    Config,
+    evaluate,
+    train_one,
+)
+from per_triton.experiments.methods import DEFAULT_TRAIN_METHODS as DEFAULT_METHODS
+from per_triton.experiments.methods import TRAIN_METHODS as METHODS
+
+# names this module exported before the split, kept for importers
+__all__ = [
+    "COEFF_OF",
+    "COLORS",
+    "DEFAULT_METHODS",
+    "METHODS",
+    "MODEL_NAME",
+    "SEED_LIMIT",
+    "TINY",
+    "TINY_LIMIT",
+    "TRAIN_SIZE",
+    "Config",
+    "add_arguments",
+    "config_from_args",
+    "draw_figure",
+    "evaluate",
+    "measure_overhead",
+    "run",
+    "train_one",
+]
+
+# --tiny's sizes, applied only to the flags the user left out, and its training subset.
+TINY = {
+    "epochs": 1,
+    "width": 4,
+    "batch_size": 32,
+    "num_slices": 16,
+    "monitor_slices": 16,
+    "monitor_every": 2,
+}
+TINY_LIMIT = 256
+
+
+def measure_overhead(cfg: Config, data, steps: int, everies=(1, 10, 100)) -> dict:
+    """Moved to ``per_triton.bench.monitor_overhead.measure_overhead``."""
+    from per_triton.bench.monitor_overhead import measure_overhead as measure
+
+    return measure(cfg, data, steps, everies)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = Config()
+    positive, count = int_at_least(1), int_at_least(0)
+    # Sizes that --tiny may set default to None, so that explicit values are kept.
+    size = "(default: {}; --tiny: {})".format
+    parser.add_argument(
+        "--methods",
+        type=method_list(METHODS),
+        default=",".join(DEFAULT_METHODS),
+        help="comma-separated subset of " + ",".join(METHODS) + " (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=seed_list,
+        default="0,1,2",
+        help="comma-separated training seeds in [0, 2**32) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=positive,
+        default=None,
+        help="passes over the training set " + size(d.epochs, TINY["epochs"]),
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive,
+        default=None,
+        help=f"images per step, at most the {TRAIN_SIZE} training images ({TINY_LIMIT} with "
+        "--tiny) " + size(d.batch_size, TINY["batch_size"]),
+    )
+    parser.add_argument(
+        "--lr",
+        type=finite_float(True),
+        default=d.lr,
+        help="SGD learning rate (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--width",
+        type=positive,
+        default=None,
+        help="channels of block 1 " + size(d.width, TINY["width"]),
+    )
+    parser.add_argument(
+        "--init-scale",
+        type=finite_float(True),
+        default=d.init_scale,
+        help="factor on the initial conv weights, >1: drifting start (default: %(default)s)",
+    )
+    coeff = finite_float(False)
+    for method, what in (
+        ("per", "PER coefficient, reduction='mean', one per layer, also for per_exact"),
+        ("vcl", "VCL coefficient, one per layer"),
+        ("l1", "L1 activation-penalty coefficient"),
+        ("l2", "L2 activation-penalty coefficient"),
+    ):
+        parser.add_argument(
+            f"--{method}-coeff",
+            type=coeff,
+            default=getattr(d, f"{method}_coeff"),
+            help=what + " (default: %(default)s)",
+        )
+    parser.add_argument(
+        "--num-slices",
+        type=positive,
+        default=None,
+        help="directions for PER " + size(d.num_slices, TINY["num_slices"]),
+    )
+    parser.add_argument(
+        "--monitor-every",
+        type=positive,
+        default=None,
+        help="record every N steps " + size(d.monitor_every, TINY["monitor_every"]),
+    )
+    parser.add_argument(
+        "--monitor-slices",
+        type=positive,
+        default=None,
+        help="directions for the monitor's sliced W1 "
+        + size(d.monitor_slices, TINY["monitor_slices"]),
+    )
+    parser.add_argument(
+        "--device",
+        type=torch_device,
+        default=d.device,
+        help="cpu, cuda or cuda:N (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out",
+        default="closeness-run",
+        help="output folder for <method>.jsonl, summary.json, config.json (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--figure", default=None, help="also write the closeness figure to this PNG (default: none)"
+    )
+    parser.add_argument(
+        "--overhead-steps",
+        type=count,
+        default=0,
+        help="also time this many steps with and without the monitor (default: 0, off)",
+    )
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help=f"smoke size: {TINY_LIMIT} training samples, and the --tiny sizes above "
+        "for the flags not given",
+    )
+    parser.add_argument(
+        "--threads", type=count, default=0, help="torch CPU threads (default: 0, torch's choice)"
+    )
+    parser.set_defaults(_parser=parser)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The run's :class:`Config`: explicit sizes, else ``--tiny``'s, else the defaults."""
+    fallback = TINY if args.tiny else asdict(Config())
+    sizes = {k: fallback[k] if getattr(args, k) is None else getattr(args, k) for k in TINY}
+    return Config(
+        **sizes,
+        lr=args.lr,
+        init_scale=args.init_scale,
+        per_coeff=args.per_coeff,
+        vcl_coeff=args.vcl_coeff,
+        l1_coeff=args.l1_coeff,
+        l2_coeff=args.l2_coeff,
+        limit=TINY_LIMIT if args.tiny else None,
+        device=args.device,
+    )
+
+
+def _error(args: argparse.Namespace, message: str) -> NoReturn:
+    """Usage error: the parser's message and exit status 2, no traceback."""
+    parser = getattr(args, "_parser", None)
+    if parser is not None:
+        parser.error(message)
+    print(f"per-triton train: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _writable_folder(args: argparse.Namespace, flag: str, folder: str) -> None:
+    """Create ``folder`` if needed and check a file can be written there."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        _error(args, f"{flag}: cannot write to folder {folder!r}: {err.strerror or err}")
+
+
+def _validate(args: argparse.Namespace, cfg: Config) -> None:
+    """Checks that need more than one flag or the file system; before any data loads."""
+    n_train = TRAIN_SIZE if cfg.limit is None else min(cfg.limit, TRAIN_SIZE)
+    if cfg.batch_size > n_train:
+        _error(
+            args,
+            f"argument --batch-size: {cfg.batch_size} is larger than the training set "
+            f"({n_train} images{' with --tiny' if args.tiny else ''}): no training step",
+        )
+    _writable_folder(args, "argument --out", args.out)
+    if args.figure:
+        import importlib.util
+
+        if os.path.isdir(args.figure):
+            _error(args, f"argument --figure: {args.figure!r} is a folder, not a file name")
+        if importlib.util.find_spec("matplotlib") is None:
+            _error(args, "argument --figure needs matplotlib: pip install matplotlib")
+        parent = os.path.dirname(os.path.abspath(args.figure))
+        _writable_folder(args, "argument --figure", parent)
+
+
+def run(args: argparse.Namespace) -> int:
+    threads = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from per_triton.experiments.digits import load_digits
+
+    cfg = config_from_args(args)
+    methods, seeds = args.methods, args.seeds
+    _validate(args, cfg)
+    data = load_digits(limit=cfg.limit).to(cfg.device)
+    if data.train_x.shape[0] < cfg.batch_size:  # TRAIN_SIZE out of date
+        _error(args, f"argument --batch-size: {cfg.batch_size} > {data.train_x.shape[0]} images")
+    print(
+        f"per-triton train: {MODEL_NAME}, {data.train_x.shape[0]} train / "
+        f"{data.test_x.shape[0]} test images, methods {methods}, seeds {seeds}"
+    )
+    summary = []
+    for method in methods:
+        path = os.path.join(args.out, f"{method}.jsonl")
+        if os.path.exists(path):
+            os.remove(path)
+        for seed in seeds:
+            entry = train_one(method, seed, cfg, data, path)
+            print(
+                f"{method:8s} seed {seed}: test accuracy {entry['test_accuracy']:.4f}, "
+                f"{1e3 * entry['seconds_per_step']:.1f} ms/step"
+            )
+            summary.append(entry)
+    with open(os.path.join(args.out, "summary.json"), "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=1)
+    with open(os.path.join(args.out, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(
+            dict(
+                asdict(cfg),
+                methods=methods,
+                seeds=seeds,
+                torch=torch.__version__,
+                threads=torch.get_num_threads(),
+                # the values used: sizes left out are filled from --tiny or the defaults
+                arguments={
+                    k: getattr(cfg, k) if k in TINY else v
+                    for k, v in vars(args).items()
+                    if not k.startswith("_")
+                },
+            ),
+            f,
+            indent=1,
+        )
+    if args.overhead_steps:
+        overhead = measure_overhead(cfg, data, args.overhead_steps)
+        for row in overhead["with_monitor"]:
+            print(f"monitor every {row['every']:3d} steps: {100 * row['overhead']:+.1f}% per step")
+        with open(os.path.join(args.out, "overhead.json"), "w", encoding="utf-8") as f:
+            json.dump(overhead, f, indent=1)
+    if args.figure:
+        draw_figure(args.out, args.figure)
+        print(f"figure: {args.figure}")
+    print(f"wrote {args.out}")
+    return 0

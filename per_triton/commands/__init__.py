@@ -1,1 +1,0 @@
-"""Subcommands of the per-triton console command."""

@@ -1,0 +1,119 @@
+"""Figures of a ``per-triton train`` run (matplotlib, imported on use).
+
+``draw_figure(out, figure)`` reads ``<out>/<method>.jsonl`` and ``<out>/summary.json``
+and writes two PNGs: SW1 per layer over training with the test accuracy, and the
+monitored units' quartiles per layer (the paper's Figure 5, over time). Colours
+and order come from :mod:`per_triton.experiments.methods`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from per_triton.experiments.methods import COLOURS, TRAIN_METHODS
+
+COLORS = COLOURS  # the name this module had in per_triton.cli.train
+
+
+def _by_step(records: list[dict], layer: str, key: str) -> tuple[list[int], list[list[float]]]:
+    """Steps and, per step, the values of ``key`` over seeds for one layer."""
+    by_step: dict[int, list[float]] = {}
+    for r in records:
+        if r["layer"] == layer and r[key] is not None:
+            by_step.setdefault(r["step"], []).append(r[key])
+    steps = sorted(by_step)
+    return steps, [by_step[s] for s in steps]
+
+
+def draw_figure(out: str, figure: str) -> None:
+    """Two PNGs from ``<out>/<method>.jsonl`` and ``<out>/summary.json`` (needs matplotlib).
+
+    ``figure``: SW1 per layer over training (mean over seeds, min-max band) and test
+    accuracy (mean, sample sd, each seed). ``<figure stem>_quantiles.png``: the
+    monitored units' median and 25-75% band per layer and method (mean over seeds),
+    against N(0, 1)'s quartiles (the paper's Figure 5, over time).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from per_triton.api.monitor import read_records
+
+    with open(os.path.join(out, "summary.json"), encoding="utf-8") as f:
+        summary = json.load(f)
+    methods = [m for m in TRAIN_METHODS if any(e["method"] == m for e in summary)]
+    records = {m: read_records(os.path.join(out, f"{m}.jsonl")) for m in methods}
+    layers = sorted({r["layer"] for recs in records.values() for r in recs})
+    fig, axes = plt.subplots(1, len(layers) + 1, figsize=(4 * (len(layers) + 1), 3.4))
+    for ax, layer in zip(axes, layers, strict=False):
+        for m in methods:
+            steps, vals = _by_step(records[m], layer, "sw1")
+            thin = m in ("vcl", "l1", "l2")
+            ax.plot(
+                steps,
+                [np.mean(v) for v in vals],
+                label=m,
+                color=COLORS[m],
+                lw=1.0 if thin else 1.6,
+                ls="--" if thin else "-",
+            )
+            ax.fill_between(
+                steps,
+                [min(v) for v in vals],
+                [max(v) for v in vals],
+                color=COLORS[m],
+                alpha=0.15,
+                lw=0,
+            )
+        ax.set_title(f"{layer}: SW1 to N(0, I)")
+        ax.set_xlabel("training step")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    axes[0].legend(frameon=False)
+    ax = axes[-1]
+    for i, m in enumerate(methods):
+        accs = [100 * e["test_accuracy"] for e in summary if e["method"] == m]
+        sd = float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0
+        ax.errorbar(i, np.mean(accs), yerr=sd, fmt="o", color=COLORS[m], capsize=4)
+        ax.scatter([i + 0.15] * len(accs), accs, s=10, color=COLORS[m], alpha=0.6)
+    ax.set_xticks(range(len(methods)), methods)
+    ax.set_title(f"test accuracy (%), mean and sd of {len(summary) // len(methods)} seeds")
+    ax.grid(alpha=0.3, axis="y")
+    _save(fig, figure)
+
+    fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods), 3.4), sharey=True)
+    shades = plt.get_cmap("viridis")(np.linspace(0.0, 0.8, len(layers)))
+    for ax, m in zip(np.atleast_1d(axes), methods, strict=False):
+        for layer, color in zip(layers, shades, strict=False):
+            steps, med = _by_step(records[m], layer, "q50")
+            _, lo = _by_step(records[m], layer, "q25")
+            _, hi = _by_step(records[m], layer, "q75")
+            ax.plot(steps, [np.mean(v) for v in med], color=color, lw=1.4, label=layer)
+            ax.fill_between(
+                steps,
+                [np.mean(v) for v in lo],
+                [np.mean(v) for v in hi],
+                color=color,
+                alpha=0.2,
+                lw=0,
+            )
+        for q in (-0.6745, 0.0, 0.6745):  # quartiles of N(0, 1)
+            ax.axhline(q, color="black", lw=0.8, ls=":")
+        ax.set_title(f"{m}: median and 25-75% of units")
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].legend(frameon=False, fontsize=8)
+    root, ext = os.path.splitext(figure)
+    _save(fig, f"{root}_quantiles{ext}")
+
+
+def _save(fig, path: str) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
