@@ -18,8 +18,8 @@ Shapes: ``b`` in {1, 8, 32, 128, 700}, ``d`` in {650, 4096, 12288, 49152, 196608
 2**20}, ``s`` in {64, 256}, every pair with ``b*d <= 2**25``, at 1 and 2 torch
 threads. Rounds shrink with the work (``s*d`` normals per draw) so the whole sweep
 takes minutes, not hours: 15 rounds for small shapes, 5 at the largest; each
-benchmark has one untimed warm-up round. ``PER_TRITON_BENCH_QUICK=1``: a subset of
-small shapes (a smoke test). ``PER_TRITON_BENCH_BUSY=1``: a CPU-bound process
+benchmark has :data:`WARMUP_ROUNDS` untimed warm-up rounds. ``PER_TRITON_BENCH_QUICK=1``:
+a subset of small shapes (a smoke test). ``PER_TRITON_BENCH_BUSY=1``: a CPU-bound process
 (``while True: pass``) runs beside the whole suite, to measure a loaded machine.
 
 Run it through ``per-triton bench --suite cpu [--quick] [--busy]``, which writes the
@@ -51,6 +51,10 @@ S_VALUES = (64, 256)
 THREADS = (1, 2)
 MAX_BD = 2**25
 QUICK_SHAPES = ((8, 650, 64), (32, 4096, 256), (8, 49152, 64))
+#: Untimed rounds of both providers before the timed ones. The first two or three calls
+#: at a new shape take up to 1.5x the steady time (docs/benchmarks.md, "CPU sweep
+#: without a compiler"); one warm-up round left them in the median of 15.
+WARMUP_ROUNDS = 3
 
 
 def sweep_shapes(quick: bool = False) -> list[tuple[int, int, int]]:
@@ -130,7 +134,8 @@ def _run(benchmark, b: int, d: int, s: int, threads: int) -> None:
             one(provider)
         state["round"] += 1
 
-    pair()  # warm-up: first-call costs (op registration, allocator, page faults)
+    for _ in range(WARMUP_ROUNDS):  # first calls at a new shape: allocator, caches
+        pair()
     for key in times:
         times[key].clear()
     load_before = _load()
