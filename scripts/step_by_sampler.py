@@ -86,7 +86,7 @@ def main() -> None:
         for sub in ("cache", "tmp", "empty"):
             (work / sub).mkdir()
         fill = environment("torch-fallback", work) | {"PER_TRITON_CPU_SAMPLER": "c"}
-        probe = "from per_triton import normals; normals.sampler()"
+        probe = "from per_triton.core import normals; normals.sampler()"
         subprocess.run([sys.executable, "-c", probe], env=fill, check=True)  # cache the build
         results: dict[str, list] = {c: [] for c in args.conditions}
         for _ in range(args.repeats):

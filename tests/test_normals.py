@@ -1,4 +1,5 @@
-"""The CPU stream's sampler (per_triton/core/normals.py, philox_normals.c).
+"""The CPU stream's sampler (per_triton/core/normals.py, normals_c.py, normals_torch.py,
+philox_normals.c).
 
 Oracles: the torch implementation of the same operations (bit for bit), the C source
 compiled for other instruction sets and without optimisation (bit for bit), the
@@ -21,7 +22,7 @@ import pytest
 import torch
 from scipy import stats
 
-from per_triton.core import normals
+from per_triton.core import normals, normals_c, normals_torch
 
 KEY = 0x0123456789ABCDEF
 
@@ -37,7 +38,7 @@ def test_c_sampler_is_built_here():
 )
 def test_c_and_torch_implementations_agree_bit_for_bit(row0, rows, col0, cols):
     c = normals.normals(KEY, rows, cols, row0, col0)
-    t = normals._torch_normals(*normals.key_words(KEY), row0, rows, col0, cols)
+    t = normals_torch.normals_block(*normals_torch.key_words(KEY), row0, rows, col0, cols)
     assert torch.equal(c, t)
 
 
@@ -78,10 +79,10 @@ def _philox4(key, c0, c1, c2, c3):
 
 def test_fallback_rounds_are_the_stream_rounds():
     """The known-answer rounds above equal the stream's with counter (j // 4, k, 0, 0)."""
-    k0, k1 = normals.key_words(KEY)
+    k0, k1 = normals_torch.key_words(KEY)
     groups = torch.arange(8, dtype=torch.int64)
     rows = torch.full_like(groups, 3)
-    ours = normals._philox_torch(k0, k1, groups, rows)
+    ours = normals_torch.philox(k0, k1, groups, rows)
     zeros = torch.zeros_like(groups)
     assert all(
         torch.equal(a, b)
@@ -94,17 +95,17 @@ def test_fallback_rounds_are_the_stream_rounds():
 )
 def test_other_builds_of_the_c_source_give_the_same_bits(tmp_path: Path, flags):
     """Vector width and optimisation level never change a value (no FMA, no libm)."""
-    cc = normals._compiler()
+    cc = normals_c.compiler()
     assert cc is not None
     if "-mavx2" in flags and not _x86():
         flags = flags[:-1]
     lib_path = tmp_path / "n.so"
-    base = [f for f in normals.CFLAGS if not f.startswith("-O")]
-    subprocess.run([*cc, *flags, *base, "-o", str(lib_path), str(normals.SOURCE)], check=True)
+    base = [f for f in normals_c.CFLAGS if not f.startswith("-O")]
+    subprocess.run([*cc, *flags, *base, "-o", str(lib_path), str(normals_c.SOURCE)], check=True)
     lib = ctypes.CDLL(str(lib_path))
     rows, cols = 9, 1003
     out = torch.empty(rows, cols)
-    k0, k1 = normals.key_words(KEY)
+    k0, k1 = normals_torch.key_words(KEY)
     lib.per_triton_normals(
         ctypes.c_uint32(k0),
         ctypes.c_uint32(k1),
@@ -186,7 +187,7 @@ def test_without_a_compiler_the_torch_fallback_warns_and_draws_the_same(tmp_path
     }
     code = (
         "import warnings, torch\n"
-        "from per_triton import normals\n"
+        "from per_triton.core import normals\n"
         "with warnings.catch_warnings(record=True) as w:\n"
         "    warnings.simplefilter('always')\n"
         "    b = normals.backend()\n"
@@ -208,17 +209,17 @@ def test_sampler_choice_is_validated_and_c_demands_a_compiler(tmp_path: Path):
             "PER_TRITON_CPU_SAMPLER": value,
             "PER_TRITON_CACHE_DIR": str(tmp_path / "cache"),
         }
-        code = "from per_triton import normals; normals.backend()"
+        code = "from per_triton.core import normals; normals.backend()"
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
         assert out.returncode != 0 and expected in out.stderr, out.stderr
 
 
 def test_build_is_cached_and_reused(tmp_path: Path):
     """The shared object is built once per source, compiler and platform."""
-    cc = normals._compiler()
+    cc = normals_c.compiler()
     assert cc is not None
     env = {**os.environ, "PER_TRITON_CACHE_DIR": str(tmp_path)}
-    code = "from per_triton import normals; print(normals.backend())"
+    code = "from per_triton.core import normals; print(normals.backend())"
     for _ in range(2):
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
         assert out.stdout.strip() == "c", out.stderr
@@ -236,7 +237,7 @@ def test_an_unwritable_cache_folder_falls_back_to_the_temp_folder(tmp_path: Path
         "TMPDIR": str(tmp_path / "tmp"),
     }
     (tmp_path / "tmp").mkdir()
-    code = "from per_triton import normals; print(normals.backend())"
+    code = "from per_triton.core import normals; print(normals.backend())"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "c", out.stderr
     assert list((tmp_path / "tmp").glob("per_triton-*/philox_normals-*.so"))
@@ -252,7 +253,7 @@ def _backend_in_subprocess(env_extra: dict, tmp_path: Path) -> tuple[str, str]:
     }
     code = (
         "import warnings\n"
-        "from per_triton import normals\n"
+        "from per_triton.core import normals\n"
         "with warnings.catch_warnings(record=True) as w:\n"
         "    warnings.simplefilter('always')\n"
         "    b = normals.sampler()\n"
@@ -283,7 +284,7 @@ def test_a_temp_folder_others_can_write_is_not_used(tmp_path: Path):
 def test_a_library_that_draws_other_numbers_is_refused(tmp_path: Path):
     """A file under the sampler's name that is not the sampler: the known-answer check
     refuses it, with a warning, and the torch implementation draws the stream."""
-    cc = normals._compiler()
+    cc = normals_c.compiler()
     cache = tmp_path / "cache"
     cache.mkdir()
     fake = tmp_path / "fake.c"
@@ -294,7 +295,7 @@ def test_a_library_that_draws_other_numbers_is_refused(tmp_path: Path):
         " for (int64_t r = 0; r < rows; r++) for (int64_t c = 0; c < cols; c++)"
         " out[r * ld + c] = 0.0f; }\n"
     )
-    target = cache / normals.library_name(cc)
+    target = cache / normals_c.library_name(cc)
     subprocess.run([*cc, "-shared", "-fPIC", "-o", str(target), str(fake)], check=True)
     backend, warned = _backend_in_subprocess({}, tmp_path)
     assert backend == "torch" and "known-answer" in warned, warned
@@ -307,7 +308,7 @@ def test_an_unknown_cc_is_named_in_the_warning(tmp_path: Path):
 
 
 def test_cc_may_be_a_command_with_arguments(tmp_path: Path):
-    cc = normals._compiler()
+    cc = normals_c.compiler()
     backend, warned = _backend_in_subprocess({"CC": f"{cc[0]} -O2"}, tmp_path)
     assert backend == "c-built", warned
 
@@ -334,7 +335,7 @@ def _bits_in_subprocess(env_extra: dict, tmp_path: Path, pythonpath: str | None 
     out_file = tmp_path / "v.pt"
     code = (
         "import torch\n"
-        "from per_triton import normals\n"
+        "from per_triton.core import normals\n"
         "print(normals.sampler())\n"
         f"torch.save(normals.normals({KEY}, 7, 1001, 3, 5), {str(out_file)!r})\n"
     )
@@ -351,7 +352,7 @@ def test_a_cached_library_is_used_without_a_compiler(tmp_path: Path):
     assert built == "c-built"
     name, v, err = _bits_in_subprocess(_no_compiler(tmp_path), tmp_path)
     assert name == "c-cached" and "unavailable" not in err, err
-    oracle = normals._torch_normals(*normals.key_words(KEY), 3, 7, 5, 1001)
+    oracle = normals_torch.normals_block(*normals_torch.key_words(KEY), 3, 7, 5, 1001)
     assert torch.equal(v, oracle)
 
 
@@ -372,7 +373,7 @@ def test_the_wheel_carries_the_sampler_which_loads_without_a_compiler(tmp_path: 
     env = _no_compiler(tmp_path, PER_TRITON_PACKAGED_SAMPLER="1")
     name, v, err = _bits_in_subprocess(env, tmp_path, str(tmp_path / "site"))
     assert name == "c-packaged" and "unavailable" not in err, err
-    assert torch.equal(v, normals._torch_normals(*normals.key_words(KEY), 3, 7, 5, 1001))
+    assert torch.equal(v, normals_torch.normals_block(*normals_torch.key_words(KEY), 3, 7, 5, 1001))
 
 
 def test_warning_without_a_compiler_says_so(tmp_path: Path):

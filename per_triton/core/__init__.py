@@ -9,7 +9,8 @@ gradient for one activation matrix ``h (b, d)``.
 - :mod:`~per_triton.core.ops`: the ``torch.library`` ops with their CPU and CUDA
   implementations; :mod:`~per_triton.core.cpu_path`, :mod:`~per_triton.core.cuda_ops`;
 - :mod:`~per_triton.core.exact`: the exact (infinite-slice) estimator;
-- :mod:`~per_triton.core.normals`, :mod:`~per_triton.core.seeds`,
+- :mod:`~per_triton.core.normals` (with :mod:`~per_triton.core.normals_c` and
+  :mod:`~per_triton.core.normals_torch`), :mod:`~per_triton.core.seeds`,
   :mod:`~per_triton.core.directions`: the random streams;
 - :mod:`~per_triton.core.reference`: the plain reference (Eq. 5 and Eq. 6).
 """
