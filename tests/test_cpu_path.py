@@ -1,4 +1,5 @@
-"""The CPU path's kept directions, thread split and allocation bound (core/cpu_path.py)."""
+"""The CPU path's kept directions, thread split and allocation bound (core/cpu_path.py,
+core/kept_directions.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import per_triton as pt
-from per_triton.core import cpu_path, reference
+from per_triton.core import cpu_path, kept_directions, reference
 from per_triton.core.directions import draw_columns
 
 from . import tolerances
@@ -19,10 +20,10 @@ W = 256  # a chunk width for the tests
 @pytest.fixture
 def budget():
     """Restore the kept-directions budget and empty the store after the test."""
-    old = cpu_path.cache_budget()
-    yield cpu_path.set_cache_budget
-    cpu_path.set_cache_budget(0)
-    cpu_path.set_cache_budget(old)
+    old = kept_directions.cache_budget()
+    yield kept_directions.set_cache_budget
+    kept_directions.set_cache_budget(0)
+    kept_directions.set_cache_budget(old)
 
 
 @pytest.mark.parametrize("kept_chunks", [0, 3, 10])
@@ -107,12 +108,12 @@ def test_no_allocation_of_directions_above_the_working_chunk_and_budget(budget):
     try:
         with _LargestOutput() as mode:
             loss = pt.per_loss(h, s, seed=3)
-            stored = cpu_path._stored_bytes()
+            stored = kept_directions.stored_bytes()
             loss.backward()
     finally:
         torch.set_num_threads(threads)
     assert 0 < stored <= 12 * 2**20 - cpu_path.WORK_BYTES
-    assert cpu_path._stored_bytes() == 0
+    assert kept_directions.stored_bytes() == 0
     assert mode.largest <= max(cpu_path.WORK_BYTES, 4 * b * d), mode.largest
     assert mode.largest <= 4 * s * d // 16  # a sixteenth of the direction matrix
 
@@ -121,8 +122,8 @@ def test_forward_without_backward_leaves_at_most_the_budget(budget):
     budget(2**20)
     for seed in range(5):
         cpu_path.forward(torch.randn(2, 4096), seed, 64, chunk=1024)
-    assert 0 < cpu_path._stored_bytes() <= 2**20
-    assert cpu_path.clear_kept() > 0 and cpu_path._stored_bytes() == 0
+    assert 0 < kept_directions.stored_bytes() <= 2**20
+    assert kept_directions.clear_kept() > 0 and kept_directions.stored_bytes() == 0
 
 
 def test_thread_count_changes_nothing_but_rounding(monkeypatch):
@@ -163,7 +164,7 @@ def test_per_loss_equals_the_registered_ops():
 
 def test_bad_budget_is_named():
     with pytest.raises(ValueError, match="num_bytes"):
-        cpu_path.set_cache_budget(-1)
+        kept_directions.set_cache_budget(-1)
 
 
 def _child_draw(queue) -> None:
@@ -246,9 +247,9 @@ def test_small_layer_fast_backward_equals_the_registered_formula(monkeypatch, dt
         loss.backward()  # the kept directions serve a second backward too
         return loss, first, h.grad - first
 
-    kept_before = cpu_path._stored_bytes()
+    kept_before = kept_directions.stored_bytes()
     fast = grads()
-    assert cpu_path._stored_bytes() == kept_before  # on the graph, not in the store
+    assert kept_directions.stored_bytes() == kept_before  # on the graph, not in the store
     monkeypatch.setattr(ops, "_plain_eager_cpu", lambda *_: False)
     op = grads()
     assert torch.equal(fast[0], op[0])
@@ -301,7 +302,7 @@ def test_budget_variable_is_validated(tmp_path):
     for value in ("32MB", "-1", "nan"):
         env = {**os.environ, "PER_TRITON_CPU_CACHE_MB": value}
         out = subprocess.run(
-            [sys.executable, "-c", "import per_triton.core.cpu_path"],
+            [sys.executable, "-c", "import per_triton.core.kept_directions"],
             env=env,
             capture_output=True,
             text=True,
@@ -309,5 +310,5 @@ def test_budget_variable_is_validated(tmp_path):
         assert out.returncode != 0 and "PER_TRITON_CPU_CACHE_MB" in out.stderr, value
     import numpy as np
 
-    old = cpu_path.set_cache_budget(np.int64(5))  # integer types are ints
-    assert cpu_path.set_cache_budget(old) == 5
+    old = kept_directions.set_cache_budget(np.int64(5))  # integer types are ints
+    assert kept_directions.set_cache_budget(old) == 5

@@ -136,7 +136,7 @@ print(json.dumps({"peak_growth_bytes": (after - before) * 1024, "loss": loss.ite
 # Stated bound: under 40 MiB plus the gradient (b*d*4 = 16 MiB), against
 # 4*s*d = 1 GiB for the materialised direction matrix. The directions in memory at
 # once, kept chunks and the threads' working chunks together, stay within
-# per_triton.core.cpu_path.cache_budget() (32 MiB by default).
+# per_triton.core.kept_directions.cache_budget() (32 MiB by default).
 MEMORY_BOUND = 40 * 2**20 + 4 * 2**20 * 4
 
 

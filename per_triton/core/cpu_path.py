@@ -4,42 +4,31 @@ It never holds the ``s x d`` direction matrix of a large layer: each working chu
 of about :data:`WORK_BYTES` of directions, a row-major ``(s, width)`` matrix of the
 CPU stream (:mod:`per_triton.core.normals`), is drawn, used in one matrix product and
 dropped, so extra memory is ``O(s * chunk + b * s)`` whatever ``d`` is, plus the
-kept directions below.
-
-Kept directions: the forward pass keeps the chunks it drew, in order, while they
-fit in :func:`cache_budget` bytes (default 32 MiB, ``PER_TRITON_CPU_CACHE_MB``
-or :func:`set_cache_budget`); the backward pass uses them and regenerates only the
-chunks past the budget from the seed (docs/design.md, "The random stream"). A layer whose
-directions fit is drawn once per step instead of twice. The store is a memo of a
-pure function, keyed by ``(seed, s, d, chunk)``: it never changes a result, only what
-is drawn again. The backward takes its entry out; the least recently stored entries
-are dropped first when the budget is full (a forward with no backward, e.g. under
-``torch.no_grad``, leaves at most the budget behind).
+kept directions: the forward pass keeps the leading chunks that fit the budget of
+:mod:`per_triton.core.kept_directions`, and the backward pass takes them and
+regenerates only the chunks past it from the seed (docs/design.md, "The CPU path").
+A layer whose directions fit is drawn once per step instead of twice; the values
+never depend on what was kept.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import threading
-from collections import OrderedDict
 
 import torch
 
-from per_triton.core._validation import as_int
+from per_triton.core import kept_directions
 from per_triton.core.directions import accumulation_dtype, draw_columns, parallel_map
 from per_triton.core.reference import loss_and_coefficients
 
 __all__ = [
     "WORK_BYTES",
     "backward",
-    "cache_budget",
     "chunk_count",
-    "clear_kept",
     "default_chunk",
     "forward",
+    "forward_small",
     "projections",
-    "set_cache_budget",
 ]
 
 #: Working chunk of directions, in bytes of float32 (4 MiB).
@@ -53,71 +42,6 @@ CHUNK_ALIGN = 64
 _SPLIT_MIN_NORMALS = 1 << 19
 # Batches above this many rows split the chunks over threads only past the budget.
 _SPLIT_MAX_ROWS = 64
-
-_lock = threading.Lock()
-_store: OrderedDict[tuple[int, int, int, int], list[torch.Tensor]] = OrderedDict()
-ENV_BUDGET = "PER_TRITON_CPU_CACHE_MB"
-
-
-def _budget_from_env() -> int:
-    """``$PER_TRITON_CPU_CACHE_MB`` (MiB, a non-negative number; default 32) in bytes."""
-    text = os.environ.get(ENV_BUDGET, "").strip() or "32"
-    try:
-        mib = float(text)
-    except ValueError:
-        mib = float("nan")
-    if not math.isfinite(mib) or mib < 0:
-        raise ValueError(f"{ENV_BUDGET} must be a non-negative number of MiB, got {text!r}")
-    return int(mib * 2**20)
-
-
-_budget = _budget_from_env()
-
-
-def cache_budget() -> int:
-    """Bytes of directions the forward pass may keep for the backward pass."""
-    return _budget
-
-
-def set_cache_budget(num_bytes: int) -> int:
-    """Set the kept-directions budget in bytes (``0`` turns keeping off); returns the old one.
-
-    Raises:
-        ValueError: ``num_bytes`` is not a non-negative int.
-    """
-    global _budget
-    try:
-        num_bytes = as_int(num_bytes, "num_bytes")
-    except TypeError as exc:
-        raise ValueError(str(exc)) from None
-    if num_bytes < 0:
-        raise ValueError(f"num_bytes must be a non-negative int, got {num_bytes!r}")
-    with _lock:
-        old, _budget = _budget, num_bytes
-        _evict(0)
-    return old
-
-
-def clear_kept() -> int:
-    """Drop every kept direction chunk now (e.g. after forward passes with no backward,
-    such as evaluation under ``torch.no_grad``); returns the bytes freed. Values never
-    change: a backward whose chunks were dropped draws them again."""
-    with _lock:
-        freed = _stored_bytes()
-        _store.clear()
-    return freed
-
-
-def _stored_bytes() -> int:
-    return sum(t.numel() * t.element_size() for chunks in _store.values() for t in chunks)
-
-
-def _evict(room: int) -> None:
-    """Drop the oldest entries until ``room`` more bytes fit in the budget (lock held)."""
-    used = _stored_bytes()
-    while _store and used + room > _budget:
-        _key, chunks = _store.popitem(last=False)
-        used -= sum(t.numel() * t.element_size() for t in chunks)
 
 
 def default_chunk(num_slices: int, dim: int | None = None, threads: int = 1) -> int:
@@ -147,12 +71,12 @@ def _plan(b: int, dim: int, num_slices: int, chunk: int | None) -> tuple[int, in
     worth splitting; otherwise the chunks run in order, each drawing its rows on
     the torch threads and taking a product on torch's intra-op threads. A batch of
     more than :data:`_SPLIT_MAX_ROWS` rows whose directions fit the budget (drawn
-    once) is not split: the products dominate there, and one two-thread product is
-    faster than two one-thread products side by side (docs/cpu-sampler.md).
+    once) is not split: the products dominate there and take torch's intra-op
+    threads (the measurements behind both thresholds: docs/cpu-sampler.md).
     """
     threads = torch.get_num_threads()
     if num_slices * dim < _SPLIT_MIN_NORMALS or (
-        b > _SPLIT_MAX_ROWS and 4 * num_slices * dim <= _budget
+        b > _SPLIT_MAX_ROWS and 4 * num_slices * dim <= kept_directions.cache_budget()
     ):
         threads = 1
     chunk = chunk or default_chunk(num_slices, dim, threads)
@@ -199,6 +123,19 @@ def _combine_chunk(
         grad[:, start:stop] = coeff @ v
 
 
+def _keep_count(chunks: list[tuple[int, int]], num_slices: int, chunk: int, parts: int) -> int:
+    """How many leading chunks to keep: they and the parts' working buffers (one chunk
+    each) together stay within the budget."""
+    room = kept_directions.cache_budget() - parts * 4 * num_slices * chunk
+    count = 0
+    for start, stop in chunks:
+        room -= 4 * num_slices * (stop - start)
+        if room < 0:
+            break
+        count += 1
+    return count
+
+
 def projections(
     h: torch.Tensor, seed: int, num_slices: int, chunk: int | None = None, keep: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -214,14 +151,7 @@ def projections(
     acc = accumulation_dtype(h.dtype)
     chunk, parts = _plan(b, dim, num_slices, chunk)
     chunks = _chunks(dim, chunk)
-    # kept chunks and the parts' working buffers together stay within the budget
-    room = _budget - parts * 4 * num_slices * chunk if keep else 0
-    keep_count = 0
-    for start, stop in chunks:
-        room -= 4 * num_slices * (stop - start)
-        if room < 0:
-            break
-        keep_count += 1
+    keep_count = _keep_count(chunks, num_slices, chunk, parts) if keep else 0
 
     def run(run_chunks: list[tuple[int, tuple[int, int]]]):
         proj = torch.zeros(b, num_slices, dtype=acc)
@@ -246,9 +176,7 @@ def projections(
         sq_norm.add_(other_sq)
         kept += other_kept
     if kept:
-        with _lock:
-            _evict(sum(4 * t.numel() for t in kept))
-            _store[(seed, num_slices, dim, chunk)] = kept
+        kept_directions.keep((seed, num_slices, dim, chunk), kept)
     return proj, sq_norm.sqrt()
 
 
@@ -257,12 +185,11 @@ def forward_small(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """:func:`forward` for directions drawn as one matrix and kept whole for the backward.
 
-    Taken when the directions fit :func:`cache_budget` and either are one working
-    chunk (:data:`WORK_BYTES`; small layers, where per-call overhead is most of the
-    cost) or the batch has more than :data:`_SPLIT_MAX_ROWS` rows (the two products
-    dominate; one product each way, as plain torch does, instead of one per chunk:
-    with another process keeping a core busy every two-thread product can wait a
-    scheduler slice).
+    Taken when the directions fit :func:`~per_triton.core.kept_directions.cache_budget`
+    and either are one working chunk (:data:`WORK_BYTES`; small layers, where
+    per-call overhead dominates) or the batch has more than :data:`_SPLIT_MAX_ROWS`
+    rows (the two products dominate: one product each way, as plain torch does,
+    instead of one per chunk; the measurements: docs/cpu-sampler.md).
 
     ``h``: ``(b, d)`` activations, any float dtype (computed in
     :func:`~per_triton.core.directions.accumulation_dtype`). Returns ``(loss_sum, coeff, v)``
@@ -272,7 +199,7 @@ def forward_small(
     """
     b, dim = h.shape
     size = 4 * num_slices * dim
-    if size > _budget or (size > WORK_BYTES and b <= _SPLIT_MAX_ROWS):
+    if size > kept_directions.cache_budget() or (size > WORK_BYTES and b <= _SPLIT_MAX_ROWS):
         return None
     v = draw_columns(seed, num_slices, 0, dim)
     acc = accumulation_dtype(h.dtype)
@@ -309,8 +236,7 @@ def backward(
     """
     b, num_slices = coeff.shape
     chunk, parts = _plan(b, dim, num_slices, chunk)
-    with _lock:
-        kept = _store.pop((seed, num_slices, dim, chunk), [])
+    kept = kept_directions.take((seed, num_slices, dim, chunk))
     grad = torch.empty(b, dim, dtype=out_dtype)
 
     same_dtype = out_dtype == coeff.dtype

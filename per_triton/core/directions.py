@@ -57,9 +57,9 @@ def _single_threaded(fn, *args):
 
     ``torch.set_num_threads(1)`` on a thread sets that thread's OpenMP and MKL thread
     counts; it also resets torch's process-wide default (and MKL's global count),
-    which :func:`parallel_map` puts back afterwards, so it is set again on every call
-    (half a microsecond): a count cached per thread would be undone by that reset,
-    leaving the pool's products two-threaded side by side.
+    which :func:`parallel_map` puts back afterwards, so it is set again on every call:
+    a count cached per thread would be undone by that reset, leaving the pool's
+    products two-threaded side by side (its cost: docs/cpu-path.md).
     """
     torch.set_num_threads(1)
     # Grad mode is per thread and on by default: work handed here is always an op's

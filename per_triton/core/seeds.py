@@ -12,8 +12,8 @@ bijection of 64-bit words; ``tag(purpose)`` is a fixed 64-bit constant per purpo
 (the first 8 bytes of BLAKE2b of its name). So the index sequence of one
 ``(parent, purpose)`` is SplitMix64's own output sequence started from a hashed
 state: distinct purposes or parents start far apart, and no linear relation between
-``parent`` and ``index`` can make two children coincide (what this replaced:
-docs/benchmarks.md, "Child seeds"). Children are valid seeds themselves (any
+``parent`` and ``index`` can make two children coincide
+(docs/design.md, "Child seeds"). Children are valid seeds themselves (any
 ``[0, 2**63)`` seed API of the package accepts them) and can be derived again.
 
 Purposes in use (:data:`PURPOSES`): ``"layer"`` (index: the penalty module's
