@@ -15,7 +15,7 @@ import torch
 
 from per_triton.bench.common import machine_folder, percentile, percentiles
 from per_triton.cli import main
-from per_triton.cli.bench import training_table
+from per_triton.cli.bench_tables import training_table
 from per_triton.experiments.baselines import METHODS
 
 REPO = Path(__file__).resolve().parents[1]

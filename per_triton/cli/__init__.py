@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 
 from per_triton import __version__
 
@@ -49,7 +48,3 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         args._parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return int(args._run(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

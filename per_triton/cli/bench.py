@@ -34,8 +34,8 @@ from types import ModuleType
 from typing import Any
 
 from per_triton import paths
+from per_triton.cli import bench_tables
 from per_triton.cli._args import int_at_least
-from per_triton.experiments.methods import order_key
 
 SUITE_FILES = {
     "training": ("bench_training.py",),
@@ -124,71 +124,6 @@ def _result_path(args: argparse.Namespace, common: ModuleType, device: str) -> P
     return Path(root) / common.machine_folder(device) / name
 
 
-def training_table(benchmarks: list[dict[str, Any]]) -> str:
-    """Time per iteration of every training benchmark and its ratio to vanilla."""
-    groups: dict[tuple[str, str], dict[str, float]] = {}
-    for b in benchmarks:
-        info = b.get("extra_info", {})
-        if info.get("suite") != "training":
-            continue
-        median = info.get("median_s", b["stats"]["median"])
-        groups.setdefault((info["model"], info["dtype"]), {})[info["method"]] = median
-    lines = []
-    header = f"{'model':<10} {'dtype':<14} {'method':<10} {'ms/iter':>10} {'x vanilla':>10}"
-    for (model, dtype), times in groups.items():
-        lines += ["", header, "-" * len(header)]
-        base = times.get("vanilla")
-        for method in sorted(times, key=order_key):
-            ratio = f"{times[method] / base:10.3f}" if base else f"{'-':>10}"
-            lines.append(
-                f"{model:<10} {dtype:<14} {method:<10} {times[method] * 1e3:10.3f} {ratio}"
-            )
-        if "per" in times and "per_torch" in times:
-            lines.append(f"per speed-up over per_torch: {times['per_torch'] / times['per']:.2f}x")
-    return "\n".join(lines)
-
-
-def cpu_table(benchmarks: list[dict[str, Any]]) -> str:
-    """Markdown table of the cpu suite: both providers' medians and their ratio."""
-    rows = [b["extra_info"] for b in benchmarks if b.get("extra_info", {}).get("suite") == "cpu"]
-    if not rows:
-        return ""
-    lines = [
-        "| threads | busy core | b | d | s | per_triton (ms) | plain torch (ms) | ratio |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in sorted(rows, key=lambda r: (r["threads"], r["d"], r["b"], r["s"])):
-        lines.append(
-            f"| {r['threads']} | {'yes' if r['busy'] else 'no'} | {r['b']} | {r['d']} | {r['s']} "
-            f"| {r['per_triton_median_s'] * 1e3:.2f} | {r['torch_median_s'] * 1e3:.2f} "
-            f"| {r['ratio']:.2f} |"
-        )
-    ratios = [r["ratio"] for r in rows]
-    lines.append("")
-    median = sorted(ratios)[len(ratios) // 2]
-    lines.append(f"max ratio {max(ratios):.2f}, median ratio {median:.2f}")
-    lines.append(f"CPU sampler: {', '.join(samplers(benchmarks)) or 'not recorded'}")
-    return "\n".join(lines)
-
-
-def samplers(benchmarks: list[dict[str, Any]]) -> list[str]:
-    """The CPU samplers the benchmarks record (``extra_info["sampler"]``), sorted."""
-    names = {b.get("extra_info", {}).get("sampler") for b in benchmarks}
-    return sorted(n for n in names if n)
-
-
-def _other_table(benchmarks: list[dict[str, Any]]) -> str:
-    """Median time of every benchmark of the other suites (the kernel suite), one per line."""
-    suites = ("training", "cpu")
-    rows = [b for b in benchmarks if b.get("extra_info", {}).get("suite") not in suites]
-    if not rows:
-        return ""
-    header = f"{'benchmark':<70} {'median':>13}"
-    lines = [header, "-" * len(header)]
-    lines += [f"{b['name']:<70} {b['stats']['median'] * 1e3:10.4f} ms" for b in rows]
-    return "\n".join(lines)
-
-
 def _run_pytest(cmd: list[str], cwd: Path, env: dict[str, str]) -> int:
     """Run pytest; on Ctrl-C / ``timeout -s INT`` let it finish writing partial results.
 
@@ -225,21 +160,20 @@ def _note(quick: bool, device: str, suite: str = "training") -> str | None:
     return "; ".join(notes) or None
 
 
-def run(args: argparse.Namespace) -> int:
+def _device(args: argparse.Namespace) -> str | None:
+    """The device the suites run on, or None (after saying why) when they cannot run."""
     import torch
 
-    device = args.device
-    if args.suite == "cpu":
-        device = "cpu"  # the cpu suite times the CPU path only
+    device = "cpu" if args.suite == "cpu" else args.device  # the cpu suite: CPU path only
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         print("per-triton bench: --device cuda but torch sees no CUDA device", file=sys.stderr)
-        return 2
+        return None
     if importlib.util.find_spec("pytest_benchmark") is None:
         print("per-triton bench: needs pytest-benchmark: pip install 'per-triton[bench]'",
               file=sys.stderr)  # fmt: skip
-        return 2
+        return None
     if device == "cpu" and args.suite in ("kernel", "all") and not args.quick:
         print(
             "per-triton bench: the kernel suite at full size needs a GPU (on the CPU its "
@@ -247,16 +181,22 @@ def run(args: argparse.Namespace) -> int:
             "smoke run, or --suite training",
             file=sys.stderr,
         )
-        return 2
-    bench_dir = _find_bench_dir(args.bench_dir)
-    from per_triton.bench import common
+        return None
+    return device
 
-    files = [bench_dir / f for f in SUITE_FILES[args.suite] if (bench_dir / f).is_file()]
-    missing = [f for f in SUITE_FILES[args.suite] if not (bench_dir / f).is_file()]
+
+def _suite_files(bench_dir: Path, suite: str) -> list[Path]:
+    """The suite's files found in ``bench_dir`` (the missing ones are named)."""
+    files = [bench_dir / f for f in SUITE_FILES[suite] if (bench_dir / f).is_file()]
+    missing = [f for f in SUITE_FILES[suite] if not (bench_dir / f).is_file()]
     if missing:
         print(f"per-triton bench: suite file(s) not found, skipped: {', '.join(missing)}")
-    if not files:
-        return 2
+    return files
+
+
+def _environment(args: argparse.Namespace, common: ModuleType, device: str) -> dict[str, str]:
+    """The pytest subprocess's environment: the suite's controls of bench/common.py."""
+    import torch
 
     # a run started from inside an xdist worker (the CLI test) must not look like one:
     # pytest-benchmark disables itself under xdist
@@ -268,11 +208,15 @@ def run(args: argparse.Namespace) -> int:
         env[common.ENV_ROUNDS] = str(args.rounds)
     if not torch.cuda.is_available():
         env.setdefault("TRITON_INTERPRET", "1")
-    out_path = _result_path(args, common, device)
-    problem = _check_writable(out_path)
-    if problem:
-        print(f"per-triton bench: {problem}", file=sys.stderr)
-        return 2
+    return env
+
+
+def _measure(args, common, device, files, out_path) -> tuple[int, dict[str, Any] | None]:
+    """Run the suite ``files`` under pytest (from the folder above the suites' folder) and
+    write the stamped result file to ``out_path``.
+
+    Returns pytest's exit status and the result data (None when pytest wrote none).
+    """
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "result.json"
         cmd = [
@@ -286,35 +230,64 @@ def run(args: argparse.Namespace) -> int:
             cmd += ["-k", args.keyword]
         print(f"[bench] {device}: {' '.join(f.name for f in files)}", flush=True)
         load_start = [round(x, 2) for x in os.getloadavg()]
-        rc = _run_pytest(cmd, cwd=bench_dir.parent, env=env)
+        cwd = files[0].parent.parent
+        rc = _run_pytest(cmd, cwd=cwd, env=_environment(args, common, device))
         if not raw.is_file() or not raw.read_text().strip():
             print(f"per-triton bench: pytest wrote no result (exit {rc})", file=sys.stderr)
-            return rc or 1
+            return rc or 1, None
         extras = common.machine_extras(device, _command_line(args))
         extras["note"] = _note(args.quick, device, args.suite)
         extras["load_average_start"] = load_start
         extras["load_average"] = [round(x, 2) for x in os.getloadavg()]
         data = common.stamp_result_file(raw, extras)
-        data["machine_info"]["sampler"] = ", ".join(samplers(data.get("benchmarks", []))) or None
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(json.dumps(data, indent=2) + "\n")
     benchmarks = data.get("benchmarks", [])
-    print(training_table(benchmarks))
-    table = cpu_table(benchmarks)
+    data["machine_info"]["sampler"] = ", ".join(bench_tables.samplers(benchmarks)) or None
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(data, indent=2) + "\n")
+    return rc, data
+
+
+def _report(args: argparse.Namespace, data: dict[str, Any], out_path: Path) -> None:
+    """Print the tables of the result (and write the cpu suite's beside it as Markdown)."""
+    benchmarks = data.get("benchmarks", [])
+    extras = data["machine_info"]
+    print(bench_tables.training_table(benchmarks))
+    table = bench_tables.cpu_table(benchmarks)
     if table:
-        header = (
-            f"# CPU sweep: per_triton vs plain torch (forward + backward)\n\n"
-            f"command: `{extras['command']}`\n\ncommit: {extras.get('commit')}\n\n"
-            f"load average (1, 5, 15 min) at the start {load_start}, at the end "
-            f"{extras['load_average']}; busy process beside: {getattr(args, 'busy', False)}; "
-            f"nproc {os.cpu_count()}\n\n"
+        text = bench_tables.cpu_markdown(
+            table, extras, getattr(args, "busy", False), os.cpu_count()
         )
-        out_path.with_suffix(".md").write_text(header + table + "\n")
+        out_path.with_suffix(".md").write_text(text)
         print("\n" + table)
-    other = _other_table(benchmarks)
+    other = bench_tables.other_table(benchmarks)
     if other:
         print("\n" + other)
     if extras["note"]:
         print(f"\n[bench] NOT A COST MEASUREMENT: {extras['note']}")
     print(f"\n[bench] {len(benchmarks)} results written to {out_path}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``per-triton bench``: check, run the suites, write and print the results.
+
+    Returns 0 on success, 2 when the run cannot start (no device, no pytest-benchmark,
+    no suite, an unwritable ``--out``), else pytest's exit status.
+    """
+    device = _device(args)
+    if device is None:
+        return 2
+    bench_dir = _find_bench_dir(args.bench_dir)
+    from per_triton.bench import common
+
+    files = _suite_files(bench_dir, args.suite)
+    if not files:
+        return 2
+    out_path = _result_path(args, common, device)
+    problem = _check_writable(out_path)
+    if problem:
+        print(f"per-triton bench: {problem}", file=sys.stderr)
+        return 2
+    rc, data = _measure(args, common, device, files, out_path)
+    if data is not None:
+        _report(args, data, out_path)
     return rc
