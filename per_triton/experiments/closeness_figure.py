@@ -84,6 +84,17 @@ def draw_figure(out: str, figure: str) -> None:
     ax.grid(alpha=0.3, axis="y")
     _save(fig, figure)
 
+    _draw_quantiles(records, methods, layers, figure)
+
+
+def _draw_quantiles(
+    records: dict[str, list[dict]], methods: list[str], layers: list[str], figure: str
+) -> None:
+    """``<figure stem>_quantiles.png``: per method, each layer's median and 25-75% band
+    of the monitored units over training (mean over seeds), against N(0, 1)'s quartiles."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
     fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods), 3.4), sharey=True)
     shades = plt.get_cmap("viridis")(np.linspace(0.0, 0.8, len(layers)))
     for ax, m in zip(np.atleast_1d(axes), methods, strict=False):

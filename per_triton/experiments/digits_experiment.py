@@ -66,6 +66,23 @@ def _step_seed(seed: int, step: int) -> int:
     return child_seed(seed, "step", step)
 
 
+def _monitor(model: nn.Module, taps, cfg: Config, path, run: str, method: str, seed: int):
+    """The :class:`~per_triton.api.monitor.LayerMonitor` of one run, writing to ``path``."""
+    from per_triton.api.monitor import LayerMonitor
+
+    return LayerMonitor(
+        model,
+        taps,
+        every=cfg.monitor_every,
+        num_slices=cfg.monitor_slices,
+        path=path,
+        run=run,
+        model_name=MODEL_NAME,
+        method=method,
+        seed=seed,
+    )
+
+
 def train_one(
     method: str, seed: int, cfg: Config, data, path: str | None, run: str = "digits", log=print
 ) -> dict:
@@ -75,7 +92,6 @@ def train_one(
     the step is :func:`per_triton.experiments.training.train_step` (task loss plus
     ``coeff * sum`` of the penalties at each pre-activation).
     """
-    from per_triton.api.monitor import LayerMonitor
     from per_triton.experiments.models.small_cnn import SmallCNN
     from per_triton.experiments.training import train_step
 
@@ -86,19 +102,7 @@ def train_one(
     coeff = getattr(cfg, f"{COEFF_OF.get(method, method)}_coeff", 0.0)
     taps = model.tap_names
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
-    monitor = None
-    if cfg.monitor:
-        monitor = LayerMonitor(
-            model,
-            taps,
-            every=cfg.monitor_every,
-            num_slices=cfg.monitor_slices,
-            path=path,
-            run=run,
-            model_name=MODEL_NAME,
-            method=method,
-            seed=seed,
-        )
+    monitor = _monitor(model, taps, cfg, path, run, method, seed) if cfg.monitor else None
     gen = torch.Generator().manual_seed(seed)
     n = data.train_x.shape[0]
     step, seconds = 0, 0.0
