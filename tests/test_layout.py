@@ -350,3 +350,82 @@ def test_wheel_ships_exactly_the_results_the_dashboard_reads() -> None:
     closeness = {f"closeness/{name}" for name in loaders.load_closeness(results).files}
     assert plotted and closeness
     assert shipped == plotted | closeness
+
+
+# --- sizes ------------------------------------------------------------------------------
+
+#: the most lines of a non-test source file, and of a function less its docstring
+FILE_LINES, FUNCTION_LINES = 300, 60
+#: the sources: per_triton (whose kernels, dashboard and bench are links to the top-level
+#: folders of those names), those folders, the scripts and setup.py
+SOURCES = ("per_triton", "kernels", "bench", "dashboard", "scripts", "setup.py")
+
+
+def _source_files() -> list[Path]:
+    """The non-test .py files of :data:`SOURCES`, each once (links not followed)."""
+    found = []
+    for name in SOURCES:
+        top = ROOT / name
+        for path in [top] if top.is_file() else sorted(top.rglob("*.py")):
+            rel = path.relative_to(ROOT)
+            if any(
+                (ROOT / Path(*rel.parts[:i])).is_symlink() for i in range(1, len(rel.parts) + 1)
+            ):
+                continue
+            if not path.name.startswith("test_"):
+                found.append(path)
+    return found
+
+
+def _function_lines(node) -> int:
+    """Lines of a function from ``def`` to its last line, less its docstring."""
+    import ast
+
+    span = node.end_lineno - node.lineno + 1
+    first = node.body[0]
+    value = first.value if isinstance(first, ast.Expr) else None
+    if isinstance(value, ast.Constant) and isinstance(value.value, str):
+        span -= first.end_lineno - first.lineno + 1
+    return span
+
+
+def _oversized(path: Path, text: str) -> list[str]:
+    """The file's offences: its line count over FILE_LINES, each function over FUNCTION_LINES."""
+    import ast
+
+    rel = path.relative_to(ROOT)
+    found = []
+    if text.count("\n") > FILE_LINES:
+        found.append(f"{rel}: {text.count(chr(10))} lines (> {FILE_LINES})")
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            lines = _function_lines(node)
+            if lines > FUNCTION_LINES:
+                found.append(f"{rel}:{node.lineno} {node.name}: {lines} lines (> {FUNCTION_LINES})")
+    return found
+
+
+def test_size_check_finds_long_files_and_functions() -> None:
+    """The check counts what it should: ``def`` plus 59 lines is within the limit however
+    long the docstring, ``def`` plus 60 lines is not, nor is a 301-line file; the walk
+    covers the top-level folders and skips per_triton's links to them."""
+    lines = "".join(f"    x{i} = {i}\n" for i in range(60))
+    doc = '    """' + "doc\n" * 20 + '    """\n'
+    path = ROOT / "scripts" / "example.py"
+    assert _oversized(path, "def f():\n" + doc + lines[: -len("    x59 = 59\n")]) == []
+    assert _oversized(path, "def g():\n" + lines) == [
+        f"scripts/example.py:1 g: 61 lines (> {FUNCTION_LINES})"
+    ]
+    assert _oversized(path, "x = 1\n" * 301) == [f"scripts/example.py: 301 lines (> {FILE_LINES})"]
+    files = [p.relative_to(ROOT).as_posix() for p in _source_files()]
+    assert {f.split("/")[0] for f in files} == set(SOURCES)
+    assert not [f for f in files if f.startswith(("per_triton/kernels/", "per_triton/bench/"))]
+    assert len(files) == len(set(files))
+
+
+def test_no_source_file_over_300_lines_and_no_function_over_60() -> None:
+    """Every non-test source file has at most FILE_LINES lines and every function at most
+    FUNCTION_LINES lines, not counting its docstring; the offenders are listed."""
+    offenders = [x for path in _source_files() for x in _oversized(path, path.read_text())]
+    print("\n".join(offenders))
+    assert offenders == [], "\n".join(offenders)
