@@ -211,7 +211,9 @@ def _environment(args: argparse.Namespace, common: ModuleType, device: str) -> d
     return env
 
 
-def _measure(args, common, device, files, out_path) -> tuple[int, dict[str, Any] | None]:
+def _measure(
+    args: argparse.Namespace, common: ModuleType, device: str, files: list[Path], out_path: Path
+) -> tuple[int, dict[str, Any] | None]:
     """Run the suite ``files`` under pytest (from the folder above the suites' folder) and
     write the stamped result file to ``out_path``.
 
@@ -270,8 +272,8 @@ def _report(args: argparse.Namespace, data: dict[str, Any], out_path: Path) -> N
 def run(args: argparse.Namespace) -> int:
     """``per-triton bench``: check, run the suites, write and print the results.
 
-    Returns 0 on success, 2 when the run cannot start (no device, no pytest-benchmark,
-    no suite, an unwritable ``--out``), else pytest's exit status.
+    Returns pytest's exit status (non-zero if it wrote no result), or 2 when the run cannot
+    start (no device, no pytest-benchmark, no suite file, an unwritable ``--out``).
     """
     device = _device(args)
     if device is None:
