@@ -30,9 +30,9 @@ _API = {
     "sample_directions": "per_triton.core.directions",
     "PER": "per_triton.api.module",
     "regularize": "per_triton.api.attach",
-    "PERHandle": "per_triton.api.attach",
-    "DEFAULT_LAYERS": "per_triton.api.attach",
-    "default_layers": "per_triton.api.attach",
+    "PERHandle": "per_triton.api.handle",
+    "DEFAULT_LAYERS": "per_triton.api.layers",
+    "default_layers": "per_triton.api.layers",
     "sliced_wasserstein_to_normal": "per_triton.api.sliced_wasserstein",
 }
 #: public submodule name -> where it lives (``pt.reference``, ``pt.monitor``, ...)
@@ -62,7 +62,9 @@ __all__ = [
 
 if TYPE_CHECKING:
     from per_triton.api import distributed, monitor
-    from per_triton.api.attach import DEFAULT_LAYERS, PERHandle, default_layers, regularize
+    from per_triton.api.attach import regularize
+    from per_triton.api.handle import PERHandle
+    from per_triton.api.layers import DEFAULT_LAYERS, default_layers
     from per_triton.api.loss import per_loss
     from per_triton.api.module import PER
     from per_triton.api.sliced_wasserstein import sliced_wasserstein_to_normal

@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 import per_triton as pt
-from per_triton.api.attach import select_modules
 from per_triton.api.monitor import (
     RECORD_KEYS,
     LayerMonitor,
@@ -19,6 +18,7 @@ from per_triton.api.monitor import (
     record_seed,
     select_units,
 )
+from per_triton.api.selectors import select_modules
 from per_triton.experiments.models.small_cnn import PreActivation, SmallCNN
 
 from . import tolerances

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import per_triton as pt
-from per_triton.api.attach import PERHandle
+from per_triton.api.handle import PERHandle
 from per_triton.api.module import derive_seed
 from per_triton.core import reference
 

@@ -38,11 +38,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from per_triton.api.attach import SAMPLES, as_samples, hidden_state, select_modules
 from per_triton.api.monitor_schema import (
     RECORD_KEYS as RECORD_KEYS,  # the one record format
 )
 from per_triton.api.monitor_schema import STAT_KEYS, check_record
+from per_triton.api.outputs import SAMPLES, as_samples, hidden_state
+from per_triton.api.selectors import select_modules
 from per_triton.core._validation import check_num_slices, check_positive_int, check_seed
 from per_triton.core.seeds import child_seed
 
@@ -113,7 +114,7 @@ class LayerMonitor:
         layers: module names (``"block1.pre"``, wildcards as in
             :func:`per_triton.regularize`'s ``names``; ``""`` is the model itself),
             module types (every submodule of that type), or a list mixing both, as
-            ``regularize``'s ``exclude`` takes (:func:`per_triton.api.attach.select_modules`).
+            ``regularize``'s ``exclude`` takes (:func:`per_triton.api.selectors.select_modules`).
             Layers are recorded in model order.
         every: record at steps ``0, every, 2*every, ...``; a positive int (numpy
             integers accepted).
@@ -128,7 +129,7 @@ class LayerMonitor:
         train_only: ignore forward passes in eval mode.
         flush_every: records kept on device before they are converted and written.
         samples: how a layer's output is cut into samples, as in
-            :func:`per_triton.regularize` (:func:`per_triton.api.attach.as_samples`):
+            :func:`per_triton.regularize` (:func:`per_triton.api.outputs.as_samples`):
             ``"auto"`` (one sample per token for a 3-D output ``(b, T, H)``, per
             sample flattened otherwise), ``"token"`` or ``"flatten"``; recurrent
             layers always per (time step, sample). A dict / ``ModelOutput`` output

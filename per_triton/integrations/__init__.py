@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import torch
 
-from per_triton.api.attach import PERHandle
+from per_triton.api.handle import PERHandle
 from per_triton.core._validation import check_positive_int
 
 __all__ = ["LossFactor", "SW1Reader", "accelerate_scale", "amp_scale", "grad_scale", "per_scalars"]

@@ -13,7 +13,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from per_triton.api.attach import PERHandle, regularize
+from per_triton.api.attach import regularize
+from per_triton.api.handle import PERHandle
 from per_triton.integrations import LossFactor, SW1Reader, per_scalars
 
 __all__ = ["PERTrainerCallback"]

@@ -14,7 +14,8 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from per_triton.api.attach import PERHandle, regularize
+from per_triton.api.attach import regularize
+from per_triton.api.handle import PERHandle
 from per_triton.integrations import LossFactor, SW1Reader, per_scalars
 
 __all__ = ["PERCallback"]

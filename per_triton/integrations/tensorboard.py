@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from per_triton.api.attach import PERHandle
+from per_triton.api.handle import PERHandle
 from per_triton.integrations import SW1Reader, per_scalars
 
 __all__ = ["log_per"]
