@@ -42,8 +42,8 @@ from per_triton.api.monitor_schema import (
     RECORD_KEYS as RECORD_KEYS,  # the one record format
 )
 from per_triton.api.monitor_schema import STAT_KEYS, check_record
-from per_triton.api.outputs import SAMPLES, as_samples, hidden_state
-from per_triton.api.selectors import select_modules
+from per_triton.api.outputs import _check_samples, as_samples, hidden_state
+from per_triton.api.selectors import _resolve_layers
 from per_triton.core._validation import check_num_slices, check_positive_int, check_seed
 from per_triton.core.seeds import child_seed
 
@@ -91,19 +91,6 @@ def layer_statistics(
     q = torch.quantile(vals, torch.tensor(_QUANTILES, device=vals.device))
     var, mean = torch.var_mean(vals, correction=0)
     return torch.stack([sw1.float().reshape(()), mean, var, q[0], q[1], q[2]])
-
-
-def _resolve_layers(model: nn.Module, layers: object) -> dict[str, nn.Module]:
-    """Map names and/or module types to the model's submodules, in model order."""
-    named = dict(model.named_modules())
-    if isinstance(layers, Iterable) and not isinstance(layers, str):
-        layers = list(layers)
-        if not layers:
-            raise ValueError("layers: give at least one module name or type")
-    chosen = select_modules(named, layers, "layers")
-    if not chosen:
-        raise ValueError(f"layers: the model has no module of type {layers}")
-    return {n: m for n, m in named.items() if n in chosen}
 
 
 class LayerMonitor:
@@ -172,9 +159,7 @@ class LayerMonitor:
         units = check_positive_int(units, "units")
         direction_seed = check_seed(direction_seed, "an int", "direction_seed", int_only=True)
         seed = check_seed(seed, "an int", "seed", int_only=True)
-        if samples not in SAMPLES:
-            raise ValueError(f"samples must be one of {SAMPLES}, got {samples!r}")
-        self.samples = samples
+        self.samples = _check_samples(samples)
         self.model = model
         self.layers = _resolve_layers(model, layers)
         self.every, self.num_slices, self.units = int(every), int(num_slices), int(units)

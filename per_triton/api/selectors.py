@@ -99,3 +99,17 @@ def select_modules(modules: Mapping[str, nn.Module], value: object, arg: str) ->
     if types:
         chosen |= {n for n, m in modules.items() if n and isinstance(m, types)}
     return chosen
+
+
+def _resolve_layers(model: nn.Module, layers: object) -> dict[str, nn.Module]:
+    """The monitor's ``layers`` (:class:`per_triton.api.monitor.LayerMonitor`): names
+    and/or module types mapped to the model's submodules, in model order."""
+    named = dict(model.named_modules())
+    if isinstance(layers, Iterable) and not isinstance(layers, str):
+        layers = list(layers)
+        if not layers:
+            raise ValueError("layers: give at least one module name or type")
+    chosen = select_modules(named, layers, "layers")
+    if not chosen:
+        raise ValueError(f"layers: the model has no module of type {layers}")
+    return {n: m for n, m in named.items() if n in chosen}
