@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import per_triton as pt
+from per_triton.api.hooks import _per_hooks
 from per_triton.api.module import derive_seed
 
 from . import tolerances
@@ -71,7 +72,7 @@ def test_stacked_encoder_gets_one_layer_per_block_and_no_partial_match_warning(r
     enc(_inputs("encoder")[0]).sum().backward()
     assert all(v is not None for v in handle.losses().values())
     handle.remove()
-    assert not any(pt.regularize.__globals__["_per_hooks"](m) for m in enc.modules())
+    assert not any(_per_hooks(m) for m in enc.modules())
 
 
 def test_module_activation_is_found_by_type_not_twice():
