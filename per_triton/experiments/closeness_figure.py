@@ -2,8 +2,9 @@
 
 ``draw_figure(out, figure)`` reads ``<out>/<method>.jsonl`` and ``<out>/summary.json``
 and writes two PNGs: SW1 per layer over training with the test accuracy, and the
-monitored units' quartiles per layer (the paper's Figure 5, over time). Colours
-and order come from :mod:`per_triton.experiments.methods`.
+monitored units' quartiles per layer (the paper's Figure 5, over time). Order,
+labels, colours and dash patterns come from :mod:`per_triton.experiments.methods`,
+so a method looks the same here as on the dashboard.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 import json
 import os
 
-from per_triton.experiments.methods import COLOURS, TRAIN_METHODS
+from per_triton.experiments.methods import COLOURS, DASHES, TRAIN_METHODS, label
 
 COLORS = COLOURS  # the name this module had in per_triton.cli.train
+WIDEST, THINNEST = 2.6, 1.2  # line widths (pt) of the first and the last method drawn
 
 
 def _by_step(records: list[dict], layer: str, key: str) -> tuple[list[int], list[list[float]]]:
@@ -24,6 +26,21 @@ def _by_step(records: list[dict], layer: str, key: str) -> tuple[list[int], list
             by_step.setdefault(r["step"], []).append(r[key])
     steps = sorted(by_step)
     return steps, [by_step[s] for s in steps]
+
+
+def _line_style(methods: list[str]) -> dict[str, dict]:
+    """Per method: matplotlib ``color``, ``ls`` (its :data:`DASHES` pattern; solid when
+    empty) and ``lw``, widest for the first method, so a line drawn on top of an
+    earlier one (``per_exact`` on ``per``) leaves that one's edges showing."""
+    n = max(len(methods) - 1, 1)
+    return {
+        m: {
+            "color": COLOURS[m],
+            "ls": (0, tuple(DASHES[m])) if DASHES[m] else "-",
+            "lw": WIDEST - (WIDEST - THINNEST) * i / n,
+        }
+        for i, m in enumerate(methods)
+    }
 
 
 def draw_figure(out: str, figure: str) -> None:
@@ -38,7 +55,6 @@ def draw_figure(out: str, figure: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     from per_triton.api.monitor import read_records
 
@@ -48,43 +64,43 @@ def draw_figure(out: str, figure: str) -> None:
     records = {m: read_records(os.path.join(out, f"{m}.jsonl")) for m in methods}
     layers = sorted({r["layer"] for recs in records.values() for r in recs})
     fig, axes = plt.subplots(1, len(layers) + 1, figsize=(4 * (len(layers) + 1), 3.4))
+    _sw1_panels(axes[:-1], layers, methods, records)
+    _accuracy_panel(axes[-1], methods, summary)
+    _save(fig, figure)
+
+    _draw_quantiles(records, methods, layers, figure)
+
+
+def _sw1_panels(axes, layers: list[str], methods: list[str], records: dict) -> None:
+    """One panel per layer: each method's SW1 over steps (mean over seeds, min-max band)."""
+    import numpy as np
+
+    styles = _line_style(methods)
     for ax, layer in zip(axes, layers, strict=False):
         for m in methods:
             steps, vals = _by_step(records[m], layer, "sw1")
-            thin = m in ("vcl", "l1", "l2")
-            ax.plot(
-                steps,
-                [np.mean(v) for v in vals],
-                label=m,
-                color=COLORS[m],
-                lw=1.0 if thin else 1.6,
-                ls="--" if thin else "-",
-            )
-            ax.fill_between(
-                steps,
-                [min(v) for v in vals],
-                [max(v) for v in vals],
-                color=COLORS[m],
-                alpha=0.15,
-                lw=0,
-            )
+            ax.plot(steps, [np.mean(v) for v in vals], label=label(m), **styles[m])
+            lo, hi = [min(v) for v in vals], [max(v) for v in vals]
+            ax.fill_between(steps, lo, hi, color=COLOURS[m], alpha=0.15, lw=0)
         ax.set_title(f"{layer}: SW1 to N(0, I)")
         ax.set_xlabel("training step")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-    axes[0].legend(frameon=False)
-    ax = axes[-1]
+    axes[0].legend(frameon=False, handlelength=3)
+
+
+def _accuracy_panel(ax, methods: list[str], summary: list[dict]) -> None:
+    """Test accuracy per method: mean with sample-sd error bar, and each seed's dot."""
+    import numpy as np
+
     for i, m in enumerate(methods):
         accs = [100 * e["test_accuracy"] for e in summary if e["method"] == m]
         sd = float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0
-        ax.errorbar(i, np.mean(accs), yerr=sd, fmt="o", color=COLORS[m], capsize=4)
-        ax.scatter([i + 0.15] * len(accs), accs, s=10, color=COLORS[m], alpha=0.6)
-    ax.set_xticks(range(len(methods)), methods)
+        ax.errorbar(i, np.mean(accs), yerr=sd, fmt="o", color=COLOURS[m], capsize=4)
+        ax.scatter([i + 0.15] * len(accs), accs, s=10, color=COLOURS[m], alpha=0.6)
+    ax.set_xticks(range(len(methods)), [label(m) for m in methods], fontsize=8)
     ax.set_title(f"test accuracy (%), mean and sd of {len(summary) // len(methods)} seeds")
     ax.grid(alpha=0.3, axis="y")
-    _save(fig, figure)
-
-    _draw_quantiles(records, methods, layers, figure)
 
 
 def _draw_quantiles(
@@ -96,27 +112,22 @@ def _draw_quantiles(
     import numpy as np
 
     fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods), 3.4), sharey=True)
+    axes = np.atleast_1d(axes)
     shades = plt.get_cmap("viridis")(np.linspace(0.0, 0.8, len(layers)))
-    for ax, m in zip(np.atleast_1d(axes), methods, strict=False):
+    for ax, m in zip(axes, methods, strict=False):
         for layer, color in zip(layers, shades, strict=False):
             steps, med = _by_step(records[m], layer, "q50")
             _, lo = _by_step(records[m], layer, "q25")
             _, hi = _by_step(records[m], layer, "q75")
             ax.plot(steps, [np.mean(v) for v in med], color=color, lw=1.4, label=layer)
-            ax.fill_between(
-                steps,
-                [np.mean(v) for v in lo],
-                [np.mean(v) for v in hi],
-                color=color,
-                alpha=0.2,
-                lw=0,
-            )
+            band = [np.mean(v) for v in lo], [np.mean(v) for v in hi]
+            ax.fill_between(steps, *band, color=color, alpha=0.2, lw=0)
         for q in (-0.6745, 0.0, 0.6745):  # quartiles of N(0, 1)
             ax.axhline(q, color="black", lw=0.8, ls=":")
-        ax.set_title(f"{m}: median and 25-75% of units")
+        ax.set_title(f"{label(m)}: median and 25-75% of units")
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3)
-    np.atleast_1d(axes)[0].legend(frameon=False, fontsize=8)
+    axes[0].legend(frameon=False, fontsize=8)
     root, ext = os.path.splitext(figure)
     _save(fig, f"{root}_quantiles{ext}")
 
