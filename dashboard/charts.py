@@ -8,6 +8,9 @@ runs are shown.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
+
 import altair as alt
 import pandas as pd
 
@@ -150,7 +153,7 @@ def paper_bars(df: pd.DataFrame) -> alt.LayerChart:
     chart = method_bars(
         paper,
         "median_s",
-        "s per iteration (paper)",
+        ["s per iteration", "(paper)"],  # two lines: one sticks out of a narrow column
         ["series:N", "method:N", "median_s:Q"],
         fmt=".3f",
         group=None,
@@ -162,6 +165,19 @@ def ratio_bars(df: pd.DataFrame) -> alt.LayerChart:
     """Time per iteration over vanilla's, per method and run (the paper's too)."""
     tips = ["series:N", "method:N", "ratio:Q", "median_s:Q", "vanilla_s:Q"]
     return method_bars(df, "ratio", "time / vanilla time", tips, ref=1.0)
+
+
+def log_ticks(values: Iterable[float]) -> list[float]:
+    """Ticks of a log axis from the power of ten at or below the least positive finite
+    value to the one at or above the largest (at least one decade): 1, 2 and 5 times
+    each power (only the powers past 4 decades). Empty when no value is positive."""
+    shown = [v for v in values if math.isfinite(v) and v > 0]
+    if not shown:
+        return []
+    low = math.floor(math.log10(min(shown)))
+    high = max(math.ceil(math.log10(max(shown))), low + 1)
+    steps = (1, 2, 5) if high - low <= 4 else (1,)
+    return [float(f"{m}e{k}") for k in range(low, high) for m in steps] + [float(f"1e{high}")]
 
 
 def kernel_lines(
@@ -176,24 +192,25 @@ def kernel_lines(
 ) -> alt.LayerChart:
     """One line per provider against ``axis`` (log x), optional 20-80 % whiskers.
 
-    ``ref`` draws a dashed horizontal line (1.0 for ratios).
+    ``ref`` draws a dashed horizontal line (1.0 for ratios). A log y axis spans whole
+    decades with :func:`log_ticks`' labels.
     """
-    scale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
+    y_axis, scale = alt.Axis(), alt.Scale(zero=False)
+    values = df[[y, "p20_s", "p80_s"] if band else [y]].to_numpy(float).ravel()
+    ticks = log_ticks([*values, *([] if ref is None else [ref])]) if log_y else []
+    if ticks:
+        y_axis = alt.Axis(values=ticks, format="~g", labelOverlap=False)
+        scale = alt.Scale(type="log", domain=[ticks[0], ticks[-1]], nice=False)
+    elif log_y:  # no positive value to span
+        scale = alt.Scale(type="log")
     base = alt.Chart(df).encode(
         x=alt.X(f"{axis}:Q", scale=alt.Scale(type="log", base=2), title=axis),
         color=alt.Color("provider:N", scale=alt.Scale(domain=PROVIDER_ORDER)),
-        tooltip=_tip(
-            "series:N",
-            "provider:N",
-            "mode:N",
-            "b:Q",
-            "d:Q",
-            "s:Q",
-            "dtype:N",
-            f"{y}:Q",
-        ),  # fmt: skip
+        tooltip=_tip("series:N", "provider:N", "mode:N", "b:Q", "d:Q", "s:Q", "dtype:N", f"{y}:Q"),
     )
-    chart = base.mark_line(point=True).encode(y=alt.Y(f"{y}:Q", scale=scale, title=title))
+    chart = base.mark_line(point=True).encode(
+        y=alt.Y(f"{y}:Q", scale=scale, axis=y_axis, title=title)
+    )
     if band:
         chart = chart + base.mark_rule().encode(y="p20_s:Q", y2="p80_s:Q")
     if ref is not None:
@@ -212,12 +229,7 @@ def compare_bars(df: pd.DataFrame) -> alt.LayerChart:
             x=alt.X("ratio_b_over_a:Q", title="B / A (median time)"),
             color=style.color(data["method"]),
             tooltip=_tip(
-                "suite:N",
-                "method:N",
-                "case:N",
-                "median_s_a:Q",
-                "median_s_b:Q",
-                "ratio_b_over_a:Q",
+                "suite:N", "method:N", "case:N", "median_s_a:Q", "median_s_b:Q", "ratio_b_over_a:Q"
             ),  # fmt: skip
         )
     )
@@ -270,16 +282,17 @@ def closeness_lines(df: pd.DataFrame) -> alt.LayerChart:
 
 
 def closeness_by_layer(df: pd.DataFrame) -> alt.LayerChart:
-    """Last recorded sliced W1 per layer and method (mean over seeds), values on bars."""
+    """Last recorded sliced W1 per layer and method (mean over seeds), black values on bars."""
     data = style.with_labels(df)
     base = alt.Chart(data).encode(
         x=alt.X("layer:N", sort=None, axis=alt.Axis(labelAngle=0)),
         xOffset=alt.XOffset(f"{style.LABEL}:N", sort=style.labels(data["method"])),
-        color=style.color(data["method"]),
         tooltip=_tip("layer:N", "method:N", "sw1:Q", "step:Q"),
     )
-    bars = base.mark_bar().encode(y=alt.Y("sw1:Q", title="sliced W1 at the last step"))
-    values = base.mark_text(dy=-7, fontSize=11).encode(
+    bars = base.mark_bar().encode(
+        y=alt.Y("sw1:Q", title="sliced W1 at the last step"), color=style.color(data["method"])
+    )
+    values = base.mark_text(dy=-7, fontSize=11, color="black").encode(
         y="sw1:Q", text=alt.Text("sw1:Q", format=".2f")
     )
     return sized(bars + values, 280)

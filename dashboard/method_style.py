@@ -10,6 +10,7 @@ keep the method names, which are the keys of the result files.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import altair as alt
@@ -19,7 +20,8 @@ from per_triton.experiments.methods import colour, dash, label, marker, order_ke
 
 LABEL = "method_label"
 TITLE = "method"
-LEGEND_COLUMNS = 8  # one row above the chart, so the plot keeps the width
+ONE_ROW = 5  # legend entries in one row above the chart; more take two rows, so the
+# legend stays inside a chart 500 px wide (the main column of a 1000 px window)
 
 
 def with_labels(df: pd.DataFrame, field: str = "method") -> pd.DataFrame:
@@ -42,13 +44,15 @@ def _scale(methods: Iterable[str], style) -> alt.Scale:
     return alt.Scale(domain=[label(m) for m in domain], range=[style(m) for m in domain])
 
 
-def _legend(legend: bool) -> alt.Legend | None:
+def _legend(legend: bool, methods: Iterable[str]) -> alt.Legend | None:
+    """A legend above the chart, in one row for up to :data:`ONE_ROW` methods, else two."""
     if not legend:
         return None
+    n = len(ordered(methods))
     return alt.Legend(
         title=TITLE,
         orient="top",
-        columns=LEGEND_COLUMNS,
+        columns=n if n <= ONE_ROW else math.ceil(n / 2),
         columnPadding=18,
         labelLimit=300,
         labelFontSize=12,
@@ -60,17 +64,22 @@ def _legend(legend: bool) -> alt.Legend | None:
 
 def color(methods: Iterable[str], *, legend: bool = True) -> alt.Color:
     """Colour by method label, with the method's own colour."""
-    return alt.Color(f"{LABEL}:N", scale=_scale(methods, colour), legend=_legend(legend))
+    methods = ordered(methods)
+    return alt.Color(f"{LABEL}:N", scale=_scale(methods, colour), legend=_legend(legend, methods))
 
 
 def stroke_dash(methods: Iterable[str], *, legend: bool = True) -> alt.StrokeDash:
     """Dash pattern by method label (shares the colour legend: same field, same title)."""
-    return alt.StrokeDash(f"{LABEL}:N", scale=_scale(methods, dash), legend=_legend(legend))
+    methods = ordered(methods)
+    return alt.StrokeDash(
+        f"{LABEL}:N", scale=_scale(methods, dash), legend=_legend(legend, methods)
+    )
 
 
 def shape(methods: Iterable[str], *, legend: bool = True) -> alt.Shape:
     """Point shape by method label (shares the colour legend)."""
-    return alt.Shape(f"{LABEL}:N", scale=_scale(methods, marker), legend=_legend(legend))
+    methods = ordered(methods)
+    return alt.Shape(f"{LABEL}:N", scale=_scale(methods, marker), legend=_legend(legend, methods))
 
 
 WIDEST, THINNEST = 3.4, 1.6  # px: the first method's line and the last one's

@@ -1,7 +1,8 @@
 """What a person reads on the dashboard, under AppTest: the Training page's header says
 when it shows CPU smoke data and what gives a cost, the Runs page says where each file
-came from (never "committed" for the user's own file), and the Closeness summary shows
-every method, in the methods' labels and order."""
+came from (never "committed" for the user's own file), the Closeness summary shows
+every method, in the methods' labels and order, and the Kernels page's log axes are
+labelled at 1, 2 and 5 per decade (a ratio axis shows its 1)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from per_triton.dashboard import frames, widgets
+from per_triton.dashboard import charts, frames, widgets
 from per_triton.dashboard.context import ENV_EXTRA, ENV_RESULTS
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
@@ -130,3 +131,26 @@ def test_closeness_summary_lists_every_seed(tmp_path: Path, monkeypatch):
     (folder / "summary.json").write_text(json.dumps(rows))
     at = run_page("closeness", tmp_path, monkeypatch)
     assert len(at.dataframe[3].value) == 15  # the browser test checks it does not scroll
+
+
+def test_log_axes_span_whole_decades_labelled_1_2_5():
+    assert charts.log_ticks([0.5, 6.0, float("nan"), 0.0, -1.0]) == [
+        0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+    ]  # fmt: skip
+    assert charts.log_ticks([1.7]) == [1.0, 2.0, 5.0, 10.0]  # a decade at least
+    assert charts.log_ticks([1.0, 10.0]) == [1.0, 2.0, 5.0, 10.0]  # powers are their own ends
+    # past 4 decades only the powers: 13 labels in 300 px would crowd
+    assert charts.log_ticks([3e-7, 0.5]) == [1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0]
+    assert charts.log_ticks([0.0, float("nan")]) == []
+
+
+def test_kernel_speedup_axis_labels_the_reference_1():
+    speed = pd.DataFrame(
+        {"provider": ["eager", "compile", "eager", "compile"], "d": [256, 256, 1024, 1024],
+         "speedup": [5.5, 0.6, 5.2, 0.58], "series": "gpu | k.json", "mode": "full", "b": 128,
+         "s": 256, "dtype": "float32"}
+    )  # fmt: skip
+    spec = charts.kernel_lines(speed, "d", "speedup", "x fused", band=False, ref=1.0).to_dict()
+    y = spec["layer"][0]["encoding"]["y"]
+    assert y["axis"]["values"] == [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0]
+    assert y["scale"] == {"type": "log", "domain": [0.1, 10.0], "nice": False}

@@ -56,20 +56,22 @@ df = widgets.frame_or_stop(
     results, frames.kernel_frame, NO_KERNEL_RESULTS, context.settings().results_dir
 )
 
-cols = st.columns(4)
+notice = st.container()
+cols = st.columns([2, 1, 1])  # GPU names are long
+run_row = st.container()  # a row of its own: a run's name is shown whole at 1000 px
 with cols[0]:
     df, gpu = widgets.narrow(df, "gpu", "GPU", "kernels_gpu")
 if gpu == "cpu":
-    st.warning(
+    notice.warning(
         "CPU results: a smoke run of the suite (Triton interpreter), not a cost "
         "measurement. Kernel costs come from a GPU run: `per-triton bench --suite kernel`.",
         icon=":material/info:",
     )
-with cols[1]:
+with run_row:
     df, _ = widgets.narrow(df, "series", "Run", "kernels_run")
-with cols[2]:
+with cols[1]:
     df, mode = widgets.narrow(df, "mode", "Pass", "kernels_mode", default="full")
-with cols[3]:
+with cols[2]:
     df, dtype = widgets.narrow(df, "dtype", "dtype", "kernels_dtype", default="float32")
 
 axis = st.radio("Sweep", list(AXES), format_func=AXES.get, horizontal=True, key="kernels_axis")
@@ -123,6 +125,6 @@ else:
         floor, "kernels_floor", ["provider", "over_floor", "floor_s", *SHOWN[1:]],
     )  # fmt: skip
 st.caption(
-    "Floor: drawing 2*d*s normals with a draw-only kernel plus 4*b*d*s FLOPs at the "
+    "Floor: drawing `2*d*s` normals with a draw-only kernel plus `4*b*d*s` FLOPs at the "
     'tensor-core rate measured in the same run (docs/design.md, "Measuring performance").'
 )

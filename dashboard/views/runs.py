@@ -52,11 +52,9 @@ labels = list(by_label)
 if len(labels) < 2:
     widgets.stop_with("Only one result file: add another (--extra or upload) to compare two runs.")
 first, second = frames.comparable_pair(results.runs)
-cols = st.columns(2)
-with cols[0]:
-    a = st.selectbox("Run A", labels, index=first, key="runs_a")
-with cols[1]:
-    b = st.selectbox("Run B", labels, index=second, key="runs_b")
+# one row each: a run's name (gpu | file) is shown whole at 1000 px
+a = st.selectbox("Run A", labels, index=first, key="runs_a")
+b = st.selectbox("Run B", labels, index=second, key="runs_b")
 if a == b:
     widgets.stop_with("Pick two different runs to compare.")
 diff = frames.compare_runs(by_label[a], by_label[b])
