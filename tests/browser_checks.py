@@ -55,6 +55,11 @@ CHIPS_JS = """(label) => {
   });
 }"""
 
+# every visible selectbox: [label, value, whole value shown]
+SELECTS_JS = """() => [...document.querySelectorAll('[data-testid="stSelectbox"] input')]
+  .filter(i => i.offsetParent !== null)
+  .map(i => [i.getAttribute('aria-label'), i.value, i.scrollWidth <= i.clientWidth + 1])"""
+
 # every visible table: [header texts, content height, visible height]
 TABLE_HEIGHTS_JS = """() => [...document.querySelectorAll('[data-testid="stDataFrame"]')]
   .filter(f => f.offsetParent !== null && f.querySelector('.dvn-scroller')).map(f => {
@@ -118,6 +123,15 @@ def cut_chips(page, label: str) -> list[str]:
     if not chips:
         return [f"no chips in the {label!r} multiselect"]
     return [f"chip {text!r} cut" for text, whole, inside in chips if not (whole and inside)]
+
+
+def cut_selects(page) -> list[str]:
+    """Selectboxes whose chosen value is cut short (wider than the box)."""
+    return [
+        f"select {name!r} shows {value!r} cut"
+        for name, value, whole in page.evaluate(SELECTS_JS)
+        if not whole
+    ]
 
 
 def scrolled_tables(page, first_headers: list[str]) -> list[str]:

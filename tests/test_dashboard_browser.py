@@ -1,14 +1,15 @@
 """The dashboard in a real browser: `per-triton dashboard` driven by headless Chromium.
 
 Starts the command on a free local port with the fixture results (plus a new CPU run
-given with --extra, and a 15-row training summary), opens every page at 1400x900 in
-Debian's Chromium through Playwright, waits for the Altair charts to draw, and reads
-the rendered Vega SVG and the DOM: no Streamlit error element, no chart text cut
-short or outside its chart, no two value labels overlapping, bars as thick rows, one
-colour per method on every page, method chips and summary tables shown whole, the
-Training header naming CPU smoke data. Screenshots of each page go under
-test-artifacts/. Chromium comes from scripts/install_browser.sh (run by
-scripts/test.sh); Playwright never downloads a browser here.
+given with --extra, and a 15-row training summary), opens every page at 1400x900 and
+at 1000x900 in Debian's Chromium through Playwright, waits for the Altair charts to
+draw, and reads the rendered Vega SVG and the DOM: no Streamlit error element, no chart
+text cut short or outside its chart, no two value labels overlapping, bars as thick
+rows, one colour per method on every page, method chips, selectbox values and summary
+tables shown whole, tables as wide as their frame at 1400 px, the Training header
+naming CPU smoke data. Screenshots of each page go under test-artifacts/. Chromium
+comes from scripts/install_browser.sh (run by scripts/test.sh); Playwright never
+downloads a browser here.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ PAGES = {
     "runs": ("runs", 1),
     "closeness": ("closeness", 2),
 }
+WIDTHS = (1400, 1000)  # a wide window, and a laptop's
 SUMMARY_SEEDS = 5  # x 3 methods: more rows than a default-height table shows
 BAR_PX = 12  # a bar row at least this thick
 
@@ -80,8 +82,7 @@ def _results(tmp: Path) -> tuple[Path, Path]:
 def _page_checks(name: str, page) -> list[str]:
     """What a person would find wrong on page ``name``, read off the rendered page."""
     failures = [f"{name}: {p}" for p in check.overlapping_values(page)]
-    if name != "kernels":  # that page's log axes are left to its own change
-        failures += [f"{name}: {p}" for p in check.clipped_texts(page)]
+    failures += [f"{name}: {p}" for p in check.clipped_texts(page)]
     if name == "training":
         failures += [f"training: {p}" for p in check.thin_bars(page, range(3), BAR_PX)]
         alert = check.header_alert(page)
@@ -110,8 +111,36 @@ def _line_problems(styles: list[tuple[str, str, str, str, str]]) -> list[str]:
     return out
 
 
+def _visit(page, url: str, name: str, path: str, charts: int, width: int, hues: dict) -> list[str]:
+    """Open page ``name`` at ``width`` px and list what is wrong there; adds the colour
+    of every mark naming a method to ``hues``."""
+    errors = open_page(page, f"{url}/{path}", charts)
+    failures = []
+    if width == WIDTHS[0]:  # the wide window shows every table column (narrower: they scroll)
+        failures += [f"{name}: clipped table {c}" for c in _unclipped_tables(page)]
+    failures += _page_checks(name, page) + [f"{name}: {p}" for p in check.cut_selects(page)]
+    styles = check.method_styles(page)
+    if name != "kernels":  # the Kernels page colours providers, not methods
+        for method, hue, *_ in styles:
+            hues.setdefault(method, set()).add(hue)
+    if name == "closeness":
+        failures += _line_problems(styles)
+    if name == "training" and width == WIDTHS[0]:
+        heads = [t[2][:2] for t in page.evaluate(TABLES_JS)]
+        if heads != [["method", "median_s"], ["method", "ratio"]]:
+            failures.append(f"training: tables start with {heads}")
+    shot = f"dashboard-{name}.png" if width == WIDTHS[0] else f"dashboard-{name}-{width}.png"
+    page.screenshot(path=str(ARTIFACTS / shot), full_page=True)
+    drawn = page.locator(f"{CHART} canvas, {CHART} svg").count()
+    uploader = page.locator('[data-testid="stFileUploader"]').count()
+    if errors or drawn < charts or uploader != 1:
+        texts = page.locator(ERRORS).all_inner_texts()
+        failures.append(f"{name}: {errors} errors {texts}, {drawn} charts, {uploader} uploaders")
+    return [f"{f} (at {width} px)" for f in failures]
+
+
 def test_every_page_renders_and_reads_well(tmp_path: Path) -> None:
-    """One server and one browser for all pages (keeps the test to ~20 s)."""
+    """One server and one browser for all pages at both widths (keeps the test to ~40 s)."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run `bash scripts/install_browser.sh`")
     ARTIFACTS.mkdir(exist_ok=True)
@@ -122,29 +151,10 @@ def test_every_page_renders_and_reads_well(tmp_path: Path) -> None:
         serve(results, [new_run], log=ARTIFACTS / "dashboard-server.log", timeout=120) as url,
         browser_page(height=900) as page,
     ):
-        for name, (path, charts) in PAGES.items():
-            errors = open_page(page, f"{url}/{path}", charts)
-            if name != "kernels":  # the 1400 px viewport shows every table column
-                failures += [f"{name}: clipped table {c}" for c in _unclipped_tables(page)]
-            failures += _page_checks(name, page)
-            styles = check.method_styles(page)
-            if name != "kernels":  # the Kernels page colours providers, not methods
-                for method, hue, *_ in styles:
-                    hues.setdefault(method, set()).add(hue)
-            if name == "closeness":
-                failures += _line_problems(styles)
-            if name == "training":
-                heads = [t[2][:2] for t in page.evaluate(TABLES_JS)]
-                if heads != [["method", "median_s"], ["method", "ratio"]]:
-                    failures.append(f"training: tables start with {heads}")
-            page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)
-            drawn = page.locator(f"{CHART} canvas, {CHART} svg").count()
-            uploader = page.locator('[data-testid="stFileUploader"]').count()
-            if errors or drawn < charts or uploader != 1:
-                texts = page.locator(ERRORS).all_inner_texts()
-                failures.append(
-                    f"{name}: {errors} errors {texts}, {drawn} charts, {uploader} uploaders"
-                )
+        for width in WIDTHS:
+            page.set_viewport_size({"width": width, "height": 900})
+            for name, (path, charts) in PAGES.items():
+                failures += _visit(page, url, name, path, charts, width, hues)
         # a first visit to a deep link goes through app.py too (titles, wide layout)
         fresh = page.context.browser.new_page(viewport={"width": 1400, "height": 900})
         open_page(fresh, f"{url}/runs", 0)
