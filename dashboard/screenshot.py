@@ -2,8 +2,8 @@
 
 ``python -m per_triton.dashboard.screenshot --out-dir docs/img`` starts
 ``per-triton dashboard`` on a free local port and saves a 1400 px wide screenshot of
-each page (``dashboard-<page>.png``: training, kernels, runs, closeness), the whole
-page from top to bottom, once its charts have drawn and the app is idle. Needs the
+each page of :data:`per_triton.dashboard.pages.PAGES` (``dashboard-<name>.png``), the
+whole page from top to bottom, once its charts have drawn and the app is idle. Needs the
 ``playwright`` package and Debian's Chromium (``scripts/install_browser.sh``); no
 browser is downloaded.
 """
@@ -22,6 +22,8 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from per_triton.dashboard.pages import PAGES
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -29,13 +31,6 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 CHART = '[data-testid="stVegaLiteChart"]'
 RUNNING = '[data-testid="stStatusWidget"]'
-#: page name -> (URL path, charts it draws on the committed results)
-PAGES = {
-    "training": ("", 3),
-    "kernels": ("kernels", 0),
-    "runs": ("runs", 0),  # one training run is committed: nothing to compare
-    "closeness": ("closeness", 2),
-}
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 
 
@@ -151,11 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=None)
     parser.add_argument("--extra", type=Path, action="append", default=[])
     parser.add_argument("--out-dir", type=Path, default=Path("docs/img"))
-    parser.add_argument("--pages", default=",".join(PAGES), help="comma-separated page names")
+    pages = {p.name: p for p in PAGES}
+    parser.add_argument("--pages", default=",".join(pages), help="comma-separated page names")
     parser.add_argument("--width", type=int, default=1400, help="viewport width in px")
     args = parser.parse_args(argv)
     names = [n for n in args.pages.split(",") if n]
-    unknown = sorted(set(names) - set(PAGES))
+    unknown = sorted(set(names) - set(pages))
     if unknown:
         parser.error(f"argument --pages: unknown page(s) {', '.join(unknown)}")
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -165,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         browser_page(width=args.width, height=900) as page,
     ):
         for name in names:
-            path, charts = PAGES[name]
-            found = open_page(page, f"{url}/{path}", charts)
+            shown = pages[name]
+            found = open_page(page, f"{url}/{shown.url_path}", shown.committed_charts)
             out = args.out_dir / f"dashboard-{name}.png"
             shoot(page, out, args.width)
             print(f"wrote {out} ({found} error elements on the page)")

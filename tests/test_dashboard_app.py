@@ -13,13 +13,15 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from per_triton.dashboard.context import ENV_EXTRA, ENV_RESULTS
+from per_triton.dashboard.pages import PAGES
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 FIXTURES = Path(__file__).parent / "fixtures" / "dashboard"
 GOOD = FIXTURES / "results"
 BAD = FIXTURES / "bad"
-CHARTS = {"training": 3, "kernels": 4, "runs": 1, "closeness": 2}  # training: ours, paper, ratio
-TABLES = {"training": 2, "kernels": 4, "runs": 1, "closeness": 2}
+CHARTS = {p.name: p.charts for p in PAGES}  # training: ours, paper, ratio
+TABLES = {p.name: p.tables for p in PAGES}
+(DEFAULT,) = (p.name for p in PAGES if p.default)
 
 
 def run_page(page: str, results: Path, monkeypatch: pytest.MonkeyPatch, extra: str = "") -> AppTest:
@@ -27,7 +29,7 @@ def run_page(page: str, results: Path, monkeypatch: pytest.MonkeyPatch, extra: s
     monkeypatch.setenv(ENV_RESULTS, str(results))
     monkeypatch.setenv(ENV_EXTRA, extra)
     at = AppTest.from_file(APP, default_timeout=60).run()
-    if page != "training":
+    if page != DEFAULT:
         at.switch_page(f"views/{page}.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at

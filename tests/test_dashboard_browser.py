@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from per_triton.dashboard.pages import PAGES
 from per_triton.dashboard.screenshot import CHART, CHROMIUM, ERRORS, browser_page, open_page, serve
 from per_triton.experiments import methods
 
@@ -30,12 +31,6 @@ pytest.importorskip("playwright.sync_api")
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 GOOD = Path(__file__).parent / "fixtures" / "dashboard" / "results"
-PAGES = {
-    "training": ("", 3),
-    "kernels": ("kernels", 4),
-    "runs": ("runs", 1),
-    "closeness": ("closeness", 2),
-}
 WIDTHS = (1400, 1000)  # a wide window, and a laptop's
 SUMMARY_SEEDS = 5  # x 3 methods: more rows than a default-height table shows
 BAR_PX = 12  # a bar row at least this thick
@@ -153,13 +148,13 @@ def test_every_page_renders_and_reads_well(tmp_path: Path) -> None:
     ):
         for width in WIDTHS:
             page.set_viewport_size({"width": width, "height": 900})
-            for name, (path, charts) in PAGES.items():
+            for name, path, charts in ((p.name, p.url_path, p.charts) for p in PAGES):
                 failures += _visit(page, url, name, path, charts, width, hues)
         # a first visit to a deep link goes through app.py too (titles, wide layout)
         fresh = page.context.browser.new_page(viewport={"width": 1400, "height": 900})
         open_page(fresh, f"{url}/runs", 0)
         nav = fresh.locator('[data-testid="stSidebarNav"]').inner_text()
-        if "Training" not in nav or "app" in nav.split():
+        if any(p.title not in nav for p in PAGES) or "app" in nav.split():
             failures.append(f"deep link /runs: navigation {nav!r}")
         fresh.close()
     if {"vanilla", "bn", "per"} - set(hues):

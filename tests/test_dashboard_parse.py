@@ -21,6 +21,7 @@ from per_triton.cli import dashboard as command
 from per_triton.dashboard import charts, frames
 from per_triton.dashboard.context import parse_app_args
 from per_triton.dashboard.loaders import benchmark_files
+from per_triton.dashboard.pages import PAGES
 from per_triton.dashboard.parse import (
     parse_benchmark_file,
     parse_closeness_lines,
@@ -231,8 +232,8 @@ import per_triton.dashboard.loaders, per_triton.dashboard.charts, per_triton.das
 from streamlit.testing.v1 import AppTest
 at = AppTest.from_file({str(Path(command.app_path()))!r}, default_timeout=60).run()
 assert not at.exception, at.exception
-for page in ("kernels", "runs", "closeness"):
-    at.switch_page(f"views/{{page}}.py").run()
+for script in {[p.script for p in PAGES if not p.default]!r}:
+    at.switch_page(script).run()
     assert not at.exception, at.exception
 print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "triton")))
 """
