@@ -1,10 +1,10 @@
 """Kernel benchmark: fused PER vs eager torch vs torch.compile, against a measured floor.
 
 One benchmark per (provider, mode, b, d, s, dtype); the provider and mode are in the
-name and in ``extra_info`` (docs/design.md, "Benchmark result files"). Providers and the floor
-are defined in bench/kernel_utils.py: ``fused``, ``eager``, ``eager_tf32``,
-``compile``, ``floor``, ``exact`` (``estimator="exact"``: no directions, so ``s`` is
-only a label). Modes: ``forward``, ``backward``, ``full``.
+name and in ``extra_info`` (docs/design.md, "Benchmark result files"). The providers
+are listed in bench/providers.py and defined in bench/kernel_utils.py (``exact``,
+``estimator="exact"``, draws no directions, so ``s`` is only its label). Modes:
+``forward``, ``backward``, ``full``.
 
 Shapes (full run): the paper's 11-layer CNN layer size ``b=128, d=196608, s=256`` in
 every mode, float32 and bf16; a sweep of ``d`` (300 to 2**20) and of ``s`` (64 to
@@ -45,6 +45,7 @@ from per_triton.bench.kernel_utils import (
     make_case,
     peak_extra_memory,
 )
+from per_triton.bench.providers import PROVIDERS
 
 QUICK_MODE = bench_quick()
 DEVICE = bench_device()
@@ -61,8 +62,8 @@ S_SWEEP = (64, 128, 512, 1024)
 
 def _shapes() -> list[tuple[str, int, int, int, str, tuple[str, ...]]]:
     """(mode, b, d, s, dtype, providers) for every benchmark of this run."""
-    every = ("fused", "eager", "eager_tf32", "compile", "floor", "exact")
-    no_compile = ("fused", "eager", "eager_tf32", "floor", "exact")
+    every = PROVIDERS
+    no_compile = tuple(p for p in PROVIDERS if p != "compile")
     if QUICK_MODE:
         return [("full", 4, 300, 16, "float32", no_compile)]
     shapes = []

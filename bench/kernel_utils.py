@@ -1,6 +1,6 @@
 """Helpers of the kernel benchmark (bench/bench_kernels.py): providers, memory, floor.
 
-Providers (docs/design.md, "Benchmark result files"):
+Providers (their list: ``bench/providers.py``; docs/design.md, "Benchmark result files"):
 
 - ``fused``: ``per_triton.per_loss`` on the device (the fused Triton kernels on CUDA,
   TF32 dots for float32 by default);
@@ -37,7 +37,6 @@ import torch
 import per_triton as pt
 from per_triton.core import reference
 
-PROVIDERS = ("fused", "eager", "eager_tf32", "compile", "floor", "exact")
 MODES = ("forward", "backward", "full")
 DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16}
 PASSES = {"forward": 1, "backward": 1, "full": 2}

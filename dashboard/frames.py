@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from per_triton.api.monitor_schema import RECORD_KEYS
+from per_triton.bench.providers import PROVIDERS
 from per_triton.experiments.methods import METHODS, label, order_key
 
 from .schema import ClosenessRecord, Run
@@ -17,7 +18,7 @@ PAPER_SECONDS = {"vanilla": 0.071, "bn": 0.083, "vcl": 0.087, "per": 0.093}
 ORIGIN = {"committed": "results folder", "extra": "--extra", "uploaded": "uploaded"}
 
 METHOD_ORDER = list(METHODS)  # per_triton.experiments.methods is the source
-PROVIDER_ORDER = ["fused", "eager", "eager_tf32", "compile", "floor", "exact"]
+PROVIDER_ORDER = list(PROVIDERS)  # per_triton.bench.providers is the source
 
 TRAINING_COLUMNS = [
     "series", "gpu", "file", "source", "model", "method", "batch", "dtype", "num_slices",

@@ -72,7 +72,7 @@ class KernelExtra(TypedDict, total=False):
     """``extra_info`` of the kernel suite."""
 
     suite: Literal["kernel"]
-    provider: str  # fused, eager, eager_tf32, compile, floor, exact
+    provider: str  # one of per_triton.bench.providers.PROVIDERS
     mode: str  # forward, backward, full
     b: int
     d: int
