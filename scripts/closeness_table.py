@@ -1,6 +1,7 @@
-"""The README's closeness table from a `per-triton train` output folder.
+"""The closeness table of docs/closeness.md from a `per-triton train` output folder.
 
-Per method: test accuracy (mean and sd over seeds, in %), and the "late" SW1 and
+Per method (in the order and with the labels of :mod:`per_triton.experiments.methods`):
+test accuracy (mean and sd over seeds, in %), and the "late" SW1 and
 variance of each monitored layer: the mean over the records of the last quarter of
 training and over the seeds. Also prints the step-0 values and the final training
 and test losses.
@@ -16,13 +17,12 @@ import sys
 from pathlib import Path
 
 from per_triton.api.monitor import read_records
-
-NAMES = {"vanilla": "vanilla", "bn": "BN", "vcl": "VCL", "per": "PER", "per_exact": "PER exact"}
+from per_triton.experiments.methods import label, order_key
 
 
 def main(folder: Path) -> None:
     summary = json.loads((folder / "summary.json").read_text())
-    methods = list(dict.fromkeys(e["method"] for e in summary))
+    methods = sorted({e["method"] for e in summary}, key=order_key)
     print("| method | test accuracy (mean ± sd) | late SW1 per layer | late variance per layer |")
     print("| --- | --- | --- | --- |")
     extra = []
@@ -40,7 +40,7 @@ def main(folder: Path) -> None:
         sw1 = " / ".join(f"{mean(late, ly, 'sw1'):.2f}" for ly in layers)
         var = " / ".join(f"{mean(late, ly, 'var'):.2f}" for ly in layers)
         sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
-        print(f"| {NAMES.get(m, m)} | {statistics.fmean(acc):.2f} ± {sd:.2f} % | {sw1} | {var} |")
+        print(f"| {label(m)} | {statistics.fmean(acc):.2f} ± {sd:.2f} % | {sw1} | {var} |")
         s0 = " / ".join(f"{mean(first, ly, 'sw1'):.2f}" for ly in layers)
         v0 = " / ".join(f"{mean(first, ly, 'var'):.2f}" for ly in layers)
         train = statistics.fmean(e["final_loss"] for e in summary if e["method"] == m)
