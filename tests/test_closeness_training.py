@@ -53,7 +53,9 @@ def _late_stats(path) -> tuple[float, float]:
 @pytest.mark.parametrize("case", CASES)
 def test_per_keeps_a_drifting_layer_closer_to_standard_normal(case: dict, tmp_path) -> None:
     data = load_digits()
-    cfg = Config(width=8, per_coeff=0.1, num_slices=64, monitor_slices=64, monitor_every=5, **case)
+    cfg = Config(
+        width=8, coeffs={"per": 0.1}, num_slices=64, monitor_slices=64, monitor_every=5, **case
+    )
     for seed in SEEDS:
         stats = {}
         for method in ("vanilla", "per"):

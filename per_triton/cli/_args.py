@@ -6,7 +6,21 @@ import argparse
 import math
 from collections.abc import Callable, Sequence
 
-SEED_LIMIT = 2**32
+#: Training seeds (``--seeds`` of ``per-triton train``) lie in ``[0, TRAIN_SEED_LIMIT)``:
+#: a run's own seed, kept to 32 bits so that any generator's seeding takes it (numpy's
+#: legacy seed is 32-bit); not the package's direction seeds, which
+#: :data:`per_triton.core.seeds.SEED_LIMIT` bounds.
+TRAIN_SEED_LIMIT = 2**32
+TRAIN_SEED_TEXT = f"2**{TRAIN_SEED_LIMIT.bit_length() - 1}"
+
+
+class StoreInDict(argparse.Action):
+    """argparse action: ``--flag VALUE`` sets key ``const`` of the dict at ``dest`` to
+    VALUE, in a new dict (the default dict, shared by every flag of that ``dest``, is
+    never changed)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, {**getattr(namespace, self.dest), self.const: values})
 
 
 def int_at_least(low: int) -> Callable[[str], int]:
@@ -67,7 +81,7 @@ def method_list(allowed: Sequence[str]) -> Callable[[str], list[str]]:
 
 
 def seed_list(text: str) -> list[int]:
-    """argparse type: comma-separated seeds in [0, 2**32), each once."""
+    """argparse type: comma-separated training seeds in [0, TRAIN_SEED_LIMIT), each once."""
     seeds = []
     for item in comma_list(text):
         try:
@@ -76,8 +90,8 @@ def seed_list(text: str) -> list[int]:
             raise argparse.ArgumentTypeError(
                 f"expected comma-separated integers, got {item!r}"
             ) from None
-        if not 0 <= seed < SEED_LIMIT:
-            raise argparse.ArgumentTypeError(f"seeds must be in [0, 2**32), got {seed}")
+        if not 0 <= seed < TRAIN_SEED_LIMIT:
+            raise argparse.ArgumentTypeError(f"seeds must be in [0, {TRAIN_SEED_TEXT}), got {seed}")
         seeds.append(seed)
     return seeds
 

@@ -1,7 +1,7 @@
 """`per-triton train`: the paper's distribution analysis (section 4.3.2) on real data.
 
 Trains :class:`per_triton.experiments.models.small_cnn.SmallCNN` on scikit-learn's bundled 8x8
-digits (no download) with each method (vanilla, BN, VCL, PER) and each seed, on the
+digits (no download) with each method of ``--methods`` and each seed, on the
 same data order and schedule (:func:`per_triton.experiments.digits_experiment.train_one`), while
 :class:`per_triton.api.monitor.LayerMonitor` records every conv block's pre-activation
 closeness to N(0, I). Writes, under ``--out``: ``<method>.jsonl`` (closeness
@@ -24,45 +24,26 @@ from typing import NoReturn
 import torch
 
 from per_triton.cli._args import (
-    SEED_LIMIT,
+    TRAIN_SEED_TEXT,
+    StoreInDict,
     finite_float,
     int_at_least,
     method_list,
     seed_list,
     torch_device,
 )
-from per_triton.experiments.closeness_figure import COLORS, draw_figure
+from per_triton.experiments.closeness_figure import draw_figure
 from per_triton.experiments.digits_experiment import (
     COEFF_OF,
+    COEFFS,
     MODEL_NAME,
     TRAIN_SIZE,
     Config,
-    evaluate,
     train_one,
 )
 from per_triton.experiments.methods import DEFAULT_TRAIN_METHODS as DEFAULT_METHODS
 from per_triton.experiments.methods import TRAIN_METHODS as METHODS
-
-# names this module exported before the split, kept for importers
-__all__ = [
-    "COEFF_OF",
-    "COLORS",
-    "DEFAULT_METHODS",
-    "METHODS",
-    "MODEL_NAME",
-    "SEED_LIMIT",
-    "TINY",
-    "TINY_LIMIT",
-    "TRAIN_SIZE",
-    "Config",
-    "add_arguments",
-    "config_from_args",
-    "draw_figure",
-    "evaluate",
-    "measure_overhead",
-    "run",
-    "train_one",
-]
+from per_triton.experiments.methods import label
 
 # --tiny's sizes, applied only to the flags the user left out, and its training subset.
 TINY = {
@@ -74,20 +55,25 @@ TINY = {
     "monitor_every": 2,
 }
 TINY_LIMIT = 256
+#: What each size flag (a key of TINY) sets.
+SIZES = {
+    "epochs": "passes over the training set",
+    "batch_size": f"images per step, at most the {TRAIN_SIZE} training images ({TINY_LIMIT} "
+    "with --tiny)",
+    "width": "channels of block 1",
+    "num_slices": "directions for PER",
+    "monitor_every": "record every N steps",
+    "monitor_slices": "directions for the monitor's sliced W1",
+}
 
 
-def measure_overhead(cfg: Config, data, steps: int, everies=(1, 10, 100)) -> dict:
-    """Moved to ``per_triton.bench.monitor_overhead.measure_overhead``."""
-    from per_triton.bench.monitor_overhead import measure_overhead as measure
-
-    return measure(cfg, data, steps, everies)
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``per-triton train``; every flag that takes a value states its default."""
     d = Config()
-    positive, count = int_at_least(1), int_at_least(0)
-    # Sizes that --tiny may set default to None, so that explicit values are kept.
-    size = "(default: {}; --tiny: {})".format
     parser.add_argument(
         "--methods",
         type=method_list(METHODS),
@@ -98,21 +84,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seeds",
         type=seed_list,
         default="0,1,2",
-        help="comma-separated training seeds in [0, 2**32) (default: %(default)s)",
+        help=f"comma-separated training seeds in [0, {TRAIN_SEED_TEXT}) (default: %(default)s)",
     )
-    parser.add_argument(
-        "--epochs",
-        type=positive,
-        default=None,
-        help="passes over the training set " + size(d.epochs, TINY["epochs"]),
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=positive,
-        default=None,
-        help=f"images per step, at most the {TRAIN_SIZE} training images ({TINY_LIMIT} with "
-        "--tiny) " + size(d.batch_size, TINY["batch_size"]),
-    )
+    for name, what in SIZES.items():  # None: --tiny may set it, an explicit value is kept
+        parser.add_argument(
+            _flag(name),
+            type=int_at_least(1),
+            default=None,
+            help=f"{what} (default: {getattr(d, name)}; --tiny: {TINY[name]})",
+        )
     parser.add_argument(
         "--lr",
         type=finite_float(True),
@@ -120,55 +100,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="SGD learning rate (default: %(default)s)",
     )
     parser.add_argument(
-        "--width",
-        type=positive,
-        default=None,
-        help="channels of block 1 " + size(d.width, TINY["width"]),
-    )
-    parser.add_argument(
         "--init-scale",
         type=finite_float(True),
         default=d.init_scale,
         help="factor on the initial conv weights, >1: drifting start (default: %(default)s)",
     )
-    coeff = finite_float(False)
-    for method, what in (
-        ("per", "PER coefficient, reduction='mean', one per layer, also for per_exact"),
-        ("vcl", "VCL coefficient, one per layer"),
-        ("l1", "L1 activation-penalty coefficient"),
-        ("l2", "L2 activation-penalty coefficient"),
-    ):
-        parser.add_argument(
-            f"--{method}-coeff",
-            type=coeff,
-            default=getattr(d, f"{method}_coeff"),
-            help=what + " (default: %(default)s)",
-        )
-    parser.add_argument(
-        "--num-slices",
-        type=positive,
-        default=None,
-        help="directions for PER " + size(d.num_slices, TINY["num_slices"]),
-    )
-    parser.add_argument(
-        "--monitor-every",
-        type=positive,
-        default=None,
-        help="record every N steps " + size(d.monitor_every, TINY["monitor_every"]),
-    )
-    parser.add_argument(
-        "--monitor-slices",
-        type=positive,
-        default=None,
-        help="directions for the monitor's sliced W1 "
-        + size(d.monitor_slices, TINY["monitor_slices"]),
-    )
+    _add_coeff_flags(parser)
     parser.add_argument(
         "--device",
         type=torch_device,
         default=d.device,
         help="cpu, cuda or cuda:N (default: %(default)s)",
     )
+    _add_output_flags(parser)
+    parser.set_defaults(_parser=parser)
+
+
+def _add_coeff_flags(parser: argparse.ArgumentParser) -> None:
+    """``--<method>-coeff`` for each key of COEFFS, all into ``args.coeffs``."""
+    for method, default in COEFFS.items():
+        shared = [m for m, of in COEFF_OF.items() if of == method]
+        also = f", also for {', '.join(shared)}" if shared else ""
+        parser.add_argument(
+            _flag(f"{method}_coeff"),
+            type=finite_float(False),
+            action=StoreInDict,
+            const=method,
+            dest="coeffs",
+            default=dict(COEFFS),
+            metavar="COEFF",
+            help=f"{label(method)} coefficient, one for every layer{also} (default: {default})",
+        )
+
+
+def _add_output_flags(parser: argparse.ArgumentParser) -> None:
+    """Where the run writes, what else it measures, and how it runs."""
     parser.add_argument(
         "--out",
         default="closeness-run",
@@ -179,7 +145,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--overhead-steps",
-        type=count,
+        type=int_at_least(0),
         default=0,
         help="also time this many steps with and without the monitor (default: 0, off)",
     )
@@ -190,9 +156,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "for the flags not given",
     )
     parser.add_argument(
-        "--threads", type=count, default=0, help="torch CPU threads (default: 0, torch's choice)"
+        "--threads",
+        type=int_at_least(0),
+        default=0,
+        help="torch CPU threads (default: 0, torch's choice)",
     )
-    parser.set_defaults(_parser=parser)
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -203,10 +171,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         **sizes,
         lr=args.lr,
         init_scale=args.init_scale,
-        per_coeff=args.per_coeff,
-        vcl_coeff=args.vcl_coeff,
-        l1_coeff=args.l1_coeff,
-        l2_coeff=args.l2_coeff,
+        coeffs=args.coeffs,
         limit=TINY_LIMIT if args.tiny else None,
         device=args.device,
     )
@@ -308,6 +273,8 @@ def _run(args: argparse.Namespace) -> int:
             indent=1,
         )
     if args.overhead_steps:
+        from per_triton.bench.monitor_overhead import measure_overhead
+
         overhead = measure_overhead(cfg, data, args.overhead_steps)
         for row in overhead["with_monitor"]:
             print(f"monitor every {row['every']:3d} steps: {100 * row['overhead']:+.1f}% per step")

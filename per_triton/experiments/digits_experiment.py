@@ -12,7 +12,7 @@ seed; :mod:`per_triton.experiments.closeness_figure` draws the result.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,10 @@ MODEL_NAME = "small_cnn_digits"
 # class); a test checks it. Known without loading the data, so --batch-size is checked
 # before anything runs.
 TRAIN_SIZE = 1438
+#: Each penalty method's default coefficient (``coeff * sum`` of its layers' penalties),
+#: for the methods with a coefficient of their own; ``per-triton train`` makes a
+#: ``--<method>-coeff`` flag of each.
+COEFFS: dict[str, float] = {"per": 0.1, "vcl": 0.1, "l1": 1e-3, "l2": 1e-3}
 #: ``per_exact`` (estimator="exact") uses PER's coefficient: the same loss in expectation.
 COEFF_OF = {"per_exact": "per"}
 
@@ -40,16 +44,26 @@ class Config:
     momentum: float = 0.9
     width: int = 16
     init_scale: float = 1.0
-    per_coeff: float = 0.1
-    vcl_coeff: float = 0.1
-    l1_coeff: float = 1e-3
-    l2_coeff: float = 1e-3
+    #: coefficient per key of :data:`COEFFS`; the keys left out keep their default
+    coeffs: dict[str, float] = field(default_factory=COEFFS.copy)
     num_slices: int = 256
     monitor_every: int = 10
     monitor_slices: int = 256
     limit: int | None = None
     device: str = "cpu"
     monitor: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.coeffs) - set(COEFFS))
+        if unknown:
+            raise ValueError(
+                f"coeffs: no coefficient of {', '.join(unknown)}; keys: {', '.join(COEFFS)}"
+            )
+        self.coeffs = {**COEFFS, **self.coeffs}
+
+    def coeff(self, method: str) -> float:
+        """The coefficient of ``method``'s penalty (:data:`COEFF_OF`); 0 without a penalty."""
+        return self.coeffs.get(COEFF_OF.get(method, method), 0.0)
 
 
 @torch.no_grad()
@@ -99,7 +113,7 @@ def train_one(
     torch.manual_seed(seed)
     model = SmallCNN(cfg.width, method, init_scale=cfg.init_scale, num_slices=cfg.num_slices)
     model.to(cfg.device)
-    coeff = getattr(cfg, f"{COEFF_OF.get(method, method)}_coeff", 0.0)
+    coeff = cfg.coeff(method)
     taps = model.tap_names
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
     monitor = _monitor(model, taps, cfg, path, run, method, seed) if cfg.monitor else None
