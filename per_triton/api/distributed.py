@@ -35,11 +35,9 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from per_triton.core.seeds import child_seed
+from per_triton.core.seeds import DRAW_LIMIT, child_seed
 
 __all__ = ["StepSeed", "agree_seed", "step_seed"]
-
-_SEED_LIMIT = 2**62
 
 
 def agree_seed(generator: torch.Generator | None = None, group: object = None) -> int:
@@ -49,7 +47,7 @@ def agree_seed(generator: torch.Generator | None = None, group: object = None) -
     ``torch.manual_seed`` on rank 0 makes the sequence reproducible. NCCL groups
     broadcast through the current CUDA device, others through the CPU.
     """
-    seed = torch.randint(0, _SEED_LIMIT, (1,), generator=generator, dtype=torch.int64)
+    seed = torch.randint(0, DRAW_LIMIT, (1,), generator=generator, dtype=torch.int64)
     if not (dist.is_available() and dist.is_initialized()):
         return int(seed)
     if dist.get_backend(group) == "nccl":

@@ -9,8 +9,9 @@ import operator
 
 import torch
 
+from per_triton.core.seeds import DRAW_LIMIT, SEED_LIMIT
+
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-SEED_LIMIT = 2**63  # seeds are non-negative int64 values
 REDUCTIONS = ("mean", "sum")
 PRECISIONS = ("tf32", "ieee")
 MODES = ("inject", "loss")
@@ -155,7 +156,7 @@ def seed_tensor(seed: object, device: torch.device) -> torch.Tensor:
     """
     seed = check_seed(seed)
     if seed is None:
-        return torch.randint(0, 2**62, (1,), dtype=torch.int64, device=device)
+        return torch.randint(0, DRAW_LIMIT, (1,), dtype=torch.int64, device=device)
     if isinstance(seed, torch.Tensor):
         same_index = device.index is None or seed.device.index in (None, device.index)
         if seed.device.type != device.type or not same_index:

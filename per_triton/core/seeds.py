@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "DRAW_LIMIT",
     "PURPOSES",
     "SEED_LIMIT",
     "child_seed",
@@ -45,8 +46,14 @@ __all__ = [
     "cpu_stream_key",
 ]
 
-#: Every derived seed lies in ``[0, SEED_LIMIT)``, the range the public seed APIs accept.
+#: Every derived seed lies in ``[0, SEED_LIMIT)``, the range the public seed APIs accept
+#: (non-negative int64 values; :func:`per_triton.core._validation.check_seed`).
 SEED_LIMIT = 2**63
+#: Seeds drawn at random lie in ``[0, DRAW_LIMIT)`` (``torch.randint(0, DRAW_LIMIT, ...)``):
+#: ``seed=None`` of the ops, :func:`per_triton.api.distributed.agree_seed` and the
+#: Lightning callback's broadcast seed. A power of two below ``SEED_LIMIT``, so the
+#: exclusive bound itself fits in int64 (``2**63`` does not).
+DRAW_LIMIT = 2**62
 PURPOSES = ("layer", "step", "cpu-stream", "monitor-record", "monitor-units")
 
 _MASK64 = (1 << 64) - 1

@@ -16,11 +16,10 @@ import torch
 
 from per_triton.api.attach import regularize
 from per_triton.api.handle import PERHandle
+from per_triton.core.seeds import DRAW_LIMIT
 from per_triton.integrations import LossFactor, SW1Reader, per_scalars
 
 __all__ = ["PERCallback"]
-
-_SEED_LIMIT = 2**62
 
 
 class PERCallback(pl.Callback):
@@ -71,7 +70,7 @@ class PERCallback(pl.Callback):
             return
         kwargs = dict(self.kwargs)
         if kwargs.get("seed") is None and trainer.world_size > 1:
-            drawn = int(torch.randint(0, _SEED_LIMIT, (1,)))
+            drawn = int(torch.randint(0, DRAW_LIMIT, (1,)))
             kwargs["seed"] = int(trainer.strategy.broadcast(drawn, src=0))
         self.seed = kwargs.get("seed")
         self.handle = regularize(pl_module, **kwargs)
