@@ -52,6 +52,6 @@ class Page:
 PAGES: tuple[Page, ...] = (
     Page("training", "Training", charts=3, tables=2, committed_charts=3, default=True),
     Page("kernels", "Kernels", charts=4, tables=4, committed_charts=0),
-    Page("runs", "Runs", charts=1, tables=1, committed_charts=1),
+    Page("runs", "Runs", charts=1, tables=1, committed_charts=0),
     Page("closeness", "Closeness", charts=2, tables=2, committed_charts=2),
 )

@@ -20,6 +20,7 @@ APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 FIXTURES = Path(__file__).parent / "fixtures" / "dashboard"
 GOOD = FIXTURES / "results"
 BAD = FIXTURES / "bad"
+COMMITTED = Path(__file__).resolve().parents[1] / "bench" / "results"
 CHARTS = {p.name: p.charts for p in PAGES}  # training: ours, paper, ratio
 TABLES = {p.name: p.tables for p in PAGES}
 (DEFAULT,) = (p.name for p in PAGES if p.default)
@@ -54,6 +55,12 @@ def test_page_draws_its_charts(page: str, monkeypatch: pytest.MonkeyPatch):
     assert len(downloads) >= TABLES[page]
     for chart in charts(at):
         assert '"tooltip"' in chart.proto.spec  # every chart has tooltips
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_page_draws_the_charts_its_screenshot_waits_for(page, monkeypatch: pytest.MonkeyPatch):
+    """``committed_charts``: what screenshot.py waits for on the committed results."""
+    assert len(charts(run_page(page.name, COMMITTED, monkeypatch))) == page.committed_charts
 
 
 def test_training_filters_change_the_data(monkeypatch: pytest.MonkeyPatch):

@@ -49,9 +49,9 @@ SOURCES = _sources()
 
 def _strings(node: ast.AST) -> set[str]:
     """The string elements of a tuple, list or set literal, or the string keys of a dict."""
-    items = node.keys if isinstance(node, ast.Dict) else getattr(node, "elts", [])
     if not isinstance(node, (ast.Dict, ast.Tuple, ast.List, ast.Set)):
         return set()
+    items = node.keys if isinstance(node, ast.Dict) else node.elts
     return {i.value for i in items if isinstance(i, ast.Constant) and isinstance(i.value, str)}
 
 
