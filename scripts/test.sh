@@ -41,4 +41,8 @@ echo "[test] wheel: build, install in a fresh venv, run the CLI and imports"
 PYTHON="$PY" bash scripts/wheel_smoke.sh
 export TRITON_INTERPRET=1
 mkdir -p test-artifacts
-"$PY" -m pytest -n 2 --timeout 900 "${marker[@]}" "$@"
+# pytest's own script, not "python -m pytest": -m puts the checkout root on sys.path, where
+# the top-level kernels/ folder hides the PyPI package "kernels" that transformers imports
+# (pyproject's --import-mode=importlib keeps pytest from adding it too); per_triton comes
+# from the editable install
+"$venv/bin/pytest" -n 2 --timeout 900 "${marker[@]}" "$@"
