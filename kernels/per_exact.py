@@ -27,6 +27,8 @@ import torch
 import triton
 import triton.language as tl
 
+from per_triton.core.dtypes import accumulation_dtype
+
 __all__ = ["row_sq_norms", "exact_fwd", "scale_rows", "plan_norm_splits", "BLOCK"]
 
 #: Elements per program step (both kernels).
@@ -152,7 +154,7 @@ def _norm_partials(h: torch.Tensor, block: int) -> torch.Tensor:
         raise ValueError(f"h must be 2-D (b, d), got shape {tuple(h.shape)}")
     h = h.contiguous()
     b, d = h.shape
-    acc = torch.float64 if h.dtype == torch.float64 else torch.float32
+    acc = accumulation_dtype(h.dtype)
     split_d, n_split = plan_norm_splits(b, d, block)
     part = torch.empty((b, n_split), dtype=acc, device=h.device)
     _row_sq_norms_kernel[(b, n_split)](h, part, d, split_d, n_split, BLOCK=block)

@@ -61,6 +61,8 @@ import torch
 import triton
 import triton.language as tl
 
+from per_triton.core.dtypes import accumulation_dtype
+
 from . import configs
 
 __all__ = [
@@ -408,8 +410,7 @@ def sample_directions_triton(
     _check_seed(seed)
     _check_sizes(num_slices, dim)
     v = philox_normals(num_slices, 0, dim, seed)
-    acc = torch.float64 if out_dtype == torch.float64 else torch.float32
-    v = v.to(acc)
+    v = v.to(accumulation_dtype(out_dtype))
     return (v / torch.linalg.vector_norm(v, dim=1, keepdim=True)).to(out_dtype)
 
 

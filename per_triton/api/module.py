@@ -32,7 +32,7 @@ from per_triton.core._validation import (
     check_reduction,
     check_seed_source,
 )
-from per_triton.core.directions import accumulation_dtype
+from per_triton.core.dtypes import accumulation_dtype
 from per_triton.core.seeds import child_seed, child_seed_tensor
 
 __all__ = ["PER", "derive_seed", "stream_base"]

@@ -16,7 +16,7 @@ import torch
 
 from per_triton.core import cpu_path
 from per_triton.core._validation import check_activations, check_num_slices, seed_tensor
-from per_triton.core.directions import accumulation_dtype
+from per_triton.core.dtypes import accumulation_dtype
 
 __all__ = ["sliced_wasserstein_to_normal", "wasserstein_to_normal_1d", "project_on_directions"]
 

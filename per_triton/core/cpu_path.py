@@ -18,7 +18,8 @@ import math
 import torch
 
 from per_triton.core import kept_directions
-from per_triton.core.directions import accumulation_dtype, draw_columns, parallel_map
+from per_triton.core.directions import draw_columns, parallel_map
+from per_triton.core.dtypes import accumulation_dtype
 from per_triton.core.reference import loss_and_coefficients
 
 __all__ = [
@@ -192,7 +193,7 @@ def forward_small(
     instead of one per chunk; the measurements: docs/cpu-sampler.md).
 
     ``h``: ``(b, d)`` activations, any float dtype (computed in
-    :func:`~per_triton.core.directions.accumulation_dtype`). Returns ``(loss_sum, coeff, v)``
+    :func:`~per_triton.core.dtypes.accumulation_dtype`). Returns ``(loss_sum, coeff, v)``
     as :func:`forward` does (0-d and ``(b, s)``, Eq. 5 / 6) plus the drawn ``v``
     ``(s, d)`` float32 for the caller to keep for the backward pass
     (``grad = coeff @ v``), or ``None`` otherwise (then use :func:`forward`).

@@ -29,6 +29,7 @@ from per_triton.core._validation import (
     check_positive_int,
     seed_tensor,
 )
+from per_triton.core.dtypes import accumulation_dtype
 from per_triton.core.seeds import cpu_stream_key
 
 __all__ = ["draw_columns", "parallel_map", "sample_directions"]
@@ -127,11 +128,6 @@ def draw_columns(
 
     parallel_map(draw, list(range(parts)), parts)
     return view
-
-
-def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 stays float64; every other dtype is computed in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def sample_directions(

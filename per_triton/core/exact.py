@@ -58,6 +58,7 @@ import math
 import numpy as np
 import torch
 
+from per_triton.core.dtypes import accumulation_dtype
 from per_triton.core.tracing import pick, with_jvp
 
 __all__ = [
@@ -109,11 +110,6 @@ def _nodes(device: torch.device) -> tuple[torch.Tensor, ...]:
     if device not in _node_cache:
         _node_cache[device] = make()
     return _node_cache[device]  # type: ignore[return-value]
-
-
-def _acc(dtype: torch.dtype) -> torch.dtype:
-    """float64 for float64, float32 for every other float dtype."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _exp(z: torch.Tensor) -> torch.Tensor:
@@ -214,7 +210,7 @@ def exact_fwd(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     expectation is ``scale_i * h_i``); float64 for float64 input, float32 otherwise
     (float16/bfloat16 norms accumulate in float32).
     """
-    acc = _acc(h.dtype)
+    acc = accumulation_dtype(h.dtype)
     sq = torch.linalg.vector_norm(h, dim=1, dtype=acc).square()
     terms, scale = exact_terms(sq, h.shape[1])
     return terms.sum().to(acc), scale.to(acc)
@@ -222,7 +218,7 @@ def exact_fwd(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 @exact_fwd.register_fake
 def _exact_fwd_fake(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    acc = _acc(h.dtype)
+    acc = accumulation_dtype(h.dtype)
     return h.new_empty((), dtype=acc), h.new_empty((h.shape[0],), dtype=acc)
 
 
@@ -239,7 +235,7 @@ def _exact_fwd_cuda(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 @torch.library.custom_op("per_triton::scale_rows", mutates_args=(), device_types="cpu")
 def scale_rows(h: torch.Tensor, scale: torch.Tensor, grad_in: torch.Tensor | None) -> torch.Tensor:
     """``grad_in + scale[:, None] * h`` (``grad_in`` may be None), in ``h``'s dtype, ``(b, d)``."""
-    prod = h * scale.to(_acc(h.dtype))[:, None]
+    prod = h * scale.to(accumulation_dtype(h.dtype))[:, None]
     out = prod if grad_in is None else prod.add_(grad_in)
     return out.to(h.dtype)
 

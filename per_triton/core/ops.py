@@ -31,7 +31,7 @@ import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
 
 from per_triton.core import cpu_path
-from per_triton.core.directions import accumulation_dtype
+from per_triton.core.dtypes import accumulation_dtype
 
 __all__ = ["per_fwd", "per_bwd", "per_proj", "per_fwd_autograd"]
 
