@@ -189,9 +189,9 @@ def test_a_forked_child_draws_on_its_own_pool():
 
 
 def test_eager_cpu_twin_equals_the_custom_op_to_second_order(monkeypatch):
-    """Eager CPU calls skip the custom-op dispatch (ops._EAGER_CPU twins); loss, gradient
+    """Eager CPU calls skip the custom-op dispatch (the ops' eager CPU twins); loss, gradient
     and a gradient of the gradient norm equal those through the registered ops."""
-    from per_triton.core import ops
+    from per_triton.core import ops, registration
 
     gen = torch.Generator().manual_seed(3)
     h0 = torch.randn(5, 700, dtype=torch.float64, generator=gen)
@@ -204,8 +204,8 @@ def test_eager_cpu_twin_equals_the_custom_op_to_second_order(monkeypatch):
         return loss, grad, grad2
 
     twin = run()
-    assert twin[0].grad_fn.name() == ops._EAGER_CPU["per_fwd"].__name__ + "Backward"
-    monkeypatch.setattr(ops, "_plain_eager_cpu", lambda *_: False)  # the registered ops
+    assert twin[0].grad_fn.name() == ops._FWD.eager_cpu.__name__ + "Backward"
+    monkeypatch.setattr(registration, "_plain_eager_cpu", lambda *_: False)  # the registered ops
     op = run()
     assert "per_triton" in op[0].grad_fn.name() and "eager" not in op[0].grad_fn.name()
     for name, a, b in zip(("loss", "grad", "grad2"), twin, op, strict=True):
@@ -235,7 +235,7 @@ def test_small_call_leaves_torch_thread_settings_alone(monkeypatch):
 def test_small_layer_fast_backward_equals_the_registered_formula(monkeypatch, dtype):
     """A layer within one chunk keeps its directions on the graph (ops._PerFwdEagerCPU):
     its first-order gradient, also after retain_graph, equals the registered ops'."""
-    from per_triton.core import ops
+    from per_triton.core import registration
 
     h0 = torch.randn(6, 700, generator=torch.Generator().manual_seed(1)).to(dtype)
 
@@ -250,7 +250,7 @@ def test_small_layer_fast_backward_equals_the_registered_formula(monkeypatch, dt
     kept_before = kept_directions.stored_bytes()
     fast = grads()
     assert kept_directions.stored_bytes() == kept_before  # on the graph, not in the store
-    monkeypatch.setattr(ops, "_plain_eager_cpu", lambda *_: False)
+    monkeypatch.setattr(registration, "_plain_eager_cpu", lambda *_: False)
     op = grads()
     assert torch.equal(fast[0], op[0])
     for a, b in zip(fast[1:], op[1:], strict=True):

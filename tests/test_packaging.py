@@ -173,7 +173,14 @@ def test_the_cpu_path_runs_without_triton_installed() -> None:
 
 
 def test_cuda_kernels_without_triton_say_what_to_install() -> None:
-    done = _without_triton("from per_triton import ops\nops._cuda_ops()  # the first CUDA call\n")
+    # the first CUDA call: the op's registered CUDA kernel, reached without a GPU by
+    # redispatching CPU tensors to the CUDA key
+    done = _without_triton(
+        "import torch\nfrom per_triton.core import ops\n"
+        "cuda = torch._C.DispatchKeySet(torch._C.DispatchKey.CUDA)\n"
+        "h, seed = torch.zeros(1, 4), torch.zeros(1, dtype=torch.int64)\n"
+        "torch.ops.per_triton.per_fwd.default.redispatch(cuda, h, seed, 4, 'ieee')\n"
+    )
     assert done.returncode != 0
     assert "ImportError: per_triton's CUDA kernels need triton >= 3.6" in done.stderr
     assert "per-triton[cuda]" in done.stderr and "CPU tensors need no Triton" in done.stderr

@@ -1,7 +1,7 @@
 """CUDA implementations of ``per_triton::per_fwd``, ``per_bwd`` and ``per_proj``.
 
-:mod:`per_triton.core.ops` registers them with ``register_kernel("cuda")`` where the
-ops are defined (docs/design.md, "Registered ops"), importing this module on the first CUDA
+:mod:`per_triton.core.ops` registers them as the ops' CUDA kernels where the ops are
+defined (docs/design.md, "Registered ops"), importing this module on the first CUDA
 call, so CUDA tensors take the fused Triton kernels of
 :mod:`per_triton.kernels.per_fused` in ``per_loss``, ``PER`` and ``regularize``,
 with the autograd, fake implementation and torch.compile support that ``ops.py``
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 
+from per_triton.core.dtypes import accumulation_dtype
 from per_triton.core.reference import loss_and_coefficients
 from per_triton.kernels import per_fused
 from per_triton.kernels.philox_directions import philox_normals
@@ -28,6 +29,7 @@ from per_triton.kernels.philox_directions import philox_normals
 __all__ = [
     "per_fwd_impl",
     "per_bwd_impl",
+    "per_proj_impl",
     "projections_materialised",
     "FLOAT64_CHUNK_ELEMENTS",
 ]
@@ -98,3 +100,10 @@ def per_bwd_impl(
     if coeff.dtype == torch.float64 or out_dtype == torch.float64:
         return _bwd_float64(coeff.to(torch.float64).contiguous(), seed, dim).to(out_dtype)
     return per_fused.per_bwd(coeff.to(torch.float32).contiguous(), seed, dim, out_dtype, precision)
+
+
+def per_proj_impl(
+    x: torch.Tensor, seed: torch.Tensor, num_slices: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``per_proj`` on the Philox stream: ``x @ V^T`` ``(b, s)`` and ``||v_k||`` ``(s,)``."""
+    return projections_materialised(x, seed.reshape(1), num_slices, accumulation_dtype(x.dtype))
