@@ -42,13 +42,14 @@ and on either side of the switch between the rules (tests/test_exact.py; the
 measured errors: docs/benchmarks.md, "The exact estimator").
 
 :func:`kummer_pair` is torch ops on ``(b, 64)`` tensors: no host synchronisation, no
-data-dependent control flow. The estimator itself is two custom ops, opaque to
-``torch.compile(fullgraph=True)``: ``per_triton::exact_fwd`` (row norms, the 1F1
-values, loss sum and per-row gradient scales) and ``per_triton::scale_rows`` (the
-scaled gradient write). On the CPU they are torch ops (:func:`kummer_pair`); on CUDA
-the Triton kernels of :mod:`per_triton.kernels.per_exact`, which evaluate the same
-quadratures in float64 in one launch (tested against :func:`kummer_pair`), so the
-forward is two launches and the backward one.
+data-dependent control flow. The estimator itself (:func:`exact_loss`,
+:func:`exact_layer`) runs on two custom ops of :mod:`per_triton.core.exact_ops`,
+opaque to ``torch.compile(fullgraph=True)``: ``per_triton::exact_fwd`` (row norms,
+the 1F1 values, loss sum and per-row gradient scales) and ``per_triton::scale_rows``
+(the scaled gradient write). On the CPU they are torch ops (:func:`exact_terms`); on
+CUDA the Triton kernels of :mod:`per_triton.kernels.per_exact`, which evaluate the
+same quadratures in float64 in one launch (tested against :func:`kummer_pair`), so
+the forward is two launches and the backward one.
 """
 
 from __future__ import annotations
@@ -58,8 +59,7 @@ import math
 import numpy as np
 import torch
 
-from per_triton.core.dtypes import accumulation_dtype
-from per_triton.core.tracing import pick, with_jvp
+from per_triton.core import exact_ops
 
 __all__ = [
     "ESTIMATORS",
@@ -68,9 +68,7 @@ __all__ = [
     "exact_terms",
     "exact_loss",
     "exact_layer",
-    "exact_fwd",
     "node_table",
-    "scale_rows",
 ]
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -198,241 +196,6 @@ def check_estimator(estimator: object, num_slices: object = DEFAULT_NUM_SLICES) 
     return estimator  # type: ignore[return-value]
 
 
-# ----------------------------------------------------------- the two passes over h
-
-
-@torch.library.custom_op("per_triton::exact_fwd", mutates_args=(), device_types="cpu")
-def exact_fwd(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact PER of ``h`` ``(b, d)``: ``(loss_sum, scale)``, a 0-d tensor and ``(b,)``.
-
-    ``loss_sum = sum_i sqrt(2/pi) M(-1/2, d/2, -r_i^2/2)`` (Eq. 5 in expectation, without
-    ``1/b``) and ``scale_i = sqrt(2/pi)/d * M(1/2, d/2+1, -r_i^2/2)`` (Eq. 6 in
-    expectation is ``scale_i * h_i``); float64 for float64 input, float32 otherwise
-    (float16/bfloat16 norms accumulate in float32).
-    """
-    acc = accumulation_dtype(h.dtype)
-    sq = torch.linalg.vector_norm(h, dim=1, dtype=acc).square()
-    terms, scale = exact_terms(sq, h.shape[1])
-    return terms.sum().to(acc), scale.to(acc)
-
-
-@exact_fwd.register_fake
-def _exact_fwd_fake(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    acc = accumulation_dtype(h.dtype)
-    return h.new_empty((), dtype=acc), h.new_empty((h.shape[0],), dtype=acc)
-
-
-@exact_fwd.register_kernel("cuda")
-def _exact_fwd_cuda(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    from per_triton.core.triton_support import require_triton
-
-    require_triton()
-    from per_triton.kernels import per_exact
-
-    return per_exact.exact_fwd(h, node_table(h.device), SWITCH_K)
-
-
-@torch.library.custom_op("per_triton::scale_rows", mutates_args=(), device_types="cpu")
-def scale_rows(h: torch.Tensor, scale: torch.Tensor, grad_in: torch.Tensor | None) -> torch.Tensor:
-    """``grad_in + scale[:, None] * h`` (``grad_in`` may be None), in ``h``'s dtype, ``(b, d)``."""
-    prod = h * scale.to(accumulation_dtype(h.dtype))[:, None]
-    out = prod if grad_in is None else prod.add_(grad_in)
-    return out.to(h.dtype)
-
-
-@scale_rows.register_fake
-def _scale_rows_fake(
-    h: torch.Tensor, scale: torch.Tensor, grad_in: torch.Tensor | None
-) -> torch.Tensor:
-    return torch.empty_like(h, memory_format=torch.contiguous_format)
-
-
-@scale_rows.register_kernel("cuda")
-def _scale_rows_cuda(
-    h: torch.Tensor, scale: torch.Tensor, grad_in: torch.Tensor | None
-) -> torch.Tensor:
-    from per_triton.core.triton_support import require_triton
-
-    require_triton()
-    from per_triton.kernels import per_exact
-
-    return per_exact.scale_rows(h, scale, grad_in)
-
-
-# ------------------------------------------------------------------------- autograd
-
-
-def _exact_fwd_vmap(info, in_dims, h):
-    """One call per vmapped slice (each slice is one batch)."""
-    (dim,) = in_dims
-    results = [exact_fwd(h.select(dim, i).contiguous()) for i in range(info.batch_size)]
-    loss, scale = zip(*results, strict=True)
-    return (torch.stack(loss), torch.stack(scale)), (0, 0)
-
-
-def _scale_rows_vmap(info, in_dims, h, scale, grad_in):
-    """Row-wise: the slices' rows at once."""
-    size = info.batch_size
-    hb = _batched_first(h, in_dims[0], size)
-    rows, width = hb.shape[1], hb.shape[2]
-    flat_scale = _batched_first(scale, in_dims[1], size).reshape(size * rows)
-    flat_in = None
-    if grad_in is not None:
-        flat_in = _batched_first(grad_in, in_dims[2], size).reshape(size * rows, width)
-    out = scale_rows(
-        hb.reshape(size * rows, width).contiguous(),
-        flat_scale.contiguous(),
-        None if flat_in is None else flat_in.contiguous(),
-    )
-    return out.view(size, rows, width), 0
-
-
-def _batched_first(x: torch.Tensor, dim: int | None, size: int) -> torch.Tensor:
-    return x.movedim(dim, 0) if dim is not None else x.expand(size, *x.shape)
-
-
-exact_fwd.register_vmap(_exact_fwd_vmap)
-scale_rows.register_vmap(_scale_rows_vmap)
-
-
-class _NoSecondDerivative(torch.autograd.Function):
-    """Identity on a first derivative of the exact estimator; differentiating it raises.
-
-    The second derivative would need ``M(1/2, d/2 + 2, -r^2/2)`` (the derivative of the
-    gradient scale), which :func:`kummer_pair` does not evaluate.
-    """
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(out: torch.Tensor, *_deps: torch.Tensor) -> torch.Tensor:
-        return out.view_as(out)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        pass
-
-    @staticmethod
-    def backward(ctx, *_grads):
-        raise RuntimeError(
-            "estimator='exact' has no second derivative (double backward, create_graph=True "
-            "through a gradient of the exact PER loss); use estimator='monte_carlo' there"
-        )
-
-
-def _first_derivative(out: torch.Tensor, *deps: torch.Tensor) -> torch.Tensor:
-    """``out``, tied to ``deps`` by :class:`_NoSecondDerivative` when a graph is being built."""
-    if torch.is_grad_enabled() and any(t.requires_grad for t in deps):
-        return pick(_NoSecondDerivative, _NoSecondDerivativeJvp).apply(out, *deps)
-    return out
-
-
-def _exact_fwd_setup_context(ctx, inputs, output) -> None:
-    (h,) = inputs
-    _loss_sum, scale = output
-    ctx.save_for_backward(h, scale)
-    ctx.mark_non_differentiable(scale)
-
-
-def _exact_fwd_backward(ctx, grad_loss: torch.Tensor, _grad_scale: torch.Tensor | None):
-    """The registered formula (what ``torch.export`` keeps): ``grad_loss * scale_i * h_i``."""
-    h, scale = ctx.saved_tensors
-    with torch.no_grad():
-        out = scale_rows(h, scale * grad_loss.to(scale.dtype), None)
-    return _first_derivative(out, h, grad_loss)
-
-
-exact_fwd.register_autograd(_exact_fwd_backward, setup_context=_exact_fwd_setup_context)
-
-
-class _ExactLoss(torch.autograd.Function):
-    """Loss ``(1/b or 1) * sum_i E psi(<h_i, theta>)``; backward ``grad * scale_i * h_i``.
-
-    ``setup_context`` is separate (usable under ``torch.func`` transforms). The
-    backward is first order only: differentiating it raises.
-    """
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(flat: torch.Tensor, inv_b: float) -> tuple[torch.Tensor, torch.Tensor]:
-        loss_sum, scale = exact_fwd(flat)
-        return loss_sum * inv_b, scale
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        flat, inv_b = inputs
-        _loss, scale = output
-        ctx.save_for_backward(flat, scale)
-        ctx.save_for_forward(flat, scale)
-        ctx.mark_non_differentiable(scale)
-        ctx.inv_b = inv_b
-
-    @staticmethod
-    def backward(ctx, grad_loss: torch.Tensor, _grad_scale: torch.Tensor | None):
-        flat, scale = ctx.saved_tensors
-        with torch.no_grad():
-            out = scale_rows(flat, scale * (grad_loss.to(scale.dtype) * ctx.inv_b), None)
-        return _first_derivative(out, flat, grad_loss), None
-
-
-class _ExactLayer(torch.autograd.Function):
-    """Algorithm 1 with the exact gradient: identity forward, ``g + coeff * dL/dh`` backward.
-
-    The backward is one fused pass: ``g + (coeff/b) * scale_i * h_i`` (first order
-    only: differentiating it raises). Usable under ``torch.func`` transforms.
-    """
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(h: torch.Tensor, coeff: float, inv_b: float):
-        flat = h.detach().reshape(h.shape[0], -1)
-        loss_sum, scale = exact_fwd(flat.contiguous())
-        # a copy, not h.detach(): backward reads h, so an in-place op on the output
-        # (h += x) must not reach it
-        return h.clone(), loss_sum * inv_b, scale * (coeff * inv_b)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        h, _coeff, _inv_b = inputs
-        _out, loss, scale = output
-        ctx.save_for_backward(h, scale)
-        ctx.mark_non_differentiable(loss, scale)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor, _grad_loss, _grad_scale):
-        h, scale = ctx.saved_tensors
-        b = h.shape[0]
-        with torch.no_grad():
-            flat = h.reshape(b, -1).contiguous()
-            out = scale_rows(flat, scale, grad.reshape(b, -1).contiguous()).view(h.shape)
-        return _first_derivative(out, h, grad), None, None
-
-
-def _pass_through_jvp(ctx, d_first: torch.Tensor | None, *_rest):
-    """Identity forward (:class:`_NoSecondDerivative`): the tangent passes through."""
-    return d_first
-
-
-def _loss_jvp(ctx, d_flat: torch.Tensor, _d_inv_b):
-    """``d loss = (1/b or 1) * sum_i scale_i <h_i, dh_i>`` (the gradient is ``scale_i h_i``)."""
-    flat, scale = ctx.saved_tensors
-    dots = (flat.to(scale.dtype) * d_flat.to(scale.dtype)).sum(1)
-    return (scale * dots).sum() * ctx.inv_b, None
-
-
-def _layer_jvp(ctx, d_h: torch.Tensor, _d_coeff, _d_inv_b):
-    """The layer is the identity in the forward pass: the tangent passes through."""
-    return d_h, None, None
-
-
-# Forward-mode twins for eager code (Dynamo refuses a Function with ``jvp``).
-_NoSecondDerivativeJvp = with_jvp(_NoSecondDerivative, _pass_through_jvp)
-_ExactLossJvp = with_jvp(_ExactLoss, _loss_jvp)
-_ExactLayerJvp = with_jvp(_ExactLayer, _layer_jvp)
-
-
 def exact_loss(h: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Exact PER loss of ``h`` ``(b, *)`` (checked by the caller), differentiable.
 
@@ -446,9 +209,7 @@ def exact_loss(h: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     # a contiguous copy in every case: the backward reads it, in-place ops on h must not
     flat = h.reshape(b, -1).clone(memory_format=torch.contiguous_format)
     inv_b = 1.0 / b if reduction == "mean" else 1.0
-    if torch.compiler.is_exporting():  # the op's registered formula survives export
-        return exact_fwd(flat)[0] * inv_b
-    return pick(_ExactLoss, _ExactLossJvp).apply(flat, inv_b)[0]
+    return exact_ops.EXACT_FWD(flat)[0] * inv_b
 
 
 def exact_layer(
@@ -460,8 +221,5 @@ def exact_layer(
     The returned ``h`` is a copy (the backward reads the original), so in-place ops
     on it downstream are allowed, as with the Monte Carlo estimator.
     """
-    b = h.shape[0]
-    out, loss, _scale = pick(_ExactLayer, _ExactLayerJvp).apply(
-        h, float(coeff), 1.0 / b if reduction == "mean" else 1.0
-    )
-    return out, loss
+    inv_b = 1.0 / h.shape[0] if reduction == "mean" else 1.0
+    return exact_ops.exact_layer_pass(h, float(coeff), inv_b)
