@@ -164,4 +164,4 @@ def seed_tensor(seed: object, device: torch.device) -> torch.Tensor:
                 f"seed tensor is on {seed.device}, but the activations are on {device}"
             )
         return seed.reshape(1)
-    return torch.tensor([seed], dtype=torch.int64, device=device)
+    return torch.full((1,), seed, dtype=torch.int64, device=device)  # cheaper than tensor([seed])
