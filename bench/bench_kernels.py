@@ -2,7 +2,8 @@
 
 One benchmark per (provider, mode, b, d, s, dtype); the provider and mode are in the
 name and in ``extra_info`` (docs/design.md, "Benchmark result files"). The providers
-are listed in bench/providers.py and defined in bench/kernel_utils.py (``exact``,
+are listed in bench/providers.py (one per estimator of the registry,
+:mod:`per_triton.core.estimators`) and defined in bench/kernel_utils.py (``exact``,
 ``estimator="exact"``, draws no directions, so ``s`` is only its label). Modes:
 ``forward``, ``backward``, ``full``.
 
@@ -39,13 +40,12 @@ from per_triton.bench.common import EventTimer, bench_device, bench_quick, bench
 from per_triton.bench.kernel_utils import (
     DTYPES,
     PASSES,
-    exact_floor_seconds,
     floor_call,
-    floor_seconds,
+    floor_info,
     make_case,
     peak_extra_memory,
 )
-from per_triton.bench.providers import PROVIDERS
+from per_triton.bench.providers import ESTIMATOR_OF, FLOOR, PROVIDERS
 
 QUICK_MODE = bench_quick()
 DEVICE = bench_device()
@@ -93,10 +93,15 @@ def _free_device_memory():
         torch.cuda.empty_cache()
 
 
+def _draws_normals(provider: str) -> bool:
+    """The Monte Carlo kernels and their floor draw ``s*d`` normals per pass."""
+    return provider == FLOOR or ESTIMATOR_OF.get(provider) == "monte_carlo"
+
+
 @pytest.mark.parametrize(("provider", "mode", "b", "d", "s", "dtype"), _cases())
 def test_kernel(benchmark, provider: str, mode: str, b: int, d: int, s: int, dtype: str) -> None:
     torch_dtype = DTYPES[dtype]
-    if provider == "floor":
+    if provider == FLOOR:
         call = floor_call(mode, b, d, s, DEVICE)
     else:
         call = make_case(provider, mode, b, d, s, torch_dtype, DEVICE)
@@ -112,20 +117,17 @@ def test_kernel(benchmark, provider: str, mode: str, b: int, d: int, s: int, dty
         "dtype": dtype,
         "device": DEVICE.type,
         "quick": QUICK_MODE,
-        "normals_drawn": PASSES[mode] * s * d if provider in ("fused", "floor") else None,
+        "normals_drawn": PASSES[mode] * s * d if _draws_normals(provider) else None,
         "peak_mem_bytes": peak_extra_memory(call, DEVICE),
     }
-    if provider in ("fused", "floor"):
-        info.update(floor_seconds(mode, b, d, s, torch_dtype, DEVICE))
-    if provider == "exact":
-        info.update(exact_floor_seconds(mode, b, d, torch_dtype, DEVICE))
+    info.update(floor_info(provider, mode, b, d, s, torch_dtype, DEVICE))
     timer = EventTimer(call, DEVICE)
     benchmark.group = f"{mode} b{b} d{d} s{s} {dtype}"
     benchmark.extra_info.update(info)
     benchmark.pedantic(timer, rounds=ROUNDS, warmup_rounds=0, iterations=1)
     stats = percentiles(timer.samples())
     benchmark.extra_info.update(stats)
-    if provider in ("fused", "exact"):
+    if provider in ESTIMATOR_OF and "floor_s" in info:
         benchmark.extra_info["over_floor"] = stats["median_s"] / info["floor_s"]
     partial = os.environ.get(ENV_PARTIAL)
     if partial:  # one JSON line per finished benchmark, kept even if the run is cut off

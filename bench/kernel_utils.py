@@ -2,22 +2,27 @@
 
 Providers (their list: ``bench/providers.py``; docs/design.md, "Benchmark result files"):
 
-- ``fused``: ``per_triton.per_loss`` on the device (the fused Triton kernels on CUDA,
-  TF32 dots for float32 by default);
+- one per estimator of :mod:`per_triton.core.estimators`, named by its ``provider``:
+  ``per_triton.per_loss(h, s, estimator=...)`` on the device (``s`` only for an
+  estimator with slices);
+- ``fused``: the ``monte_carlo`` estimator (the fused Triton kernels on CUDA, TF32
+  dots for float32 by default);
 - ``eager``: the plain torch a user would write: ``torch.randn`` directions,
   materialised ``s x d``, normalised, ``h @ theta.T``, ``psi``; default matmul
   precision (full float32 on CUDA unless the user enables TF32);
 - ``eager_tf32``: the same with ``torch.backends.cuda.matmul.allow_tf32 = True``;
 - ``compile``: ``torch.compile`` of the ``eager`` function;
-- ``exact``: ``per_triton.per_loss(h, estimator="exact")`` (no directions: one read of
-  ``h`` for the row norms, one read of ``h`` and one write of the gradient); its floor
-  is that memory traffic at the copy bandwidth measured in the same run
-  (:func:`exact_floor_seconds`);
+- ``exact``: the ``exact`` estimator (no directions: one read of ``h`` for the row
+  norms, one read of ``h`` and one write of the gradient); its floor is that memory
+  traffic at the copy bandwidth measured in the same run (:func:`exact_floor_seconds`);
 - ``floor``: the draw-only kernel for the normals the fused kernels draw (``s*d``
   per pass) plus the projection GEMM FLOPs (``2*b*d*s`` per pass) at the tensor-core
   rate measured on this GPU in this run (docs/design.md, "Measuring performance"):
   TF32 for float32, the activation dtype for the bf16 forward, TF32 for every backward
   (float32 coefficients).
+
+An estimator's provider gets a floor where :func:`floor_info` has a model of its
+kernels' work (``fused``, ``exact``); others are timed without one.
 
 Modes: ``forward`` (loss only), ``backward`` (gradient of a retained graph),
 ``full`` (loss and gradient). Peak extra memory: the peak allocated during one call
@@ -35,7 +40,9 @@ from typing import Any
 import torch
 
 import per_triton as pt
+from per_triton.bench.providers import ESTIMATOR_OF, FLOOR
 from per_triton.core import reference
+from per_triton.core.estimators import ESTIMATORS
 
 MODES = ("forward", "backward", "full")
 DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16}
@@ -69,14 +76,16 @@ def matmul_tf32(enabled: bool):
 
 
 def loss_fn(provider: str) -> Callable[[torch.Tensor, int], torch.Tensor]:
-    if provider == "fused":
-        return lambda h, s: pt.per_loss(h, s)
+    """``(h, s) -> loss`` of ``provider`` (an estimator's, or a plain-torch one)."""
+    if provider in ESTIMATOR_OF:
+        entry = ESTIMATORS[ESTIMATOR_OF[provider]]
+        if entry.sliced:
+            return lambda h, s: pt.per_loss(h, s, estimator=entry.name)
+        return lambda h, s: pt.per_loss(h, estimator=entry.name)
     if provider in ("eager", "eager_tf32"):
         return eager_per_loss
     if provider == "compile":
         return compiled_per_loss()
-    if provider == "exact":
-        return lambda h, s: pt.per_loss(h, estimator="exact")
     raise ValueError(f"no loss function for provider {provider!r}")
 
 
@@ -254,3 +263,19 @@ def exact_floor_seconds(
     traffic = EXACT_TRAFFIC[mode] * b * d * elem
     bw = copy_bandwidth(b * d, dtype, device)
     return {"floor_s": traffic / bw, "traffic_bytes": traffic, "copy_bandwidth_bytes_s": bw}
+
+
+def floor_info(
+    provider: str, mode: str, b: int, d: int, s: int, dtype: torch.dtype, device: torch.device
+) -> dict[str, float]:
+    """``provider``'s floor (``floor_s`` and its parts), or ``{}`` without a model of its work.
+
+    The ``monte_carlo`` kernels and the ``floor`` provider: :func:`floor_seconds`; the
+    ``exact`` kernels: :func:`exact_floor_seconds`.
+    """
+    estimator = ESTIMATOR_OF.get(provider)
+    if estimator == "monte_carlo" or provider == FLOOR:
+        return floor_seconds(mode, b, d, s, dtype, device)
+    if estimator == "exact":
+        return exact_floor_seconds(mode, b, d, dtype, device)
+    return {}

@@ -17,6 +17,7 @@ from per_triton.api.layers import _feed_forward_taps, default_layers
 from per_triton.api.module import PER, SeedSource
 from per_triton.api.outputs import _check_samples
 from per_triton.api.selectors import _as_names, _as_types, _match_names, select_modules
+from per_triton.core.estimators import DEFAULT_ESTIMATOR, check_estimator
 
 __all__ = ["regularize"]
 
@@ -32,7 +33,7 @@ def regularize(
     samples: str = "auto",
     reduction: str = "mean",
     precision: str = "tf32",
-    estimator: str = "monte_carlo",
+    estimator: str = DEFAULT_ESTIMATOR,
     mode: str = "inject",
     seed: SeedSource = None,
 ) -> PERHandle:
@@ -79,8 +80,8 @@ def regularize(
             whenever compiled code for the model's class exists. Eager calls always
             get PER; ``torch.compiler.reset()`` after ``regularize()`` recompiles.
         coeff, num_slices, reduction, precision, estimator, mode: as in :class:`PER`
-            (``estimator="exact"``: no random directions, ``num_slices`` and ``seed``
-            ignored).
+            (``estimator``: a name of :data:`per_triton.core.estimators.ESTIMATORS`;
+            ``"exact"``: no random directions, ``num_slices`` and ``seed`` ignored).
         layers: a module type or types whose outputs get PER.
         names: a module name or names whose outputs get PER (wildcards allowed).
         exclude: module types and/or names (wildcards allowed) never regularized.
@@ -114,6 +115,7 @@ def regularize(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     samples = _check_samples(samples)
+    check_estimator(estimator, num_slices)
     modules = dict(model.named_modules())
     chosen, taps = _choose(model, modules, layers, names, exclude)
     again = [n or "<model>" for n in chosen if _per_hooks(modules[n])]

@@ -1,17 +1,21 @@
-"""The public PER loss (Eq. 5, gradient Eq. 6), dispatched by device."""
+"""The public PER loss (Eq. 5, gradient Eq. 6), dispatched by estimator, then by device."""
 
 from __future__ import annotations
 
 import torch
 
-from per_triton.core import exact, ops
 from per_triton.core._validation import (
     check_activations,
     check_num_slices,
     check_precision,
     check_reduction,
     check_seed,
-    seed_tensor,
+)
+from per_triton.core.estimators import (
+    DEFAULT_ESTIMATOR,
+    DEFAULT_NUM_SLICES,
+    ESTIMATORS,
+    check_estimator,
 )
 
 __all__ = ["per_loss"]
@@ -19,12 +23,12 @@ __all__ = ["per_loss"]
 
 def per_loss(
     h: torch.Tensor,
-    num_slices: int = 256,
+    num_slices: int = DEFAULT_NUM_SLICES,
     *,
     seed: int | torch.Tensor | None = None,
     reduction: str = "mean",
     precision: str = "tf32",
-    estimator: str = "monte_carlo",
+    estimator: str = DEFAULT_ESTIMATOR,
 ) -> torch.Tensor:
     """PER loss of activations ``h`` toward N(0, I) on ``num_slices`` random directions (Eq. 5).
 
@@ -42,7 +46,8 @@ def per_loss(
             tensor on ``h``'s device (best under torch.compile and CUDA graphs).
         reduction: ``"mean"`` or ``"sum"``.
         precision: ``"tf32"`` (default) or ``"ieee"``: float32 dot precision on CUDA.
-        estimator: ``"monte_carlo"`` (default, the paper's Algorithm 1 on ``num_slices``
+        estimator: a name of :data:`per_triton.core.estimators.ESTIMATORS`:
+            ``"monte_carlo"`` (default, the paper's Algorithm 1 on ``num_slices``
             random directions) or ``"exact"``: the expectation over all directions,
             ``(1/b) sum_i sqrt(2/pi) M(-1/2, d/2, -||h_i||^2/2)`` (:mod:`per_triton.core.exact`;
             docs/design.md, "The exact expectation"), one pass over ``h``, no random numbers. With
@@ -67,11 +72,6 @@ def per_loss(
     num_slices = check_num_slices(num_slices)
     check_reduction(reduction)
     check_precision(precision)
-    check_seed(seed)  # validated with either estimator ("exact" then ignores it)
-    if exact.check_estimator(estimator, num_slices) == "exact":
-        return exact.exact_loss(h, reduction)
-    b = h.shape[0]
-    flat = h.reshape(b, -1).contiguous()
-    seed_t = seed_tensor(seed, h.device)
-    loss_sum, _coeff = ops.per_fwd_autograd(flat, seed_t, num_slices, precision)
-    return loss_sum / b if reduction == "mean" else loss_sum
+    check_seed(seed)  # validated with every estimator (an unseeded one then ignores it)
+    entry = ESTIMATORS[check_estimator(estimator, num_slices)]
+    return entry.loss(h, num_slices, seed, reduction, precision)

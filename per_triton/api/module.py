@@ -24,7 +24,7 @@ from torch import nn
 from torch._subclasses.fake_tensor import is_fake
 
 from per_triton.api.loss import per_loss
-from per_triton.core import exact, tracing
+from per_triton.core import tracing
 from per_triton.core._validation import (
     check_mode,
     check_num_slices,
@@ -33,6 +33,12 @@ from per_triton.core._validation import (
     check_seed_source,
 )
 from per_triton.core.dtypes import accumulation_dtype
+from per_triton.core.estimators import (
+    DEFAULT_ESTIMATOR,
+    DEFAULT_NUM_SLICES,
+    ESTIMATORS,
+    check_estimator,
+)
 from per_triton.core.seeds import child_seed, child_seed_tensor
 
 __all__ = ["PER", "derive_seed", "stream_base"]
@@ -181,7 +187,8 @@ class PER(nn.Module):
         reduction: ``"mean"`` (divide by the batch size) or ``"sum"`` (Algorithm 1
             as printed, without ``1/b``).
         precision: ``"tf32"`` or ``"ieee"`` for float32 dots on CUDA.
-        estimator: ``"monte_carlo"`` (default, random directions) or ``"exact"``: the
+        estimator: a name of :data:`per_triton.core.estimators.ESTIMATORS`:
+            ``"monte_carlo"`` (default, random directions) or ``"exact"``: the
             expectation over all directions (:mod:`per_triton.core.exact`); with
             ``mode="inject"`` the backward adds ``coeff * scale_i * h_i`` to the incoming
             gradient in one pass, with ``mode="loss"`` :meth:`penalty` holds
@@ -221,10 +228,10 @@ class PER(nn.Module):
     def __init__(
         self,
         coeff: float = 1e-4,
-        num_slices: int = 256,
+        num_slices: int = DEFAULT_NUM_SLICES,
         reduction: str = "mean",
         precision: str = "tf32",
-        estimator: str = "monte_carlo",
+        estimator: str = DEFAULT_ESTIMATOR,
         *,
         mode: str = "inject",
         seed: SeedSource = None,
@@ -238,7 +245,7 @@ class PER(nn.Module):
         self.num_slices = check_num_slices(num_slices)
         self.reduction = check_reduction(reduction)
         self.precision = check_precision(precision)
-        self.estimator = exact.check_estimator(estimator, num_slices)
+        self.estimator = check_estimator(estimator, num_slices)
         self.mode = check_mode(mode)
         self.seed = check_seed_source(seed)
         self.seed_index = 0  # which layer of a regularize() call (mixed into the seed)
@@ -323,25 +330,25 @@ class PER(nn.Module):
         if h.dim() > 0 and h.numel() == 0:  # empty batch: nothing to regularize
             self.last_loss = torch.zeros((), dtype=accumulation_dtype(h.dtype), device=h.device)
             return h
+        entry = ESTIMATORS[self.estimator]
         exporting = tracing.exporting()
         scale = self._injection_scale()
-        phase = _checkpoint_phase()
-        if (
-            self.estimator == "exact"
-            and self.mode == "inject"
-            and not exporting
-            and not torch.is_tensor(scale)
-        ):
-            out, loss = exact.exact_layer(h, self.coeff * scale, self.reduction)
+        fused = entry.layer is not None and self.mode == "inject"
+        if fused and not exporting and not torch.is_tensor(scale):
+            out, loss = entry.layer(h, self.coeff * scale, self.reduction)
             self.last_loss = _plain(loss)
             return out
-        if self.estimator == "exact":  # no directions: seed is not used
-            loss = exact.exact_loss(h, self.reduction)
-        else:
-            seed = self._checkpoint_seed(h.device, phase)
-            loss = per_loss(
-                h, self.num_slices, seed=seed, reduction=self.reduction, precision=self.precision
-            )
+        phase = _checkpoint_phase()
+        # an unseeded estimator draws no directions: no seed, no counter step
+        seed = self._checkpoint_seed(h.device, phase) if entry.seeded else None
+        loss = per_loss(
+            h,
+            self.num_slices,
+            seed=seed,
+            reduction=self.reduction,
+            precision=self.precision,
+            estimator=self.estimator,
+        )
         # an exported graph's values never reach Python: keep no FakeTensor
         if not exporting and (phase is None or phase[0] == "forward"):
             self.last_loss = _plain(loss.detach())
@@ -434,9 +441,11 @@ class PER(nn.Module):
         return state
 
     def extra_repr(self) -> str:
-        if self.estimator == "exact":
-            text = f"coeff={self.coeff}, estimator='exact', reduction={self.reduction!r}"
-        else:
+        if self.estimator == DEFAULT_ESTIMATOR:
             text = f"coeff={self.coeff}, num_slices={self.num_slices}, reduction={self.reduction!r}"
+        else:
+            slices = f", num_slices={self.num_slices}" if ESTIMATORS[self.estimator].sliced else ""
+            text = f"coeff={self.coeff}, estimator={self.estimator!r}{slices}"
+            text += f", reduction={self.reduction!r}"
         text += f", mode={self.mode!r}" if self.mode != "inject" else ""
         return text + (f", seed={self.seed!r}" if self.seed is not None else "")

@@ -62,8 +62,6 @@ import torch
 from per_triton.core import exact_ops
 
 __all__ = [
-    "ESTIMATORS",
-    "check_estimator",
     "kummer_pair",
     "exact_terms",
     "exact_loss",
@@ -72,9 +70,6 @@ __all__ = [
 ]
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-#: ``"monte_carlo"``: Algorithm 1 on random directions (default); ``"exact"``: this module.
-ESTIMATORS = ("monte_carlo", "exact")
-DEFAULT_NUM_SLICES = 256
 #: Switch between the two quadratures at ``K = x + beta`` (see the module docstring).
 SWITCH_K = 150.0
 _NODES = 64
@@ -182,18 +177,6 @@ def exact_terms(sq_norm: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Te
     """
     f, g = kummer_pair(sq_norm, dim)
     return _SQRT_2_OVER_PI * f, (_SQRT_2_OVER_PI / dim) * g
-
-
-def check_estimator(estimator: object, num_slices: object = DEFAULT_NUM_SLICES) -> str:
-    """``estimator`` in :data:`ESTIMATORS`; ``"exact"`` refuses a non-default ``num_slices``."""
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be 'monte_carlo' or 'exact', got {estimator!r}")
-    if estimator == "exact" and num_slices != DEFAULT_NUM_SLICES:
-        raise ValueError(
-            f"num_slices={num_slices!r} has no meaning with estimator='exact' "
-            "(the exact estimator averages over all directions); leave num_slices at its default"
-        )
-    return estimator  # type: ignore[return-value]
 
 
 def exact_loss(h: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
