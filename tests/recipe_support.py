@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import per_triton as pt
-from per_triton.api.module import derive_seed
+from per_triton.api.layer_seeds import derive_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "docs" / "recipes"

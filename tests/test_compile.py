@@ -121,7 +121,7 @@ def test_compiled_model_with_regularize_hooks_no_graph_break_no_recompile():
 
 def test_compiled_per_with_int_seed_no_recompile_new_directions_each_step():
     """``PER(seed=int)`` counts its calls on the device: one graph, call k on step k's seed."""
-    from per_triton.api.module import derive_seed
+    from per_triton.api.layer_seeds import derive_seed
 
     from . import tolerances
 

@@ -9,7 +9,7 @@ from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 
 import per_triton as pt
-from per_triton.api.module import derive_seed
+from per_triton.api.layer_seeds import derive_seed
 from per_triton.core import exact, reference
 
 from . import tolerances

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import per_triton as pt
-from per_triton.api.module import derive_seed
+from per_triton.api.layer_seeds import derive_seed
 from per_triton.api.monitor import LayerMonitor, layer_statistics, record_seed, select_units
 from per_triton.core import reference
 

@@ -21,7 +21,7 @@ from torch import nn
 
 import per_triton as pt
 from per_triton.api.handle import PERHandle
-from per_triton.api.module import derive_seed
+from per_triton.api.layer_seeds import derive_seed
 from per_triton.core import reference
 
 from . import tolerances

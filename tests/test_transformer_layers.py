@@ -15,7 +15,7 @@ from torch import nn
 
 import per_triton as pt
 from per_triton.api.hooks import _per_hooks
-from per_triton.api.module import derive_seed
+from per_triton.api.layer_seeds import derive_seed
 
 from . import tolerances
 from .assertions import assert_close

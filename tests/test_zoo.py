@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import per_triton as pt
-from per_triton.api.module import derive_seed
+from per_triton.api.layer_seeds import derive_seed
 from per_triton.core import reference
 
 from .assertions import assert_close

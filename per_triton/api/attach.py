@@ -93,7 +93,7 @@ def regularize(
             tensor, a tuple (its first element), or a dict / ``ModelOutput`` (its
             first tensor, ``last_hidden_state``).
         seed: as in :class:`PER`; each layer mixes its index in, so layers get
-            different directions from one seed (:func:`per_triton.api.module.derive_seed`).
+            different directions from one seed (:func:`per_triton.api.layer_seeds.derive_seed`).
             ``None``: PER's own stream, which leaves torch's generator untouched.
 
     Returns:

@@ -69,7 +69,7 @@ class StepSeed:
     """A per-step seed source for ``PER(seed=...)`` / ``regularize(seed=...)``.
 
     Holds the current step's seed; each PER layer mixes its own index in
-    (:func:`per_triton.api.module.derive_seed`), so one value serves every layer. Set it
+    (:func:`per_triton.api.layer_seeds.derive_seed`), so one value serves every layer. Set it
     once per step, the same on every rank: :meth:`agree` (drawn on rank 0 and
     broadcast) or :meth:`set`. A module-level object, so a model using it pickles.
 
