@@ -1,25 +1,31 @@
-"""Baseline regularizers against hand-computed values; PER modules against the API.
+"""Baseline regularizers against hand-computed values; the PER methods are ``pt.PER``.
 
 Hand values: L1 / L2 are mean |h| / mean h^2. VCL (Littwin & Wolf, NeurIPS 2018) with
 beta = 1: half A with biased variance 1 and half B with variance 4 give
 ``(1 - (1 + 1) / (4 + 1))^2 = 0.36``; variances 0 and 1 give ``(1 - 1/2)^2 = 0.25``.
+Seeds: module ``i`` of a step seeded ``s`` draws with ``child_seed(s, "layer", i)``
+(docs/design.md, "Child seeds").
 """
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
 
 import per_triton as pt
+from per_triton.api.penalty import PenaltyModule
+from per_triton.core.seeds import child_seed
 from per_triton.experiments.baselines import (
     METHODS,
+    PER_ESTIMATORS,
     L1Penalty,
     L2Penalty,
-    PERPenalty,
     PERTorchPenalty,
+    TimeStepsAsSamples,
     VCLPenalty,
     collect_penalty,
-    layer_seed,
     make_regularizer,
     penalty_modules,
     set_step_seed,
@@ -32,11 +38,11 @@ from .assertions import assert_close
 TOL = {"hand": tolerances.F32_HAND, "per": tolerances.F32_PER_MODULE}
 
 
-def _penalty(module: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
+def _penalty(module: torch.nn.Module, h: torch.Tensor) -> torch.Tensor | None:
     module.train()
     out = module(h)
     assert out is h  # identity in the forward pass
-    return module.penalty
+    return collect_penalty(module)
 
 
 H = torch.tensor([[1.0, -2.0], [3.0, 0.0]])
@@ -106,44 +112,67 @@ def test_vcl_needs_four_samples() -> None:
         _penalty(VCLPenalty(2), torch.randn(3, 2))
 
 
+def _seeded(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """``module`` as the only penalty module of a model, given step seed ``seed``."""
+    set_step_seed(torch.nn.Sequential(module), seed)
+    return module
+
+
+@pytest.mark.parametrize("method", sorted(PER_ESTIMATORS))
+def test_per_methods_are_the_per_layer_users_import(method: str) -> None:
+    mod = make_regularizer(method, 3, num_slices=16)
+    assert type(mod) is pt.PER and mod.estimator == PER_ESTIMATORS[method]
+    assert (mod.coeff, mod.mode, mod.reduction) == (1.0, "loss", "mean")
+    assert mod.num_slices == (16 if method == "per" else 256)
+    assert isinstance(make_regularizer(method, 3, recurrent=True).inner, pt.PER)
+
+
 @pytest.mark.parametrize("shape", [(6, 3, 5), (4, 7)], ids=["b6-c3-l5", "b4-d7"])
 def test_per_penalty_is_per_loss(shape: tuple[int, ...]) -> None:
-    h = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    per = PERPenalty(16)
-    per.seed = 123
-    assert_close("per", _penalty(per, h), pt.per_loss(h, 16, seed=123), *TOL["per"])
+    h = torch.randn(shape, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    per = _seeded(make_regularizer("per", 0, num_slices=16), 123)
+    expected = pt.per_loss(h, 16, seed=child_seed(123, "layer", 0))
+    assert_close("per", _penalty(per, h), expected, *TOL["per"])
+    exact = make_regularizer("per_exact", 0)
+    expected = pt.per_loss(h, estimator="exact")
+    assert_close("per_exact", _penalty(exact, h), expected, *TOL["per"])
 
 
 def test_per_penalty_recurrent_reads_time_steps_as_samples() -> None:
-    h = torch.randn(5, 3, 8, generator=torch.Generator().manual_seed(0))  # (T, b, H)
-    per = PERPenalty(16, recurrent=True)
-    per.seed = 7
-    expected = pt.per_loss(h.reshape(15, 8), 16, seed=7)
+    h = torch.randn(5, 3, 8, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    per = _seeded(make_regularizer("per", 8, num_slices=16, recurrent=True), 7)
+    assert isinstance(per, TimeStepsAsSamples)
+    expected = pt.per_loss(h.reshape(15, 8), 16, seed=child_seed(7, "layer", 0))
     assert_close("per recurrent", _penalty(per, h), expected, *TOL["per"])
 
 
 def test_per_torch_is_the_plain_reference() -> None:
     """per_torch: torch.randn directions from a generator seeded with the layer seed."""
     h = torch.randn(6, 2, 3, generator=torch.Generator().manual_seed(0))
-    mod = PERTorchPenalty(32)
-    mod.seed = 99
-    v = torch.randn(32, 6, generator=torch.Generator().manual_seed(99))
+    mod = _seeded(PERTorchPenalty(32), 99)
+    v = torch.randn(32, 6, generator=torch.Generator().manual_seed(child_seed(99, "layer", 0)))
     expected = pt.reference.per_loss(h, v / v.norm(dim=1, keepdim=True))
     assert_close("per_torch", _penalty(mod, h), expected, *TOL["per"])
+    set_step_seed(torch.nn.Sequential(mod), None)  # no step seed: torch's generator
+    torch.manual_seed(5)
+    v = torch.randn(32, 6)
+    torch.manual_seed(5)
+    expected = pt.reference.per_loss(h, v / v.norm(dim=1, keepdim=True))
+    assert_close("per_torch unseeded", _penalty(mod, h), expected, *TOL["per"])
 
 
 @pytest.mark.parametrize("method", ["vcl", "l1", "l2", "per", "per_exact", "per_torch"])
 def test_penalty_only_in_training_with_grad(method: str) -> None:
     mod = make_regularizer(method, 3, num_slices=4)
-    h = torch.randn(4, 3)
+    h = torch.randn(4, 3, requires_grad=True)
     assert _penalty(mod, h) is not None
     mod.eval()
     mod(h)
-    assert mod.penalty is None
+    assert collect_penalty(mod) is None
     mod.train()
     with torch.no_grad():
         mod(h)
-    assert mod.penalty is None
+    assert collect_penalty(mod) is None
 
 
 def test_registry() -> None:
@@ -155,18 +184,43 @@ def test_registry() -> None:
 
 
 def test_step_seed_and_collect() -> None:
-    model = torch.nn.Sequential(PERPenalty(4), L2Penalty(), PERPenalty(4))
+    """Module ``i`` of a model draws with the step's ``layer`` child ``i``, PER and the
+    plain-torch baseline alike; :func:`collect_penalty` sums the terms in module order."""
+    per = [make_regularizer("per", 6, num_slices=4) for _ in range(2)]
+    model = torch.nn.Sequential(per[0], L2Penalty(), PERTorchPenalty(4), per[1])
     set_step_seed(model, 5)
-    seeds = [m.seed for m in penalty_modules(model)]
-    assert seeds == [layer_seed(5, i) for i in range(3)] and len(set(seeds)) == 3
+    assert [m.seed_index for m in penalty_modules(model)] == [0, 1, 2, 3]
+    model.train()
+    h = torch.randn(4, 6, requires_grad=True)
+    model(h)
+    parts = [m.penalty() for m in penalty_modules(model)]
+    v = torch.randn(4, 6, generator=torch.Generator().manual_seed(child_seed(5, "layer", 2)))
+    want = [
+        pt.per_loss(h, 4, seed=child_seed(5, "layer", 0)),
+        h.square().mean(),
+        pt.reference.per_loss(h, v / v.norm(dim=1, keepdim=True)),
+        pt.per_loss(h, 4, seed=child_seed(5, "layer", 3)),
+    ]
+    for i, (got, expected) in enumerate(zip(parts, want, strict=True)):
+        assert_close(f"module {i}", got, expected, *TOL["per"])
+    model(h)
+    total = collect_penalty(model)
+    assert_close("sum", total, sum(want), *TOL["per"])
+    assert collect_penalty(model) is None  # cleared
     set_step_seed(model, None)
     assert all(m.seed is None for m in penalty_modules(model))
 
-    model.train()
-    h = torch.randn(4, 6)
-    model(h)
-    parts = [m.penalty for m in penalty_modules(model)]
-    total = collect_penalty(model)
-    assert_close("sum", total, sum(parts), *TOL["hand"])
-    assert all(m.penalty is None for m in penalty_modules(model))
-    assert collect_penalty(model) is None
+
+def test_one_protocol_for_per_and_the_baselines() -> None:
+    """Every method's module is a PenaltyModule: penalty() hands out the recorded sum
+    once (0 after), two calls add up, and a copy starts with nothing recorded."""
+    h = torch.randn(4, 3, requires_grad=True)
+    for method in ("vcl", "l1", "l2", "per", "per_exact", "per_torch"):
+        mod = _seeded(make_regularizer(method, 3, num_slices=4), 2).train()
+        assert isinstance(mod, PenaltyModule)
+        mod(h)
+        one = collect_penalty(copy.deepcopy(mod)), mod.penalty()
+        assert one[0] is None and float(mod.penalty()) == 0.0, method
+        mod(h)
+        mod(h)
+        assert_close(method, mod.penalty(), 2 * one[1], *TOL["per"])

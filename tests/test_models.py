@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from per_triton.api.penalty import PenaltyModule
 from per_triton.experiments.baselines import METHODS, ActivationPenalty, VCLPenalty
 from per_triton.experiments.models import (
     CNN11,
@@ -133,7 +134,7 @@ def test_penalty_modules_on_every_hidden_activation() -> None:
     res = resnet(8, 10, "l2", width=4)
     assert sum(isinstance(m, ActivationPenalty) for m in res.modules()) == 6 * 1 + 1
     lm = lstm_lm(50, hidden=8, method="per")
-    assert sum(isinstance(m, ActivationPenalty) for m in lm.modules()) == 2
+    assert sum(isinstance(m, PenaltyModule) for m in lm.modules()) == 2
 
 
 def test_bad_arguments() -> None:

@@ -8,10 +8,10 @@ import torch
 
 from per_triton.api import monitor
 from per_triton.api.distributed import step_seed
+from per_triton.api.layer_seeds import derive_seed
 from per_triton.core import seeds
 from per_triton.core.directions import draw_columns
 from per_triton.experiments import digits_experiment
-from per_triton.experiments.baselines import layer_seed
 
 W = 256  # column segments compared across layers
 
@@ -29,7 +29,7 @@ def test_layer_segments_never_repeat_across_layers():
     for step in STEP_SEEDS:
         heads = {}
         for i in range(layers):
-            v = draw_columns(layer_seed(step, i), 1, 0, segments * W)[0]
+            v = draw_columns(derive_seed(step, i, None), 1, 0, segments * W)[0]
             for c in range(segments):
                 head = tuple(v[c * W : c * W + 4].tolist())
                 assert head not in heads, f"step {step}: layer {i} segment {c} = {heads[head]}"
@@ -40,7 +40,7 @@ def test_stream_keys_of_layers_and_steps_are_distinct():
     """The 64-bit Philox keys of 32 layers x 2**12 steps: all distinct, each the
     ``cpu-stream`` child of its layer seed."""
     keys = {
-        seeds.cpu_stream_key(layer_seed(step_seed(7, t), i))
+        seeds.cpu_stream_key(derive_seed(step_seed(7, t), i, None))
         for t in range(2**12)
         for i in range(32)
     }
@@ -50,7 +50,7 @@ def test_stream_keys_of_layers_and_steps_are_distinct():
 
 def test_child_seeds_do_not_collide_over_purposes_parents_and_indices():
     """5 purposes x 8 parents x 2**15 indices (1.3M 63-bit children): all distinct."""
-    parents = [*STEP_SEEDS, layer_seed(7000026, 3), layer_seed(7000026, 4), 2**64 - 1]
+    parents = [*STEP_SEEDS, derive_seed(7000026, 3, None), derive_seed(7000026, 4, None), 2**64 - 1]
     indices = np.arange(2**15)
     children = [
         seeds.child_seeds(p, purpose, indices) for purpose in seeds.PURPOSES for p in parents
@@ -67,7 +67,7 @@ def test_child_seeds_do_not_collide_over_purposes_parents_and_indices():
 
 
 def test_every_derivation_goes_through_child_seed():
-    assert layer_seed(7000026, 3) == seeds.child_seed(7000026, "layer", 3)
+    assert derive_seed(7000026, 3, None) == seeds.child_seed(7000026, "layer", 3)
     assert step_seed(11, 40) == seeds.child_seed(11, "step", 40)
     assert digits_experiment._step_seed(11, 40) == step_seed(11, 40)
     assert monitor.record_seed(9, 4) == seeds.child_seed(9, "monitor-record", 4)

@@ -124,16 +124,43 @@ def test_cuda_training_step(method: str) -> None:
         assert torch.isfinite(out.loss) and out.penalty is not None
 
 
+@pytest.mark.parametrize(("method", "estimator"), [("per", "monte_carlo"), ("per_exact", "exact")])
+def test_the_step_trains_the_per_layer_users_import(method: str, estimator: str) -> None:
+    """``per`` / ``per_exact`` models carry ``pt.PER`` (coeff 1, ``mode="loss"``), and the
+    step's penalty is the sum of those layers' per_loss values on the step's seeds."""
+    import per_triton as pt
+    from per_triton.core.seeds import child_seed
+
+    torch.manual_seed(0)
+    model = build_model("cnn11", method, **TINY)
+    layers = [m for m in model.modules() if isinstance(m, pt.PER)]
+    assert len(layers) == 10 and all(type(m) is pt.PER for m in layers)
+    assert all((m.estimator, m.mode, m.coeff) == (estimator, "loss", 1.0) for m in layers)
+    inputs: list[torch.Tensor] = []
+    hooks = [m.register_forward_hook(lambda _m, a, _o: inputs.append(a[0])) for m in layers]
+    x, y = _batch()
+    out = train_step(model, x, y, torch.optim.SGD(model.parameters(), lr=0.0), seed=8)
+    for hook in hooks:
+        hook.remove()
+    if estimator == "exact":
+        want = sum(pt.per_loss(h, estimator="exact") for h in inputs)
+    else:
+        want = sum(pt.per_loss(h, 16, seed=child_seed(8, "layer", i)) for i, h in enumerate(inputs))
+    assert_close("penalty", out.penalty, want, *tolerances.F32_SUM)
+
+
 @pytest.mark.gpu
 def test_cuda_per_penalty_matches_reference_on_its_directions() -> None:
-    """PERPenalty on CUDA (fused kernels, TF32) against the reference on the same directions."""
+    """The ``per`` module on CUDA (fused kernels, TF32) against the reference on the same
+    directions (module 0 of a step seeded 21: ``child_seed(21, "layer", 0)``)."""
     import per_triton as pt
-    from per_triton.experiments.baselines import PERPenalty
+    from per_triton.core.seeds import child_seed
+    from per_triton.experiments.baselines import make_regularizer
 
-    h = torch.randn(128, 24, 8, 8, device="cuda")
-    mod = PERPenalty(256).train()
-    mod.seed = 21
+    h = torch.randn(128, 24, 8, 8, device="cuda", requires_grad=True)
+    mod = make_regularizer("per", 24, num_slices=256).train()
+    set_step_seed(torch.nn.Sequential(mod), 21)
     mod(h)
-    theta = pt.sample_directions(256, h[0].numel(), 21, device="cuda")
-    expected = pt.reference.per_loss(h.double(), theta.double())
-    assert_close("per cuda", mod.penalty, expected, *tolerances.CUDA_VS_CPU)
+    theta = pt.sample_directions(256, h[0].numel(), child_seed(21, "layer", 0), device="cuda")
+    expected = pt.reference.per_loss(h.detach().double(), theta.double())
+    assert_close("per cuda", collect_penalty(mod), expected, *tolerances.CUDA_VS_CPU)

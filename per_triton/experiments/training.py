@@ -2,7 +2,8 @@
 
 ``train_step`` = forward (optionally under autocast), task loss, plus
 ``coeff * sum of the penalties`` the model's penalty modules recorded (VCL, L1, L2,
-PER, per_exact, per_torch; :mod:`per_triton.experiments.baselines`), backward, optional gradient
+per_torch and the :class:`per_triton.PER` layers of per and per_exact, collected by
+:func:`per_triton.experiments.baselines.collect_penalty`), backward, optional gradient
 clipping, optimizer step. For PER this is Algorithm 1 of Joo, Kang & Kim (2020)
 with ``reduction="mean"``: the gradient of every regularised layer gets
 ``coeff * dL_PER/dh`` (Eq. 6) added to the task gradient.
@@ -59,15 +60,17 @@ def train_step(
 
     Args:
         model: a model from :mod:`per_triton.experiments.models` (or any module, possibly wrapped
-            in DDP, whose penalty modules record ``.penalty``).
+            in DDP, with :class:`per_triton.api.penalty.PenaltyModule` submodules).
         inputs: the batch, on the model's device.
         target: class indices for ``loss_fn``.
         optimizer: stepped once; gradients are reset (to None) first.
         coeff: weight of the summed penalties (one coefficient for every layer).
         loss_fn: task loss of ``(model output, target)``.
-        seed: step seed for the random directions of ``per`` / ``per_torch``; the same
-            value on every DDP rank makes the ranks share directions
-            (:func:`per_triton.api.distributed.agree_seed`). None: torch's generator.
+        seed: step seed for the random directions of ``per`` / ``per_torch``
+            (:func:`~per_triton.experiments.baselines.set_step_seed`); the same value on
+            every DDP rank makes the ranks share directions
+            (:func:`per_triton.api.distributed.agree_seed`). None: the PER layers' own
+            stream, torch's generator for ``per_torch``.
         autocast_dtype: e.g. ``torch.bfloat16`` to run the forward under autocast.
         clip_grad_norm: clip the global gradient norm (5.0 for the LSTM LM of Zaremba et al.).
 
