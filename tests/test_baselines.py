@@ -19,7 +19,6 @@ from per_triton.api.penalty import PenaltyModule
 from per_triton.core.seeds import child_seed
 from per_triton.experiments.baselines import (
     METHODS,
-    PER_ESTIMATORS,
     L1Penalty,
     L2Penalty,
     PERTorchPenalty,
@@ -30,6 +29,7 @@ from per_triton.experiments.baselines import (
     penalty_modules,
     set_step_seed,
 )
+from per_triton.experiments.methods import PER_ESTIMATORS
 
 from . import tolerances
 from .assertions import assert_close

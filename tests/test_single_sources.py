@@ -237,8 +237,8 @@ def test_seed_limits_have_one_home() -> None:
         for node in ast.walk(statement)
         if _power_of_two(node) in (62, 63)
     ]
-    # api/module.py's _MASK63 = 2**63 - 1 keeps a seed's bits (a mask, not a bound)
-    assert found == ["per_triton/api/module.py:_MASK63"]
+    # api/layer_seeds.py's _MASK63 = 2**63 - 1 keeps a seed's bits (a mask, not a bound)
+    assert found == ["per_triton/api/layer_seeds.py:_MASK63"]
     limits = [
         f"{path}:{node.lineno}"
         for path, tree in SOURCES.items()

@@ -47,12 +47,11 @@ from per_triton.api.module import PER
 from per_triton.api.penalty import PenaltyModule
 from per_triton.core import reference
 from per_triton.core.estimators import ESTIMATORS
-from per_triton.experiments.methods import METHODS, PENALTY_METHODS, check_method
+from per_triton.experiments.methods import METHODS, PENALTY_METHODS, PER_ESTIMATORS, check_method
 
 __all__ = [
     "METHODS",
     "PENALTY_METHODS",
-    "PER_ESTIMATORS",
     "ActivationPenalty",
     "L1Penalty",
     "L2Penalty",
@@ -207,10 +206,6 @@ class TimeStepsAsSamples(nn.Module):
         return h
 
 
-#: The PER methods: the estimator of :class:`per_triton.PER` each one uses.
-PER_ESTIMATORS = {"per": "monte_carlo", "per_exact": "exact"}
-
-
 def make_regularizer(
     method: str, num_units: int, *, num_slices: int = 256, recurrent: bool = False
 ) -> nn.Module:
@@ -218,7 +213,8 @@ def make_regularizer(
 
     ``nn.Identity`` for ``vanilla`` and ``bn`` (BN is part of the architecture);
     ``per`` and ``per_exact``: ``per_triton.PER(1.0, mode="loss")`` with their
-    estimator (``recurrent``: inside :class:`TimeStepsAsSamples`); the matching
+    estimator (:data:`~per_triton.experiments.methods.PER_ESTIMATORS`; ``recurrent``:
+    inside :class:`TimeStepsAsSamples`); the matching
     :class:`ActivationPenalty` otherwise.
     """
     check_method(method)

@@ -25,6 +25,7 @@ __all__ = [
     "MARKERS",
     "METHODS",
     "PENALTY_METHODS",
+    "PER_ESTIMATORS",
     "TRAIN_METHODS",
     "check_method",
     "colour",
@@ -38,6 +39,9 @@ __all__ = [
 METHODS: tuple[str, ...] = ("vanilla", "bn", "vcl", "l1", "l2", "per", "per_exact", "per_torch")
 #: Methods that add a penalty to the loss (``coeff * sum`` of the layers' penalties).
 PENALTY_METHODS: tuple[str, ...] = ("vcl", "l1", "l2", "per", "per_exact", "per_torch")
+#: The PER methods: the estimator (:mod:`per_triton.core.estimators`) of the
+#: :class:`per_triton.PER` layer each one places.
+PER_ESTIMATORS: dict[str, str] = {"per": "monte_carlo", "per_exact": "exact"}
 #: Methods ``per-triton train`` offers, and the ones it runs by default.
 TRAIN_METHODS: tuple[str, ...] = ("vanilla", "bn", "vcl", "l1", "l2", "per", "per_exact")
 DEFAULT_TRAIN_METHODS: tuple[str, ...] = ("vanilla", "bn", "vcl", "per", "per_exact")
