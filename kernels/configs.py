@@ -22,12 +22,14 @@ import functools
 
 __all__ = [
     "ARCHS",
+    "PRECISIONS",
     "TRITON_FLOOR",
     "Row",
     "arch_name",
     "check_triton_version",
     "check_backend",
     "check_cuda_launch",
+    "check_precision",
     "row_for",
     "triton_version",
 ]
@@ -36,6 +38,9 @@ __all__ = [
 TRITON_FLOOR = (3, 6)
 #: First Triton whose 32-bit ``tl.dot`` takes ``K = 8``.
 _SMALL_K = (3, 8)
+
+#: The ``input_precision`` values of the kernels' float32 dots (``tl.dot``).
+PRECISIONS = ("tf32", "ieee")
 
 #: Documented architectures: name -> compute capability ``major * 10 + minor``.
 ARCHS = {"sm_80": 80, "sm_86": 86, "sm_89": 89, "sm_90a": 90, "sm_100a": 100, "sm_120": 120}
@@ -76,6 +81,13 @@ _TABLE = {
 # Triton 3.6 on sm_100a compiles the 64 x 128 backward to an empty kernel (4 registers,
 # no dot, no loop in the SASS): that row keeps 64 x 64 only.
 _TABLE["sm_100a", False] = Row(_FWD, _BWD_OLD[:1], _CTAS["sm_100a"])
+
+
+def check_precision(precision: object) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else ``ValueError``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be 'tf32' or 'ieee', got {precision!r}")
+    return precision  # type: ignore[return-value]
 
 
 def triton_version(version: str | None = None) -> tuple[int, int]:

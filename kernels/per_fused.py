@@ -444,8 +444,7 @@ def _check_common(seed: torch.Tensor, device: torch.device, precision: str) -> N
         raise TypeError("seed must be a (1,) int64 tensor")
     if seed.device != device:
         raise ValueError(f"seed is on {seed.device}, expected {device}")
-    if precision not in ("tf32", "ieee"):
-        raise ValueError(f"precision must be 'tf32' or 'ieee', got {precision!r}")
+    configs.check_precision(precision)
 
 
 def per_fwd(

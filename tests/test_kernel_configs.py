@@ -68,3 +68,14 @@ def test_launch_checks_refuse_a_hip_backend(monkeypatch: pytest.MonkeyPatch) -> 
         configs.check_cuda_launch("cpu")  # CPU tensors never reach Triton's GPU backend
     finally:
         configs._check_active_triton.cache_clear()
+
+
+def test_precisions_have_one_home() -> None:
+    """The API and the kernels check the dot precision with one function."""
+    from per_triton.api import loss, module
+
+    assert configs.PRECISIONS == ("tf32", "ieee")
+    assert loss.check_precision is configs.check_precision is module.check_precision
+    assert [configs.check_precision(p) for p in configs.PRECISIONS] == ["tf32", "ieee"]
+    with pytest.raises(ValueError, match="precision must be 'tf32' or 'ieee', got 'fp16'"):
+        configs.check_precision("fp16")

@@ -11,9 +11,11 @@ import torch
 
 from per_triton.core.seeds import DRAW_LIMIT, SEED_LIMIT
 
+# One home for the dot precisions: the kernels' own check, with the API's other checks.
+from per_triton.kernels.configs import check_precision as check_precision
+
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 REDUCTIONS = ("mean", "sum")
-PRECISIONS = ("tf32", "ieee")
 MODES = ("inject", "loss")
 
 
@@ -91,12 +93,6 @@ def check_reduction(reduction: object) -> str:
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     return reduction  # type: ignore[return-value]
-
-
-def check_precision(precision: object) -> str:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be 'tf32' or 'ieee', got {precision!r}")
-    return precision  # type: ignore[return-value]
 
 
 def check_mode(mode: object) -> str:
