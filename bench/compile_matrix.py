@@ -27,10 +27,10 @@ from typing import Any
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench import sass_report  # noqa: E402
+from per_triton.bench import sass_compile, sass_report  # noqa: E402
 
 #: ``(Triton band, arch, kernel) -> instructions-per-normal bound`` where the fixed
-#: float32 TF32 build exceeds :data:`sass_report.BOUNDS` (band ``"<3.8"`` or ``">=3.8"``).
+#: float32 TF32 build exceeds :data:`sass_report.BOUNDS` (bands: ``configs.BANDS``).
 #: The bound is the measured count rounded up, so a regression still fails.
 KNOWN_GAPS = {
     (">=3.8", "sm_100a", "fwd"): 105.0,
@@ -45,16 +45,11 @@ KNOWN_GAPS = {
 START, END = "<!-- compile-matrix:start -->", "<!-- compile-matrix:end -->"
 
 
-def band(version: str) -> str:
-    """``"<3.8"`` or ``">=3.8"``: the Triton band of the config table."""
-    from per_triton.kernels import configs
-
-    return ">=3.8" if configs.triton_version(version) >= configs._SMALL_K else "<3.8"
-
-
 def bounds_for(version: str, arch: str) -> dict[str, float]:
     """The instruction bounds of ``arch`` on Triton ``version`` (known gaps applied)."""
-    b = band(version)
+    from per_triton.kernels import configs
+
+    b = configs.band(version)
     return {k: KNOWN_GAPS.get((b, arch, k), v) for k, v in sass_report.BOUNDS.items()}
 
 
@@ -114,7 +109,7 @@ def run_reports(triton_paths: list[str], archs: list[str]) -> list[dict[str, Any
                 raise RuntimeError(f"sass_report failed ({proc.args}):\n{log[-4000:]}")
             records += json.loads(out.read_text())
     return sorted(
-        records, key=lambda r: (r["triton"], list(sass_report.ARCH_LIMITS).index(r["arch"]))
+        records, key=lambda r: (r["triton"], list(sass_compile.ARCH_LIMITS).index(r["arch"]))
     )
 
 

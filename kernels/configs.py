@@ -22,10 +22,13 @@ import functools
 
 __all__ = [
     "ARCHS",
+    "BANDS",
     "PRECISIONS",
     "TRITON_FLOOR",
     "Row",
     "arch_name",
+    "as_config",
+    "band",
     "check_triton_version",
     "check_backend",
     "check_cuda_launch",
@@ -36,8 +39,9 @@ __all__ = [
 
 #: Oldest Triton the kernels compile on (the one torch 2.11 ships).
 TRITON_FLOOR = (3, 6)
-#: First Triton whose 32-bit ``tl.dot`` takes ``K = 8``.
-_SMALL_K = (3, 8)
+#: Triton bands of the table: name -> first version of the band. From 3.8 on a
+#: 32-bit ``tl.dot`` takes ``K = 8``.
+BANDS = {"<3.8": TRITON_FLOOR, ">=3.8": (3, 8)}
 
 #: The ``input_precision`` values of the kernels' float32 dots (``tl.dot``).
 PRECISIONS = ("tf32", "ieee")
@@ -72,15 +76,24 @@ _BWD_OLD = ((64, 64, 8, 1), (64, 128, 8, 1))
 #: takes 134-170 registers per thread with mma.sync (8 warps): one CTA per SM.
 _CTAS = {"sm_80": 1, "sm_86": 1, "sm_89": 1, "sm_90a": 2, "sm_100a": 2, "sm_120": 1}
 
-#: ``(arch, new_triton) -> Row``; ``new_triton`` is Triton >= 3.8.
+#: ``(arch, band) -> Row``, a row for every documented architecture and band.
 _TABLE = {
-    (arch, new): Row(_FWD, _BWD_NEW if new else _BWD_OLD, _CTAS[arch])
+    (arch, band): Row(_FWD, _BWD_OLD if band == "<3.8" else _BWD_NEW, _CTAS[arch])
     for arch in ARCHS
-    for new in (False, True)
+    for band in BANDS
 }
 # Triton 3.6 on sm_100a compiles the 64 x 128 backward to an empty kernel (4 registers,
 # no dot, no loop in the SASS): that row keeps 64 x 64 only.
-_TABLE["sm_100a", False] = Row(_FWD, _BWD_OLD[:1], _CTAS["sm_100a"])
+_TABLE["sm_100a", "<3.8"] = Row(_FWD, _BWD_OLD[:1], _CTAS["sm_100a"])
+# The forward's split plan (grid, workspace) is made from the tile before autotuning
+# picks a config: every forward config shares one tile.
+assert len({entry[:2] for row in _TABLE.values() for entry in row.fwd}) == 1
+
+
+def as_config(entry: tuple[int, int, int, int]) -> dict[str, int]:
+    """A row entry ``(BLOCK_S, BLOCK_D, num_warps, num_stages)`` as a launch config."""
+    bs, bd, warps, stages = entry
+    return {"BLOCK_S": bs, "BLOCK_D": bd, "num_warps": warps, "num_stages": stages}
 
 
 def check_precision(precision: object) -> str:
@@ -159,6 +172,14 @@ def arch_name(capability: int) -> str:
     return max(below)[1] if below else "sm_80"
 
 
+def band(version: str | None = None) -> str:
+    """The band of :data:`BANDS` Triton ``version`` (default the installed one) falls in;
+    ``RuntimeError`` below :data:`TRITON_FLOOR`."""
+    check_triton_version(version)
+    have = triton_version(version)
+    return max((first, name) for name, first in BANDS.items() if first <= have)[1]
+
+
 def row_for(capability: int, version: str | None = None) -> Row:
     """The config row for a device of compute capability ``capability`` and Triton ``version``."""
-    return _TABLE[(arch_name(capability), triton_version(version) >= _SMALL_K)]
+    return _TABLE[(arch_name(capability), band(version))]

@@ -29,7 +29,18 @@ import triton.language as tl
 
 from per_triton.core.dtypes import accumulation_dtype
 
-__all__ = ["row_sq_norms", "exact_fwd", "scale_rows", "plan_norm_splits", "BLOCK"]
+from .launch import Buffer, Launch, cdiv
+
+__all__ = [
+    "BLOCK",
+    "exact_fwd",
+    "norms_launch",
+    "plan_norm_splits",
+    "row_sq_norms",
+    "scale_launch",
+    "scale_rows",
+    "terms_launch",
+]
 
 #: Elements per program step (both kernels).
 BLOCK = 1024
@@ -143,9 +154,55 @@ def _scale_rows_kernel(
 def plan_norm_splits(b: int, d: int, block: int = BLOCK) -> tuple[int, int]:
     """``(split_d, n_split)``: each row cut into ``n_split`` splits of ``split_d`` (a multiple
     of ``block``), enough for about :data:`TARGET_PROGRAMS` programs in all."""
-    want = max(1, min(triton.cdiv(d, block), triton.cdiv(TARGET_PROGRAMS, b)))
-    split_d = triton.cdiv(triton.cdiv(d, want), block) * block
-    return split_d, triton.cdiv(d, split_d)
+    want = max(1, min(cdiv(d, block), cdiv(TARGET_PROGRAMS, b)))
+    split_d = cdiv(cdiv(d, want), block) * block
+    return split_d, cdiv(d, split_d)
+
+
+def norms_launch(b: int, d: int, dtype: torch.dtype, block: int = BLOCK) -> Launch:
+    """The norm pass over ``h`` ``(b, d)`` of ``dtype``: buffers ``h_ptr`` in and
+    ``part_ptr`` ``(b, n_split)`` out (float32, float64 for float64), splits of
+    :func:`plan_norm_splits`."""
+    split_d, n_split = plan_norm_splits(b, d, block)
+    args = {
+        "h_ptr": Buffer(dtype, (b, d)),
+        "part_ptr": Buffer(accumulation_dtype(dtype), (b, n_split)),
+    }
+    args |= {"D": d, "split_d": split_d, "n_split": n_split}
+    return Launch(_row_sq_norms_kernel, args, {"BLOCK": block}, lambda m: (b, n_split))
+
+
+def terms_launch(
+    b: int, d: int, dtype: torch.dtype, n_nodes: int, switch: float, *, block: int = BLOCK,
+    block_b: int = 32,
+) -> Launch:  # fmt: skip
+    """The 1F1 terms after :func:`norms_launch` (same ``b``, ``d``, ``dtype``, ``block``):
+    buffers ``part_ptr`` and the ``(5, n_nodes)`` float64 node table ``nodes_ptr`` in,
+    ``scale_ptr`` ``(b,)`` and the 0-d ``loss_ptr`` out (the accumulation dtype)."""
+    acc, n_split = accumulation_dtype(dtype), plan_norm_splits(b, d, block)[1]
+    args = {"part_ptr": Buffer(acc, (b, n_split)), "nodes_ptr": Buffer(torch.float64, (5, n_nodes))}
+    args |= {"scale_ptr": Buffer(acc, (b,)), "loss_ptr": Buffer(acc, ()), "B": b, "D": d}
+    args |= {"n_split": n_split}
+    meta = {"N": n_nodes, "BLOCK_B": block_b, "IS_D1": d == 1, "SWITCH": switch}
+    return Launch(_exact_terms_kernel, args, meta, lambda m: (1,), num_warps=4)
+
+
+def scale_launch(
+    b: int, d: int, dtype: torch.dtype, *, scale_dtype: torch.dtype | None = None,
+    grad_dtype: torch.dtype | None = None, has_grad: bool = True, block: int = BLOCK,
+) -> Launch:  # fmt: skip
+    """The gradient pass ``out = grad + scale[:, None] * h`` over ``(b, d)``: buffers
+    ``h_ptr`` (``dtype``), ``scale_ptr`` ``(b,)`` (default the accumulation dtype),
+    ``grad_ptr`` (default ``dtype``; unread without ``has_grad``) in, ``out_ptr`` out."""
+    args = {
+        "h_ptr": Buffer(dtype, (b, d)),
+        "scale_ptr": Buffer(scale_dtype or accumulation_dtype(dtype), (b,)),
+        "grad_ptr": Buffer(grad_dtype or dtype, (b, d)),
+        "out_ptr": Buffer(dtype, (b, d)),
+        "D": d,
+    }
+    meta = {"HAS_GRAD": has_grad, "BLOCK": block}
+    return Launch(_scale_rows_kernel, args, meta, lambda m: (cdiv(d, block), b))
 
 
 def _norm_partials(h: torch.Tensor, block: int) -> torch.Tensor:
@@ -153,12 +210,10 @@ def _norm_partials(h: torch.Tensor, block: int) -> torch.Tensor:
     if h.dim() != 2:
         raise ValueError(f"h must be 2-D (b, d), got shape {tuple(h.shape)}")
     h = h.contiguous()
-    b, d = h.shape
-    acc = accumulation_dtype(h.dtype)
-    split_d, n_split = plan_norm_splits(b, d, block)
-    part = torch.empty((b, n_split), dtype=acc, device=h.device)
-    _row_sq_norms_kernel[(b, n_split)](h, part, d, split_d, n_split, BLOCK=block)
-    return part
+    launch = norms_launch(*h.shape, h.dtype, block)
+    bufs = launch.bind(h.device, h_ptr=h)
+    launch.run(bufs)
+    return bufs["part_ptr"]
 
 
 def row_sq_norms(h: torch.Tensor, block: int = BLOCK) -> torch.Tensor:
@@ -176,24 +231,11 @@ def exact_fwd(
     ``(5, N)`` float64 node table of per_triton/core/exact.py on ``h``'s device.
     """
     part = _norm_partials(h, block)
-    (b, n_split), d = part.shape, h.shape[1]
-    scale = torch.empty((b,), dtype=part.dtype, device=h.device)
-    loss = torch.empty((), dtype=part.dtype, device=h.device)
-    _exact_terms_kernel[(1,)](
-        part,
-        nodes,
-        scale,
-        loss,
-        b,
-        d,
-        n_split,
-        N=nodes.shape[1],
-        BLOCK_B=block_b,
-        IS_D1=d == 1,
-        SWITCH=switch,
-        num_warps=4,
-    )
-    return loss, scale
+    (b, d), n_nodes = h.shape, nodes.shape[1]
+    launch = terms_launch(b, d, h.dtype, n_nodes, switch, block=block, block_b=block_b)
+    bufs = launch.bind(h.device, part_ptr=part, nodes_ptr=nodes)
+    launch.run(bufs)
+    return bufs["loss_ptr"], bufs["scale_ptr"]
 
 
 def scale_rows(
@@ -207,10 +249,11 @@ def scale_rows(
     if grad_in is not None and grad_in.shape != h.shape:
         raise ValueError(f"grad_in shape {tuple(grad_in.shape)} != h shape {tuple(h.shape)}")
     h = h.contiguous()
-    b, d = h.shape
-    out = torch.empty_like(h)
     grad = grad_in.contiguous() if grad_in is not None else h  # unread when HAS_GRAD is False
-    _scale_rows_kernel[(triton.cdiv(d, block), b)](
-        h, scale.contiguous(), grad, out, d, HAS_GRAD=grad_in is not None, BLOCK=block
-    )
-    return out
+    launch = scale_launch(
+        *h.shape, h.dtype, scale_dtype=scale.dtype, grad_dtype=grad.dtype,
+        has_grad=grad_in is not None, block=block,
+    )  # fmt: skip
+    bufs = launch.bind(h.device, torch.empty, h_ptr=h, scale_ptr=scale.contiguous(), grad_ptr=grad)
+    launch.run(bufs)
+    return bufs["out_ptr"]

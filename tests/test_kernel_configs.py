@@ -16,6 +16,10 @@ def test_row_per_triton_band() -> None:
         assert new.bwd[0][:2] == (32, 128)
     assert configs.row_for(90, "3.7.1") == configs.row_for(90, "3.6.0")
     assert configs.row_for(90, "3.8.0") == configs.row_for(90, "3.10.0")
+    bands = [configs.band(v) for v in ("3.6.0", "3.7.1", "3.8.0", "3.10.0+git1")]
+    assert bands == ["<3.8", "<3.8", ">=3.8", ">=3.8"]
+    with pytest.raises(RuntimeError, match=r"triton>=3\.6"):
+        configs.band("3.5.1")
 
 
 def test_ctas_per_sm_by_arch() -> None:

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from per_triton.core import reference
-from per_triton.kernels import per_fused
+from per_triton.kernels import per_fused, per_fused_launch
 from per_triton.kernels.philox_directions import philox_normals, sample_directions_triton
 
 from .assertions import assert_close
@@ -173,9 +173,9 @@ def test_plan_splits(monkeypatch: pytest.MonkeyPatch) -> None:
             )
             assert split_d % bd == 0
             assert (n - 1) * split_d < d <= n * split_d
-            assert n == 1 or n * b * s * 4 <= per_fused.WORKSPACE_BYTES
-            programs = n * -(-s // bs) * -(-b // per_fused._block_b(b))
-            fits = n * b * s * 4 <= per_fused.WORKSPACE_BYTES and n * bd < d
+            assert n == 1 or n * b * s * 4 <= per_fused_launch.WORKSPACE_BYTES
+            programs = n * -(-s // bs) * -(-b // per_fused_launch.block_b(b))
+            fits = n * b * s * 4 <= per_fused_launch.WORKSPACE_BYTES and n * bd < d
             assert programs >= per_fused.CTAS_PER_SM * 132 or not fits
     # The paper shape: 4 slice tiles x 66 splits = 264 programs (2 per SM), 8.25 MiB.
     split_d, n = per_fused.plan_splits(

@@ -1,4 +1,5 @@
-"""The CUDA direction stream (kernels/philox_directions.py) against an independent Philox.
+"""The CUDA direction stream (kernels/philox_stream.py, kernels/philox_directions.py) against an
+independent Philox.
 
 Runs the real Triton kernels: under ``TRITON_INTERPRET=1`` on CPU tensors in CI, on
 the GPU when one is present. Checked here:
@@ -27,6 +28,7 @@ import pytest
 import torch
 
 from per_triton.kernels import philox_directions as pd
+from per_triton.kernels.philox_stream import box_muller_error_bound
 
 from .assertions import assert_close
 from .tolerances import (
@@ -124,7 +126,7 @@ def numpy_normals(seed: int, num_slices: int, col_start: int, col_stop: int) -> 
 def numpy_normals_bound(seed: int, num_slices: int, col_start: int, col_stop: int) -> np.ndarray:
     """The stated error bound of each element of :func:`numpy_normals`."""
     w = _grid_words(seed, num_slices, col_start, col_stop)
-    return _to_rows(pd.box_muller_error_bound(w.reshape(-1, 4)).reshape(w.shape), num_slices)
+    return _to_rows(box_muller_error_bound(w.reshape(-1, 4)).reshape(w.shape), num_slices)
 
 
 def assert_within_bound(name: str, got: torch.Tensor, seed: int, s: int, start: int, stop: int):
@@ -204,7 +206,7 @@ def test_error_bound_summary() -> None:
     m = np.concatenate([np.arange(0, 2**23, 2**11), np.arange(64)])
     words = np.zeros((m.size, 4), dtype=np.int64)
     words[:, 0] = m
-    bound = pd.box_muller_error_bound(words)[:, 0]
+    bound = box_muller_error_bound(words)[:, 0]
     r = np.sqrt(-2.0 * np.log(2.0 - (1.0 + m / 2.0**23)))
     assert bound[r >= 0.05].max() <= 1.2e-5
     assert bound.max() <= 6e-4

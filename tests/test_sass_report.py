@@ -9,7 +9,8 @@ fails on any register spill, on a TF32/bf16/fp16 dot that is not wgmma, or on
 more SASS instructions per normal in the hot loop than ``BOUNDS`` (forward 38,
 backward 38, floor 30; fp32 TF32). The whole report (every autotune config) is
 ``python bench/sass_report.py``. The other tests check the report's own parts
-(hot-loop finder, occupancy, bound checker) on hand-made inputs.
+(hot-loop finder, occupancy, bound checker) on hand-made inputs, and that its builds
+are the kernels' own launches.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import sys
 
 import pytest
 
-from per_triton.bench import sass_report
+from per_triton.bench import sass_builds, sass_compile, sass_report
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -39,8 +40,8 @@ def test_fixed_configs_meet_the_bounds(tmp_path: pathlib.Path) -> None:
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     records = json.loads(out.read_text())
     got = {(r["name"], r["dtype"], r["precision"]) for r in records}
-    want = {("fwd", dt, p) for dt, p in sass_report.FIXED_VARIANTS}
-    want |= {("bwd", dt, p) for dt, p in sass_report.FIXED_VARIANTS}
+    want = {("fwd", dt, p) for dt, p in sass_builds.FIXED_VARIANTS}
+    want |= {("bwd", dt, p) for dt, p in sass_builds.FIXED_VARIANTS}
     want |= {("draw_sum", "fp32", "-")}
     assert got == want, f"builds: {sorted(got)}"
     assert sass_report.check(records) == []
@@ -70,18 +71,18 @@ SASS = """
 
 def test_hot_loop_is_the_outermost_back_edge() -> None:
     """Nested loop inside, NOP excluded, the branch-to-itself after EXIT ignored."""
-    loop = sass_report.hot_loop(sass_report.parse_sass(SASS))
+    loop = sass_compile.hot_loop(sass_compile.parse_sass(SASS))
     assert loop[0].startswith("IMAD.HI.U32") and loop[-1].endswith("BRA `(.L_x_1)")
     assert len(loop) == 5  # IMAD.HI, LOP3, BRA, HGMMA, BRA (the NOP is left out)
-    assert sass_report.hot_loop(sass_report.parse_sass("/*0000*/ EXIT ;")) == []
+    assert sass_compile.hot_loop(sass_compile.parse_sass("/*0000*/ EXIT ;")) == []
 
 
 def test_ctas_per_sm() -> None:
     """sm_90: registers per warp in units of 256, 228 KiB shared with 1 KiB per CTA."""
-    limits = sass_report.ctas_per_sm(regs=128, shared=65536, num_warps=8)
+    limits = sass_compile.ctas_per_sm(regs=128, shared=65536, num_warps=8)
     assert limits["regs"] == 2 and limits["smem"] == 3 and limits["warps"] == 8
-    assert min(sass_report.ctas_per_sm(129, 0, 8).values()) == 1  # 136 regs/thread
-    assert sass_report.ctas_per_sm(64, 114 * 1024, 4)["smem"] == 1
+    assert min(sass_compile.ctas_per_sm(129, 0, 8).values()) == 1  # 136 regs/thread
+    assert sass_compile.ctas_per_sm(64, 114 * 1024, 4)["smem"] == 1
 
 
 def test_check_flags_each_violation() -> None:
@@ -101,21 +102,18 @@ def test_check_flags_each_violation() -> None:
 def test_ctas_per_sm_per_arch() -> None:
     """Per-architecture limits: shared memory, resident warps and CTAs per SM differ."""
     # 64 KiB + 1 KiB reserved per CTA: 164 KiB on sm_80 holds 2, 100 KiB on sm_86 one
-    assert sass_report.ctas_per_sm(64, 65536, 4, "sm_80")["smem"] == 2
-    assert sass_report.ctas_per_sm(64, 65536, 4, "sm_86")["smem"] == 1
-    assert sass_report.ctas_per_sm(64, 65536, 4, "sm_120")["smem"] == 1
-    assert sass_report.ctas_per_sm(64, 65536, 4, "sm_100a")["smem"] == 3
+    assert sass_compile.ctas_per_sm(64, 65536, 4, "sm_80")["smem"] == 2
+    assert sass_compile.ctas_per_sm(64, 65536, 4, "sm_86")["smem"] == 1
+    assert sass_compile.ctas_per_sm(64, 65536, 4, "sm_120")["smem"] == 1
+    assert sass_compile.ctas_per_sm(64, 65536, 4, "sm_100a")["smem"] == 3
     # 8-warp CTAs: 48 resident warps (sm_86/89/120) hold 6, 64 (sm_80/90/100) hold 8
-    assert sass_report.ctas_per_sm(32, 0, 8, "sm_89")["warps"] == 6
-    assert sass_report.ctas_per_sm(32, 0, 8, "sm_80")["warps"] == 8
+    assert sass_compile.ctas_per_sm(32, 0, 8, "sm_89")["warps"] == 6
+    assert sass_compile.ctas_per_sm(32, 0, 8, "sm_80")["warps"] == 8
     # 1-warp CTAs hit the resident-CTA limit: 16 on sm_86, 24 on sm_89, 32 on sm_120
-    assert [sass_report.ctas_per_sm(16, 0, 1, a)["ctas"] for a in ("sm_86", "sm_89", "sm_120")] == [
-        16,
-        24,
-        32,
-    ]
+    ctas = [sass_compile.ctas_per_sm(16, 0, 1, a)["ctas"] for a in ("sm_86", "sm_89", "sm_120")]
+    assert ctas == [16, 24, 32]
     # 134 registers -> 4352 per warp: 15 warps of 8-warp CTAs fit, so one CTA
-    assert sass_report.ctas_per_sm(134, 24576, 8, "sm_120")["regs"] == 1
+    assert sass_compile.ctas_per_sm(134, 24576, 8, "sm_120")["regs"] == 1
 
 
 def test_parse_archs() -> None:
@@ -124,7 +122,7 @@ def test_parse_archs() -> None:
         "sm_80",
         "sm_90a",
     ]
-    assert sass_report.parse_archs(["all"], errors.append) == list(sass_report.ARCH_LIMITS)
+    assert sass_report.parse_archs(["all"], errors.append) == list(sass_compile.ARCH_LIMITS)
     assert errors == []
     sass_report.parse_archs(["sm_75"], errors.append)
     assert "sm_75" in errors[0]
@@ -134,11 +132,11 @@ def test_parse_archs() -> None:
 
 def test_mma_kind_per_arch() -> None:
     """tcgen05 (UTC*MMA) before wgmma before mma.sync; unreadable SASS is reported, not raised."""
-    assert sass_report._mma_kind("UTCHMMA gdesc ;", True, "sm_100a") == "tcgen05"
-    assert sass_report._mma_kind("HGMMA.64x16x8 ;", True) == "wgmma"
-    assert sass_report._mma_kind("HMMA.1688.F32.TF32 ;", True, "sm_80") == "mma.sync"
-    assert sass_report._mma_kind("FFMA ;", True) == "FMA"
-    assert sass_report._mma_kind(None, True, "sm_120") == "n/a: nvdisasm lacks sm_120"
+    assert sass_compile.mma_kind("UTCHMMA gdesc ;", True, "sm_100a") == "tcgen05"
+    assert sass_compile.mma_kind("HGMMA.64x16x8 ;", True) == "wgmma"
+    assert sass_compile.mma_kind("HMMA.1688.F32.TF32 ;", True, "sm_80") == "mma.sync"
+    assert sass_compile.mma_kind("FFMA ;", True) == "FMA"
+    assert sass_compile.mma_kind(None, True, "sm_120") == "n/a: nvdisasm lacks sm_120"
     rec = {
         "arch": "sm_100a", "label": "x", "name": "fwd", "role": "fixed", "dtype": "fp32",
         "precision": "tf32", "spill_bytes": 0, "mma": "mma.sync", "instr_per_normal": 30.0,
