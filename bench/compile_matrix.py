@@ -8,8 +8,9 @@ per SM its config row plans, and at most :data:`sass_report.BOUNDS` instructions
 normal for the fixed float32 TF32 builds, except the measured gaps in
 :data:`KNOWN_GAPS` (bounded there at their measured value, so they cannot grow).
 
-Writes the records as JSON and a markdown table (and, with ``--docs``, the table into
-the marked block of docs/compatibility.md); exits 1 on a violation.
+Writes the records as JSON and the markdown table (``--markdown`` to a file, ``--docs``
+into the marked block of docs/compatibility.md, its one committed copy); exits 1 on a
+violation.
 Run by scripts/compile_matrix.sh.
 """
 
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--arch", nargs="+", default=["all"], help="architectures (or all)")
     parser.add_argument("--json", type=pathlib.Path, required=True, help="matrix records")
-    parser.add_argument("--markdown", type=pathlib.Path, required=True, help="markdown table")
+    parser.add_argument("--markdown", type=pathlib.Path, help="write the markdown table here")
     parser.add_argument("--docs", type=pathlib.Path, help="also write the table into this page")
     args = parser.parse_args(argv)
     archs = sass_report.parse_archs(args.arch, parser.error)
@@ -138,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(records)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(records, indent=1) + "\n")
-    args.markdown.write_text(table)
+    if args.markdown:
+        args.markdown.write_text(table)
     if args.docs:
         write_docs(args.docs, table)
     print(table)
