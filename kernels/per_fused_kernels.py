@@ -61,6 +61,13 @@ def _store_quad(ptr, rows, stride_row, offs_q, S, mask_rows, t0, t1, t2, t3):
 
 
 @triton.jit
+def _batch_rows(ptr, stride_row, B, pid_b, BLOCK_B: tl.constexpr):
+    """Rows ``offs_b`` of batch tile ``pid_b``, their mask (``< B``) and row pointers."""
+    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    return offs_b, offs_b < B, ptr + offs_b.to(tl.int64)[:, None] * stride_row
+
+
+@triton.jit
 def _load_h(h_rows, mask_b, offs_j, j_stop):
     """The ``h`` tile of columns ``offs_j`` (zero at ``j >= j_stop`` and masked rows)."""
     return tl.load(
@@ -113,26 +120,12 @@ def _store_sq(sq_ptr, offs_q, S, sq0, sq1, sq2, sq3):
 
 @triton.jit
 def per_fwd_partial_kernel(
-    # pointers
-    h_ptr,
-    seed_ptr,
-    part_proj_ptr,
-    part_sq_ptr,
-    # sizes
-    B,
-    D,
-    S,
-    split_d,
-    # strides
-    stride_hb,
-    # meta-parameters
-    BLOCK_B: tl.constexpr,
-    BLOCK_S: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    PRECISION: tl.constexpr,
-    N_ROUNDS: tl.constexpr,
-    SFU: tl.constexpr,
-):
+    h_ptr, seed_ptr, part_proj_ptr, part_sq_ptr,  # pointers
+    B, D, S, split_d, stride_hb,  # sizes, h's row stride
+    # meta-parameters: the tile, the dot precision, the Philox stream
+    BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr, N_ROUNDS: tl.constexpr, SFU: tl.constexpr,
+):  # fmt: skip
     """Partial projections ``sum_{j in split} h_ij v_kj`` and ``sum_{j in split} v_kj^2``.
 
     Writes ``part_proj[split, i, k]`` (float32) for this program's batch and slice
@@ -150,10 +143,8 @@ def per_fwd_partial_kernel(
     seed = tl.load(seed_ptr)
     QS: tl.constexpr = BLOCK_S // 4
 
-    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    offs_b, mask_b, h_rows = _batch_rows(h_ptr, stride_hb, B, pid_b, BLOCK_B)
     offs_q = pid_s * QS + tl.arange(0, QS)
-    mask_b = offs_b < B
-    h_rows = h_ptr + offs_b.to(tl.int64)[:, None] * stride_hb
 
     acc0, acc1, acc2, acc3, sq0, sq1, sq2, sq3 = _fwd_zeros(BLOCK_B, QS, BLOCK_D)
     d_lo = pid_split * split_d
@@ -165,8 +156,9 @@ def per_fwd_partial_kernel(
     offs_d = tl.arange(0, BLOCK_D)
     h = _load_h(h_rows, mask_b, d_lo + offs_d, d_full)
     for j0 in range(d_lo, d_full, BLOCK_D):
+        offs_j = j0 + offs_d
         h_next = _load_h(h_rows, mask_b, j0 + BLOCK_D + offs_d, d_full)
-        n0, n1, n2, n3 = gaussian_quad(seed, offs_q, j0 + offs_d, N_ROUNDS, SFU)
+        n0, n1, n2, n3 = gaussian_quad(seed, offs_q, offs_j, N_ROUNDS, SFU)
         acc0, acc1, acc2, acc3, sq0, sq1, sq2, sq3 = _fwd_step(
             h.to(tl.float32), n0, n1, n2, n3, acc0, acc1, acc2, acc3, sq0, sq1, sq2, sq3, PRECISION
         )
@@ -231,25 +223,12 @@ def per_fwd_finish_kernel(
 
 @triton.jit
 def per_bwd_kernel(
-    # pointers
-    coeff_ptr,
-    seed_ptr,
-    grad_ptr,
-    # sizes
-    B,
-    D,
-    S,
-    # strides
-    stride_cb,
-    stride_gb,
-    # meta-parameters
-    BLOCK_B: tl.constexpr,
-    BLOCK_S: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    PRECISION: tl.constexpr,
-    N_ROUNDS: tl.constexpr,
-    SFU: tl.constexpr,
-):
+    coeff_ptr, seed_ptr, grad_ptr,  # pointers
+    B, D, S, stride_cb, stride_gb,  # sizes, the row strides of coeff and grad
+    # meta-parameters: the tile, the dot precision, the Philox stream
+    BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr, N_ROUNDS: tl.constexpr, SFU: tl.constexpr,
+):  # fmt: skip
     """``grad[i, j] = sum_k coeff[i, k] v_kj`` for one coordinate tile (Eq. 6, Algorithm 1).
 
     ``coeff`` is float32 ``(B, S)``, already ``erf(p/sqrt2) / (S ||v_k||)`` times the

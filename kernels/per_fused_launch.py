@@ -68,6 +68,15 @@ def _tile(config: dict) -> tuple[int, int]:
     return config["BLOCK_S"], config["BLOCK_D"]
 
 
+def _check_sizes(b: int, d: int, s: int, dtype: torch.dtype, what: str) -> None:
+    if dtype not in _ACTIVATIONS:
+        raise TypeError(f"{what} must be float32, float16 or bfloat16, got {dtype}")
+    if b < 1 or d < 1 or s < 1:
+        raise ValueError(f"need b, d, s >= 1, got b={b}, d={d}, s={s}")
+    if d >= 2**31 or s >= 2**31:
+        raise ValueError(f"d and s must be < 2**31, got d={d}, s={s}")
+
+
 def _dot_launch(kernel, args: dict, config: dict, precision: str, grid) -> Launch:
     """A forward/backward launch: the tile, the precision and the Philox stream's constexprs."""
     configs.check_precision(precision)
@@ -78,18 +87,9 @@ def _dot_launch(kernel, args: dict, config: dict, precision: str, grid) -> Launc
 
 
 def fwd_launch(
-    b: int,
-    d: int,
-    s: int,
-    dtype: torch.dtype,
-    precision: str,
-    config: dict,
-    *,
-    sm_count: int,
-    ctas_per_sm: int,
-    split_d: int | None = None,
-    stride_hb: int | None = None,
-) -> Launch:
+    b: int, d: int, s: int, dtype: torch.dtype, precision: str, config: dict, *,
+    sm_count: int, ctas_per_sm: int, split_d: int | None = None, stride_hb: int | None = None,
+) -> Launch:  # fmt: skip
     """The partial forward for ``h`` ``(b, d)`` of ``dtype`` and ``s`` slices.
 
     ``config``: the tile ``{"BLOCK_S", "BLOCK_D"[, "num_warps", "num_stages"]}``;
@@ -100,12 +100,7 @@ def fwd_launch(
     ``TypeError`` for a dtype other than float32/float16/bfloat16, ``ValueError`` for
     sizes, precision or tile out of range.
     """
-    if dtype not in _ACTIVATIONS:
-        raise TypeError(f"h must be float32, float16 or bfloat16, got {dtype}")
-    if b < 1 or d < 1 or s < 1:
-        raise ValueError(f"need b, d, num_slices >= 1, got {b}, {d}, {s}")
-    if d >= 2**31 or s >= 2**31:
-        raise ValueError("d and num_slices must be < 2**31")
+    _check_sizes(b, d, s, dtype, "h")
     if split_d is None:
         bs, bd = _tile(config)
         plan = {"sm_count": sm_count, "ctas_per_sm": ctas_per_sm, "block_s": bs, "block_d": bd}
@@ -113,17 +108,13 @@ def fwd_launch(
     elif split_d < 1:
         raise ValueError(f"split_d must be >= 1, got {split_d}")
     n_split, tiles_b = cdiv(d, split_d), cdiv(b, block_b(b))
-    args = {
-        "h_ptr": Buffer(dtype, (b, d)),
-        "seed_ptr": _SEED,
+    args = {"h_ptr": Buffer(dtype, (b, d)), "seed_ptr": _SEED}
+    args |= {
         "part_proj_ptr": Buffer(_F32, (n_split, b, s)),
         "part_sq_ptr": Buffer(_F32, (n_split, s)),
-        "B": b,
-        "D": d,
-        "S": s,
-        "split_d": split_d,
-        "stride_hb": d if stride_hb is None else stride_hb,
     }
+    args |= {"B": b, "D": d, "S": s, "split_d": split_d}
+    args["stride_hb"] = d if stride_hb is None else stride_hb
     grid = lambda m: (cdiv(s, m["BLOCK_S"]), n_split, tiles_b)  # noqa: E731
     return _dot_launch(kern.per_fwd_partial_kernel, args, config, precision, grid)
 
@@ -149,16 +140,9 @@ def finish_launch(b: int, s: int, n_split: int) -> Launch:
 
 
 def bwd_launch(
-    b: int,
-    d: int,
-    s: int,
-    dtype: torch.dtype,
-    precision: str,
-    config: dict,
-    *,
-    stride_cb: int | None = None,
-    stride_gb: int | None = None,
-) -> Launch:
+    b: int, d: int, s: int, dtype: torch.dtype, precision: str, config: dict, *,
+    stride_cb: int | None = None, stride_gb: int | None = None,
+) -> Launch:  # fmt: skip
     """The backward: ``grad`` ``(b, d)`` of ``dtype`` from ``(b, s)`` coefficients.
 
     ``config`` as in :func:`fwd_launch`; ``stride_cb``/``stride_gb``: the row strides
@@ -167,22 +151,10 @@ def bwd_launch(
     Raises ``TypeError`` for a dtype other than float32/float16/bfloat16,
     ``ValueError`` for sizes, precision or tile out of range.
     """
-    if dtype not in _ACTIVATIONS:
-        raise TypeError(f"out_dtype must be float32, float16 or bfloat16, got {dtype}")
-    if b < 1 or s < 1 or d < 1:
-        raise ValueError(f"need b, s, dim >= 1, got {b}, {s}, {d}")
-    if d >= 2**31 or s >= 2**31:
-        raise ValueError("dim and s must be < 2**31")
-    args = {
-        "coeff_ptr": Buffer(_F32, (b, s)),
-        "seed_ptr": _SEED,
-        "grad_ptr": Buffer(dtype, (b, d)),
-        "B": b,
-        "D": d,
-        "S": s,
-        "stride_cb": s if stride_cb is None else stride_cb,
-        "stride_gb": d if stride_gb is None else stride_gb,
-    }
+    _check_sizes(b, d, s, dtype, "out_dtype")
+    args = {"coeff_ptr": Buffer(_F32, (b, s)), "seed_ptr": _SEED, "grad_ptr": Buffer(dtype, (b, d))}
+    args |= {"B": b, "D": d, "S": s, "stride_cb": s if stride_cb is None else stride_cb}
+    args["stride_gb"] = d if stride_gb is None else stride_gb
     tiles_b = cdiv(b, block_b(b))
     grid = lambda m: (cdiv(d, m["BLOCK_D"]), tiles_b)  # noqa: E731
     return _dot_launch(kern.per_bwd_kernel, args, config, precision, grid)
