@@ -26,7 +26,8 @@ import tempfile
 from typing import Any
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+if not __package__:  # run as a script (python bench/compile_matrix.py): find per_triton
+    sys.path.insert(0, str(REPO))
 
 from per_triton.bench import sass_compile, sass_report  # noqa: E402
 

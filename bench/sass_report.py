@@ -69,7 +69,8 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+if not __package__:  # run as a script (python bench/sass_report.py): find per_triton
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from per_triton.bench.sass_builds import builds  # noqa: E402
 from per_triton.bench.sass_compile import ARCH_LIMITS, measure  # noqa: E402

@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from bench import compile_matrix
+from per_triton.bench import compile_matrix
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -193,6 +193,16 @@ def test_tests_import_bench_through_the_package() -> None:
     assert found == []
 
 
+def test_importing_the_bench_scripts_leaves_sys_path_alone() -> None:
+    """The scripts of bench/ put the checkout on ``sys.path`` only when run as scripts:
+    imported, the checkout root on ``sys.path`` would let the top-level kernels/ folder
+    hide the PyPI package ``kernels`` (which transformers imports)."""
+    before = list(sys.path)
+    for name in ("compile_matrix", "sass_report"):
+        importlib.import_module(f"per_triton.bench.{name}")
+    assert before == sys.path
+
+
 #: each layer of the package and the layers it may import (docs/design.md, "Layout")
 LAYERS = {
     "core": {"core", "kernels"},
