@@ -14,7 +14,6 @@ import os
 
 from per_triton.experiments.methods import COLOURS, DASHES, TRAIN_METHODS, label
 
-COLORS = COLOURS  # the name this module had in per_triton.cli.train
 WIDEST, THINNEST = 2.6, 1.2  # line widths (pt) of the first and the last method drawn
 
 
