@@ -108,7 +108,13 @@ def _free_port() -> int:
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
-def test_ddp_per_gradient_equals_concatenated_batch(tmp_path: Path) -> None:
+def test_ddp_per_gradient_equals_concatenated_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the spawned ranks unpickle _worker as tests.test_ddp._worker, with this process's
+    # sys.path: the checkout root must be on it for this test only (the test run keeps it
+    # off, see pyproject's --import-mode)
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
     mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
     assert ranks[0]["agreed_seed"] == ranks[1]["agreed_seed"]
