@@ -53,8 +53,8 @@ import torch
 h = torch.randn(16, 8)
 loss = per_triton.per_loss(h, num_slices=32, seed=0)
 assert loss.ndim == 0 and torch.isfinite(loss)
-from per_triton.core import normals  # the C sampler's source ships in the wheel and builds
-assert normals.SOURCE.is_file() and normals.backend() == "c", normals.SOURCE
+from per_triton.core import normals, normals_c  # the C sampler's source ships in the wheel
+assert normals_c.SOURCE.is_file() and normals.backend() == "c", normals_c.SOURCE
 print(f"[wheel] imports from {venv}; committed results at {results}")
 EOF
 then :; else cat "$tmp/imports.err"; exit 1; fi
