@@ -7,29 +7,18 @@ Tests marked ``gpu`` are skipped without a CUDA device.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
 HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 # an editable install builds the sampler into the checkout; the tests of the other
 # load paths (cached, built, torch) must not see it (tests/test_normals.py)
 os.environ.setdefault("PER_TRITON_PACKAGED_SAMPLER", "0")
-
-# transformers imports the PyPI package "kernels"; bind that one now, so that no later
-# test that puts the checkout root on sys.path (test_ddp's spawned ranks need it) can
-# let the checkout's own kernels/ folder stand in for it
-_spec = importlib.util.find_spec("kernels")
-if _spec is not None and _spec.origin and ROOT not in Path(_spec.origin).resolve().parents:
-    importlib.import_module("kernels")
 
 # Keep the two xdist workers from oversubscribing CI's two cores.
 if os.environ.get("PYTEST_XDIST_WORKER"):

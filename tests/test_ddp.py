@@ -5,7 +5,7 @@ Both routes are checked: the models' ``train_step(seed=agree_seed())`` and the
 one-line API, ``regularize(model, seed=...)`` with an int base seed (no
 communication) or a :class:`per_triton.api.distributed.StepSeed` set by ``agree()``.
 
-Two CPU processes on the gloo backend (torch.multiprocessing.spawn). The model is
+Two CPU processes on the gloo backend (torch.multiprocessing, forked). The model is
 the 11-layer CNN at small width without dropout (and without BN, whose statistics
 are per rank). Each rank's default generator is seeded differently, so only the
 broadcast of ``agree_seed`` makes the directions agree; a second step with the
@@ -108,14 +108,12 @@ def _free_port() -> int:
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
-def test_ddp_per_gradient_equals_concatenated_batch(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # the spawned ranks unpickle _worker as tests.test_ddp._worker, with this process's
-    # sys.path: the checkout root must be on it for this test only (the test run keeps it
-    # off, see pyproject's --import-mode)
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+def test_ddp_per_gradient_equals_concatenated_batch(tmp_path: Path) -> None:
+    # fork: the ranks inherit _worker (spawn would unpickle it as tests.test_ddp._worker,
+    # which needs the checkout root on sys.path, where kernels/ hides the PyPI kernels)
+    mp.start_processes(
+        _worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True, start_method="fork"
+    )
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
     assert ranks[0]["agreed_seed"] == ranks[1]["agreed_seed"]
     assert ranks[0]["local_seed"] != ranks[1]["local_seed"]
