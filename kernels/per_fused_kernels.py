@@ -192,7 +192,8 @@ def per_fwd_finish_kernel(
 ):
     """Eq. 5 terms and Eq. 6 coefficients from the split partials, summed in split order.
 
-    ``p_ik = proj_ik / ||v_k||``; ``coeff_ik = erf(p_ik/sqrt2) / (S ||v_k||)``;
+    ``p_ik = proj_ik / ||v_k||``; ``coeff_ik = erf(p_ik/sqrt2) / (S ||v_k||)``, both 0 for
+    a row with ``||v_k|| = 0``;
     ``loss_part[program] = sum_tile psi(p_ik) / S`` with
     ``psi(p) = p erf(p/sqrt2) + sqrt(2/pi) exp(-p^2/2)``.
     """
@@ -211,7 +212,9 @@ def per_fwd_finish_kernel(
         proj += tl.load(part_proj_ptr + t * B * S + tile, mask=mask, other=0.0)
         sq += tl.load(part_sq_ptr + t * S + offs_k, mask=mask_k, other=0.0)
 
-    norm = tl.where(mask_k, tl.sqrt(sq), 1.0)
+    # An all-zero row (possible only at d = 1 on this stream, about one row in 2**23: a
+    # sine or cosine that rounds to 0) counts as p = 0, coefficient 0: finite, not 0/0.
+    norm = tl.where(mask_k & (sq > 0.0), tl.sqrt(sq), 1.0)
     p = proj / norm[None, :]
     erf_p = tl.math.erf(p * 0.7071067811865476)  # 1/sqrt(2)
     psi = p * erf_p + 0.7978845608028654 * tl.exp(-0.5 * p * p)  # sqrt(2/pi)

@@ -178,13 +178,18 @@ def sample_directions_triton(
             for a float64 output, in float32 otherwise (as the CPU stream does).
 
     Returns:
-        ``(num_slices, dim)`` tensor of unit rows.
+        ``(num_slices, dim)`` tensor of unit rows (a row drawn all zeros, possible only at
+        ``dim = 1``, about one row in 2**23, stays zero: the fused kernels give it
+        ``p = 0``).
     """
     _check_seed(seed)
     _check_sizes(num_slices, dim)
     v = philox_normals(num_slices, 0, dim, seed)
     v = v.to(accumulation_dtype(out_dtype))
-    return (v / torch.linalg.vector_norm(v, dim=1, keepdim=True)).to(out_dtype)
+    norm = torch.linalg.vector_norm(v, dim=1, keepdim=True)
+    # an all-zero row (d = 1 only, about one row in 2**23) stays zero, as the fused kernels
+    # count it (p = 0), instead of 0/0
+    return (v / torch.where(norm > 0, norm, 1.0)).to(out_dtype)
 
 
 def philox_words(seed: torch.Tensor, q: torch.Tensor, j: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,10 @@ pure function of ``(seed, k, j)``:
 * word ``w`` of the pair ``(a, b)`` = ``(w0, w1)`` or ``(w2, w3)`` becomes
   ``u = 2 - f(a)`` in ``[2**-23, 1]`` and ``theta = 2 pi f(b) - 3 pi`` in
   ``[-pi, pi)``, where ``f(w) = bitcast<float32>(0x3F800000 | (w & 0x7FFFFF))`` is
-  in ``[1, 2)`` (the low 23 bits as a mantissa); ``r = sqrt(-2 ln 2 * log2(u))``;
+  in ``[1, 2)`` (the low 23 bits as a mantissa); ``r = sqrt(max(-2 ln 2 * log2(u), 2**-24))``
+  (the floor moves only ``u = 1``, and any ``u`` whose approximate ``log2`` rounds to
+  0 or above, to ``r = 2**-12``: no coordinate is exactly 0, so no row of a ``d = 1``
+  draw is all zeros);
 * ``v[4q, j] = r01 cos(theta01)``, ``v[4q+1, j] = r01 sin(theta01)``,
   ``v[4q+2, j] = r23 cos(theta23)``, ``v[4q+3, j] = r23 sin(theta23)``
   (Box-Muller; ``r`` from the first word of a pair, the angle from the second).
@@ -83,6 +86,9 @@ _KEY_B = tl.constexpr(0xBB67AE85)
 _TWO_PI = tl.constexpr(2.0 * math.pi)
 _THREE_PI = tl.constexpr(3.0 * math.pi)
 _M2LN2 = tl.constexpr(-2.0 * math.log(2.0))
+#: Floor of ``r**2`` (``2**-24``): ``u = 1`` would give ``r = 0``, and ``lg2.approx`` may
+#: round ``log2(u)`` to 0 or above it for ``u`` just below 1 (an all-zero row at ``d = 1``).
+_R2_MIN = tl.constexpr(2.0**-24)
 
 
 # --------------------------------------------------------------------------- kernels
@@ -166,7 +172,7 @@ def box_muller(wa, wb, SFU: tl.constexpr):
         lg = tl.log2(u)
         cos = tl.cos(theta)
         sin = tl.sin(theta)
-    r = tl.sqrt(lg * _M2LN2)
+    r = tl.sqrt(tl.maximum(lg * _M2LN2, _R2_MIN))  # floor: u = 1 (or lg2.approx >= 0 near it)
     return r * cos, r * sin
 
 

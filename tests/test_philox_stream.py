@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 import torch
 
+from per_triton.core import reference
 from per_triton.kernels import philox_directions as pd
 from per_triton.kernels.philox_stream import box_muller_error_bound
 
@@ -99,8 +100,8 @@ def numpy_box_muller32(words: np.ndarray) -> np.ndarray:
     f = ((w & 0x7FFFFF) | 0x3F800000).astype(np.uint32).view(np.float32)
     u = np.float32(2.0) - f[:, [0, 2]]
     theta = f[:, [1, 3]] * np.float32(2 * np.pi) - np.float32(3 * np.pi)
-    r = np.sqrt(np.log2(u) * np.float32(-2.0 * np.log(2.0)))
-    return _pairs(r, theta)
+    r2 = np.maximum(np.log2(u) * np.float32(-2.0 * np.log(2.0)), np.float32(2.0**-24))
+    return _pairs(np.sqrt(r2), theta)
 
 
 def _grid_words(seed: int, num_slices: int, col_start: int, col_stop: int) -> np.ndarray:
@@ -323,3 +324,33 @@ def test_bad_tiles(block_s: int) -> None:
         pd.philox_normals(3, 0, 8, seed_t(0), block_s=block_s)
     with pytest.raises(ValueError, match="block_s"):
         pd.draw_and_sum(3, 8, seed_t(0), split_d=8, block_s=block_s)
+
+
+def test_the_radius_floor_moves_only_u_equal_1() -> None:
+    """Every radius word (2**23 mantissas): ``r >= 2**-12``, equal to it only at ``u = 1``."""
+    words = np.zeros((2**23, 4), dtype=np.int64)
+    words[:, 0] = np.arange(2**23)
+    pair = numpy_box_muller32(words)[:, :2].astype(np.float64)
+    r = np.hypot(pair[:, 0], pair[:, 1])
+    assert r.min() >= 2.0**-12 * (1 - 1e-6)
+    assert np.flatnonzero(r < 2.0**-12 * (1 + 1e-6)).tolist() == [0]  # w0 & 0x7FFFFF == 0: u = 1
+
+
+def test_finish_kernel_counts_an_all_zero_row_as_p_equal_0() -> None:
+    """``||v_k|| = 0`` (a ``d = 1`` row whose sine rounds to 0): coefficient 0, ``psi(0)``."""
+    from per_triton.kernels.per_fused_launch import finish_launch
+
+    b, s = 3, 8
+    proj = torch.randn(1, b, s)
+    sq = torch.rand(1, s) + 0.5
+    proj[:, :, 5] = 0.0
+    sq[:, 5] = 0.0
+    launch = finish_launch(b, s, 1)
+    out = launch.bind(torch.device("cpu"), part_proj_ptr=proj, part_sq_ptr=sq)
+    launch.run(out)
+    p = proj[0] / sq[0].sqrt().where(sq[0] > 0, torch.ones(s))
+    want_coeff = torch.erf(p / math.sqrt(2)) / (s * sq[0].sqrt().where(sq[0] > 0, torch.ones(s)))
+    torch.testing.assert_close(out["coeff_ptr"], want_coeff)
+    assert (out["coeff_ptr"][:, 5] == 0).all()
+    want_loss = reference.psi(p.double()).sum() / s
+    torch.testing.assert_close(out["loss_part_ptr"].double().sum(), want_loss, rtol=1e-5, atol=0)

@@ -16,6 +16,8 @@ __all__ = ["key_words", "normals_block", "philox"]
 _M32 = 0xFFFFFFFF
 _PHILOX_M0, _PHILOX_M1 = 0xD2511F53, 0xCD9E8D57
 _PHILOX_W0, _PHILOX_W1 = 0x9E3779B9, 0xBB67AE85
+#: Floor of the squared radius ``-2 ln u`` (float32 ``2**-24``): reached only at ``u = 1``.
+_R2_MIN = 5.9604644775390625e-08
 
 
 def key_words(key: int) -> tuple[int, int]:
@@ -45,7 +47,11 @@ def philox(k0: int, k1: int, c0: torch.Tensor, c1: torch.Tensor):
 
 
 def _radius(w: torch.Tensor) -> torch.Tensor:
-    """``sqrt(-2 ln u)`` with ``u = ((w >> 8) + 1) * 2**-24`` (float32)."""
+    """``sqrt(max(-2 ln u, 2**-24))`` with ``u = ((w >> 8) + 1) * 2**-24`` (float32).
+
+    The floor changes only ``u = 1`` (about one word in 2**24), whose radius would be 0
+    and would make an all-zero direction row at ``d <= 2``.
+    """
     u = ((w >> 8) + 1).to(torch.float32) * _f32(5.9604644775390625e-08)
     ix = u.view(torch.int32)
     e = ((ix >> 23) & 0xFF) - 127
@@ -65,7 +71,7 @@ def _radius(w: torch.Tensor) -> torch.Tensor:
     ln_u = fe * _f32(0.693145752) + (ln_m + fe * _f32(1.42860677e-06))
     # torch.sqrt on float32 is not correctly rounded (its vector code differs from
     # IEEE sqrt); float64 then rounding to float32 is (p >= 2*24 + 2).
-    return torch.sqrt((ln_u * _f32(-2.0)).double()).float()
+    return torch.sqrt((ln_u * _f32(-2.0)).clamp_min(_R2_MIN).double()).float()
 
 
 def _box_muller(w0: torch.Tensor, w1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

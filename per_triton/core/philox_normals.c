@@ -3,7 +3,9 @@
  * v[k, j] = normal number (j mod 4) of Philox4x32-10 (Salmon et al., SC 2011) at
  * counter (j / 4, k, 0, 0) under the 64-bit key (k0, k1), through Box-Muller:
  *   words (w0, w1) -> (z0, z1), (w2, w3) -> (z2, z3), with
- *   r = sqrt(-2 ln u),  u = ((w0 >> 8) + 1) * 2^-24 in (0, 1],
+ *   r = sqrt(max(-2 ln u, 2^-24)),  u = ((w0 >> 8) + 1) * 2^-24 in (0, 1],
+ *   (the floor changes only u = 1, whose radius would be 0: r >= 2^-12, so no
+ *   direction row is all zeros at d <= 2),
  *   angle = quadrant (w1 >> 30) * pi/2 + ((w1 >> 7) mod 2^23 + 1/2) * (pi/2) * 2^-23,
  *   z0 = r cos(angle), z1 = r sin(angle).
  * A pure function of (key, k, j): any block of rows and columns is computed on its own.
@@ -54,7 +56,8 @@ static inline float radius(uint32_t w) {
     float ln_m = (t + t) * p;
     float fe = (float)e;
     float ln_u = fe * 0.693145752f + (ln_m + fe * 1.42860677e-06f); /* ln 2, hi + lo */
-    return sqrtf(ln_u * -2.0f);
+    float r2 = ln_u * -2.0f;
+    return sqrtf(r2 < 5.9604644775390625e-08f ? 5.9604644775390625e-08f : r2); /* floor 2^-24 */
 }
 
 /* One Box-Muller pair; the angle's sine and cosine by Taylor series on [-pi/4, pi/4]
