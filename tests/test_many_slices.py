@@ -3,7 +3,7 @@
 Oracle: at ``d = 1`` every unit direction is ``+1`` or ``-1`` and ``psi`` is even, so
 ``per_loss(h) = (1/b) sum_i psi(h_i)`` exactly, for any ``num_slices`` and seed. The
 loss sums ``b * s`` float32 terms; one BLAS dot over ``2**23`` of them lost about
-1e-2 of the total (each running sum stagnates once its terms fall below half its ulp).
+1e-4 of the total at ``2**22`` terms (a few running sums, each stagnating as it grows).
 """
 
 from __future__ import annotations
@@ -23,13 +23,3 @@ def test_the_loss_over_millions_of_slices_is_the_closed_form_at_d_1(num_slices: 
     want = reference.psi(h.double()).mean().item()
     got = pt.per_loss(h, num_slices, seed=7).item()
     assert math.isclose(got, want, rel_tol=2e-6)
-
-
-def test_the_chunked_dot_matches_a_float64_dot():
-    g = torch.Generator().manual_seed(0)
-    a = torch.rand(3 * 2**20 + 5, generator=g)
-    b = torch.rand(3 * 2**20 + 5, generator=g)
-    want = torch.dot(a.double(), b.double()).item()
-    got = reference._dot(a, b)
-    assert got.dtype == torch.float32
-    assert math.isclose(got.item(), want, rel_tol=1e-6)
