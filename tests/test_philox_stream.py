@@ -33,6 +33,8 @@ from per_triton.kernels.philox_stream import box_muller_error_bound
 
 from .assertions import assert_close
 from .tolerances import (
+    F32_PATHS,
+    F32_RADIUS,
     F64_BOUND_SLACK,
     KS_MIN_PVALUE,
     PHILOX_F32_REPLICA,
@@ -332,8 +334,9 @@ def test_the_radius_floor_moves_only_u_equal_1() -> None:
     words[:, 0] = np.arange(2**23)
     pair = numpy_box_muller32(words)[:, :2].astype(np.float64)
     r = np.hypot(pair[:, 0], pair[:, 1])
-    assert r.min() >= 2.0**-12 * (1 - 1e-6)
-    assert np.flatnonzero(r < 2.0**-12 * (1 + 1e-6)).tolist() == [0]  # w0 & 0x7FFFFF == 0: u = 1
+    floor = 2.0**-12
+    assert r.min() >= floor * (1 - F32_RADIUS.rtol)
+    assert np.flatnonzero(r < floor * (1 + F32_RADIUS.rtol)).tolist() == [0]  # u = 1
 
 
 def test_finish_kernel_counts_an_all_zero_row_as_p_equal_0() -> None:
@@ -353,4 +356,4 @@ def test_finish_kernel_counts_an_all_zero_row_as_p_equal_0() -> None:
     torch.testing.assert_close(out["coeff_ptr"], want_coeff)
     assert (out["coeff_ptr"][:, 5] == 0).all()
     want_loss = reference.psi(p.double()).sum() / s
-    torch.testing.assert_close(out["loss_part_ptr"].double().sum(), want_loss, rtol=1e-5, atol=0)
+    torch.testing.assert_close(out["loss_part_ptr"].double().sum(), want_loss, **F32_PATHS.kw)

@@ -21,6 +21,8 @@ import torch
 import per_triton as pt
 from per_triton.core import normals, normals_torch, reference, seeds
 
+from .tolerances import F32_RADIUS, F64_GRAD_PATHS, F64_SAME_MATH
+
 KEY = 0x0123456789ABCDEF
 R_FLOOR = 2.0**-12  # sqrt(2**-24)
 
@@ -33,7 +35,7 @@ def test_every_cpu_radius_word_is_positive_and_only_u_equal_1_is_floored():
     assert r.min() == R_FLOOR and np.count_nonzero(r == R_FLOOR) == 1
     assert r[-1] == R_FLOOR  # the word with u = 1
     away = u < 1.0
-    assert np.abs(r[away] - exact[away]).max() <= 1e-6 * max(1.0, exact.max())
+    assert np.abs(r[away] - exact[away]).max() <= F32_RADIUS.rtol * exact.max()
 
 
 def test_no_cpu_angle_word_gives_an_exact_zero():
@@ -67,21 +69,22 @@ def test_the_c_sampler_floors_the_radius_at_u_equal_1_like_the_oracle():
     pair = normals.normals(KEY, 1, 2, row, col)  # the two normals sharing that radius
     oracle = normals_torch.normals_block(*normals_torch.key_words(KEY), row, 1, col, 2)
     assert torch.equal(pair, oracle)
-    assert math.isclose(float(pair.double().norm()), R_FLOOR, rel_tol=1e-6)
+    assert math.isclose(float(pair.double().norm()), R_FLOOR, rel_tol=F32_RADIUS.rtol)
 
 
 def test_a_two_dimensional_layer_with_a_floored_row_gives_a_finite_loss_and_gradient():
     """Seed 12813 at ``(s, d) = (256, 2)``: row 188 is the floored pair (it was 0/0)."""
     seed = 12813
     v = normals.normals(seeds.cpu_stream_key(seed), 256, 2).double()
-    assert math.isclose(float(v[188].norm()), R_FLOOR, rel_tol=1e-6)
+    assert math.isclose(float(v[188].norm()), R_FLOOR, rel_tol=F32_RADIUS.rtol)
     h = torch.randn(8, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     h.requires_grad_()
     loss = pt.per_loss(h, 256, seed=seed)
     loss.backward()
     theta = pt.sample_directions(256, 2, seed=seed, dtype=torch.float64)
     assert torch.isfinite(theta).all()
-    assert torch.allclose(theta.norm(dim=1), torch.ones(256, dtype=torch.float64))
+    torch.testing.assert_close(theta.norm(dim=1), torch.ones(256, dtype=torch.float64))
     expected = reference.per_loss(h.detach(), theta)
-    assert torch.isfinite(loss) and torch.isclose(loss.detach(), expected, rtol=1e-10)
-    assert torch.allclose(h.grad, reference.per_grad(h.detach(), theta), rtol=1e-9, atol=1e-12)
+    assert torch.isfinite(loss)
+    torch.testing.assert_close(loss.detach(), expected, **F64_SAME_MATH.kw)
+    torch.testing.assert_close(h.grad, reference.per_grad(h.detach(), theta), **F64_GRAD_PATHS.kw)

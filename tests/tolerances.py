@@ -62,6 +62,10 @@ F32_MODEL_GRAD = Tol(1e-6, 1e-4)
 F32_HAND = Tol(1e-6, 1e-6)
 #: float32 PER modules vs per_triton.per_loss on the same seed
 F32_PER_MODULE = Tol(1e-6, 1e-5)
+#: a float32 Box-Muller radius (or the norm of one floored pair) vs its float64 value
+F32_RADIUS = Tol(0.0, 1e-6)
+#: a float32 loss summed over millions of terms (cascade summation) vs its closed form
+F32_MANY_TERMS = Tol(0.0, 2e-6)
 #: CUDA (TF32 matmuls allowed) vs the CPU path
 CUDA_VS_CPU = Tol(1e-4, 2e-3)
 
