@@ -14,6 +14,7 @@ from per_triton.api.monitor import (
     RECORD_KEYS,
     LayerMonitor,
     check_record,
+    layer_statistics,
     read_records,
     record_seed,
     select_units,
@@ -258,3 +259,21 @@ def test_recurrent_layer_reads_time_steps_as_samples_and_batch_size_may_change()
         h = out.reshape(-1, 5)  # T*b samples of dimension H
         expected = pt.sliced_wasserstein_to_normal(h, 8, seed=record_seed(2, rec["step"]))
         assert rec["sw1"] == pytest.approx(expected.item(), abs=STAT_ATOL["sw1"])
+
+
+def test_logged_values_are_plain_floats_and_pending_statistics_hold_no_graph() -> None:
+    """Records hold Python floats (or None); the statistics waiting for a flush, and
+    :func:`layer_statistics` on an input that requires grad, carry no autograd graph."""
+    net = _net()
+    with LayerMonitor(net, TAPS, every=1, num_slices=8, flush_every=100) as mon:
+        net(_x()).square().sum().backward()
+        pending = [t for _, _, t in mon._pending]
+        assert len(pending) == 3
+        assert all(t.grad_fn is None and not t.requires_grad for t in pending)
+        records = mon.records
+    stats = [k for k in records[0] if k in ("sw1", "mean", "var", "q25", "q50", "q75")]
+    assert len(stats) == 6
+    assert all(type(r[k]) is float for r in records for k in stats)
+    h = torch.randn(16, 10, requires_grad=True) * 1.5
+    out = layer_statistics(h, torch.arange(4), 8, 0)
+    assert out.grad_fn is None and not out.requires_grad and out.shape == (6,)

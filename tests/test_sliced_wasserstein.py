@@ -85,3 +85,23 @@ def test_sliced_wasserstein_on_cuda_uses_the_cuda_directions():
     expected = wasserstein_to_normal_1d(h.reshape(257, -1).double() @ theta.T, 1).mean()
     got = pt.sliced_wasserstein_to_normal(h, 16, seed=seed)
     torch.testing.assert_close(got, expected, **tolerances.SW1_CUDA.kw)
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_sliced_is_a_detached_metric_that_holds_no_graph(p: int):
+    """A number to log: no grad_fn even for an input that requires grad, the same value as
+    on the detached input, and nothing of the input's autograd graph kept alive."""
+    import gc
+    import weakref
+
+    leaf = torch.randn(64, 5, dtype=torch.float64, requires_grad=True)
+    mid = leaf * 2.0
+    h = mid.sin()  # sin's backward saves mid: alive as long as a graph through h is
+    saved = weakref.ref(mid)
+    got = pt.sliced_wasserstein_to_normal(h, 8, p=p, seed=3)
+    assert got.grad_fn is None and not got.requires_grad
+    assert got.dtype == torch.float64 and got.shape == ()
+    torch.testing.assert_close(got, pt.sliced_wasserstein_to_normal(h.detach(), 8, p=p, seed=3))
+    del mid, h
+    gc.collect()
+    assert saved() is None

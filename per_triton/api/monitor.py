@@ -19,7 +19,10 @@ on any model with forward hooks: every ``every`` steps, for each chosen layer,
 Records are JSON lines in the format of docs/design.md, "Closeness records",
 the input of the dashboard's Closeness page. Non-finite values (a diverged run) are
 written as ``null``. Statistics stay on the activations' device until a batch of
-records is flushed, so monitoring adds no host synchronisation per step.
+records is flushed, so monitoring adds no host synchronisation per step. They are
+logged numbers, not losses: computed under ``torch.no_grad()`` from detached
+activations (no ``grad_fn``, no graph kept while they wait for a flush), and a
+record holds Python floats.
 
 Example:
     >>> with LayerMonitor(net, ["block1.pre"], every=10, path="run.jsonl") as mon:
@@ -81,7 +84,7 @@ def layer_statistics(
         seed: seed of those directions (:func:`per_triton.sample_directions`).
 
     Returns:
-        A float32 tensor of six values on ``h``'s device.
+        A float32 tensor of six values on ``h``'s device, detached (no autograd graph).
     """
     from per_triton.api.sliced_wasserstein import sliced_wasserstein_to_normal  # lazy import
 

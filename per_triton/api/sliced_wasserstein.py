@@ -101,6 +101,11 @@ def sliced_wasserstein_to_normal(
     distribution of ``<h_i, theta_k>`` over the batch, on the same directions that
     :func:`per_triton.per_loss` uses for this seed. Each ``W_p`` is exact.
 
+    A metric, a number to log, not a loss: it is computed under ``torch.no_grad()`` and
+    returned detached (``requires_grad=False``, no ``grad_fn``) even when ``h``
+    requires grad, so keeping its values holds no autograd graph. To train toward
+    N(0, I) use :func:`per_triton.per_loss`, which bounds it from above (``p = 1``).
+
     Args:
         h: activations ``(b, *)``, any float dtype.
         num_slices: number of directions ``s >= 1``.
@@ -108,7 +113,7 @@ def sliced_wasserstein_to_normal(
         seed: as in :func:`per_triton.per_loss`.
 
     Returns:
-        0-d float64 tensor (not differentiable through the sort's order).
+        0-d float64 tensor, detached.
 
     Example:
         >>> sliced_wasserstein_to_normal(torch.randn(4096, 64), seed=0)  # ~ sampling floor
@@ -119,5 +124,6 @@ def sliced_wasserstein_to_normal(
     if isinstance(p, bool) or p not in (1, 2):
         raise ValueError(f"p must be 1 or 2, got {p!r}")
     seed_t = seed_tensor(seed, h.device)
-    w = wasserstein_to_normal_1d(project_on_directions(h, num_slices, seed_t), p)
-    return w.pow(p).mean().pow(1.0 / p)
+    with torch.no_grad():
+        w = wasserstein_to_normal_1d(project_on_directions(h, num_slices, seed_t), p)
+        return w.pow(p).mean().pow(1.0 / p)
