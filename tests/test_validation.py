@@ -62,6 +62,34 @@ def test_seed_on_another_device_is_rejected():
         pt.per_loss(GOOD, seed=meta_seed)
 
 
+@pytest.mark.parametrize("estimator", ["monte_carlo", "exact"])
+@pytest.mark.parametrize("seed", [None, 7, "numpy", "tensor"])
+def test_per_loss_checks_its_seed_once_per_call(monkeypatch, seed, estimator):
+    """One check_seed per call (per_loss's), none again inside the estimator, and the
+    loss is the one of the same seed given as a plain int."""
+    import numpy as np
+
+    from per_triton.api import loss as loss_module
+    from per_triton.core import _validation
+
+    seed = {"numpy": np.int64(7), "tensor": torch.tensor([7])}.get(seed, seed)
+    calls = []
+    real = _validation.check_seed
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_validation, "check_seed", counting)
+    monkeypatch.setattr(loss_module, "check_seed", counting)
+    slices = 16 if estimator == "monte_carlo" else 256  # exact: the default only
+    got = pt.per_loss(GOOD, slices, seed=seed, estimator=estimator)
+    assert len(calls) == 1
+    if seed is not None:
+        monkeypatch.undo()
+        assert torch.equal(got, pt.per_loss(GOOD, slices, seed=7, estimator=estimator))
+
+
 def test_sample_directions_arguments():
     with pytest.raises(ValueError, match="num_slices must be >= 1"):
         pt.sample_directions(0, 5, seed=1)

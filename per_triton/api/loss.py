@@ -72,6 +72,8 @@ def per_loss(
     num_slices = check_num_slices(num_slices)
     check_reduction(reduction)
     check_precision(precision)
-    check_seed(seed)  # validated with every estimator (an unseeded one then ignores it)
+    # checked here only, with every estimator (an unseeded one then ignores it); the
+    # estimators take it as checked (numpy ints already Python ints)
+    seed = check_seed(seed)
     entry = ESTIMATORS[check_estimator(estimator, num_slices)]
     return entry.loss(h, num_slices, seed, reduction, precision)

@@ -142,7 +142,7 @@ def check_seed_source(seed: object) -> object:
 
 
 def seed_tensor(seed: object, device: torch.device) -> torch.Tensor:
-    """The seed as a ``(1,)`` int64 tensor on ``device``.
+    """The seed, checked (:func:`check_seed`), as a ``(1,)`` int64 tensor on ``device``.
 
     Contract: docs/design.md, "Seeds and reproducibility".
 
@@ -150,7 +150,13 @@ def seed_tensor(seed: object, device: torch.device) -> torch.Tensor:
     ``torch.manual_seed`` makes a run reproducible; on CUDA the draw happens on the
     device (CUDA-graph safe, no host sync).
     """
-    seed = check_seed(seed)
+    return checked_seed_tensor(check_seed(seed), device)
+
+
+def checked_seed_tensor(seed: object, device: torch.device) -> torch.Tensor:
+    """:func:`seed_tensor` for a seed that :func:`check_seed` already passed (``None``, a
+    Python int in range or a one-element int64 tensor), not checked again; a tensor on
+    another device than ``device`` still raises ``ValueError``."""
     if seed is None:
         return torch.randint(0, DRAW_LIMIT, (1,), dtype=torch.int64, device=device)
     if isinstance(seed, torch.Tensor):

@@ -40,8 +40,9 @@ __all__ = [
 DEFAULT_NUM_SLICES = 256
 
 #: ``loss(h, num_slices, seed, reduction, precision)``: the differentiable 0-d loss of
-#: ``h (b, *)`` (arguments already checked; ``seed`` an int, a ``(1,)`` int64 tensor on
-#: ``h``'s device, or None).
+#: ``h (b, *)`` (arguments already checked, ``seed`` by ``check_seed``: a Python int, a
+#: one-element int64 tensor, whose device a seeded estimator still compares with ``h``'s,
+#: or None).
 LossFn = Callable[["torch.Tensor", int, "int | torch.Tensor | None", str, str], "torch.Tensor"]
 #: ``layer(h, coeff, reduction)``: Algorithm 1 in one autograd node, ``(h', loss)`` with
 #: ``h'`` equal to ``h``, ``coeff * dL/dh`` added to its gradient in backward, ``loss``
@@ -79,11 +80,11 @@ class Estimator:
 def _monte_carlo_loss(h, num_slices, seed, reduction, precision):
     """Eq. 5 through ``ops.per_fwd_autograd`` (fused kernels on CUDA, chunked torch on CPU)."""
     from per_triton.core import ops
-    from per_triton.core._validation import seed_tensor
+    from per_triton.core._validation import checked_seed_tensor
 
     b = h.shape[0]
     flat = h.reshape(b, -1).contiguous()
-    seed_t = seed_tensor(seed, h.device)
+    seed_t = checked_seed_tensor(seed, h.device)  # per_loss checked it (check_seed)
     loss_sum, _coeff = ops.per_fwd_autograd(flat, seed_t, num_slices, precision)
     return loss_sum / b if reduction == "mean" else loss_sum
 
