@@ -235,3 +235,25 @@ def test_every_recipe_page_is_run_by_a_recipe_test() -> None:
     tests = "\n".join(p.read_text() for p in (ROOT / "tests").glob("test_recipe_*.py"))
     pages = [p.stem for p in RECIPES.glob("*.md") if p.stem != "index"]
     assert pages and all(f'"{page}"' in tests for page in pages), pages
+
+
+def _words(path: Path) -> str:
+    """A page's (or a script's comments') text with line breaks and ``#`` as single spaces."""
+    return " ".join(path.read_text().replace("#", " ").split())
+
+
+def test_your_model_page_says_which_torchvision_works_and_links_the_error() -> None:
+    """The zoo block needs the torchvision paired with torch: the page names the rule that
+    scripts/setup.sh applies, an example pair that follows it, and the error a mismatch
+    gives, and points to the troubleshooting entry for that error instead of repeating it."""
+    page = _words(ROOT / "docs" / "your-model.md")
+    troubleshooting = _words(ROOT / "docs" / "troubleshooting.md")
+    error = "operator torchvision::nms does not exist"
+    assert error in page and f"**`{error}`.**" in troubleshooting
+    assert "](troubleshooting.md)" in page
+    assert "torch 2.N.p with torchvision 0.(N+15).p" in page
+    assert "torch 2.N.p <-> torchvision 0.(N+15).p" in _words(ROOT / "scripts" / "setup.sh")
+    pairs = re.findall(r"torch (\d+)\.(\d+)\.(\d+) with torchvision (\d+)\.(\d+)\.(\d+)", page)
+    assert pairs
+    for major, minor, patch, tv_major, tv_minor, tv_patch in pairs:
+        assert major == "2" and (tv_major, int(tv_minor), tv_patch) == ("0", int(minor) + 15, patch)
