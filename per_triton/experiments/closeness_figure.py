@@ -15,6 +15,8 @@ import os
 from per_triton.experiments.methods import COLOURS, DASHES, TRAIN_METHODS, label
 
 WIDEST, THINNEST = 2.6, 1.2  # line widths (pt) of the first and the last method drawn
+LEGEND_WIDTH = 1.5  # every legend sample's line width (pt): one size for all methods
+LEGEND_LENGTH = 3.0  # every legend sample's length (font sizes)
 
 
 def _by_step(records: list[dict], layer: str, key: str) -> tuple[list[int], list[list[float]]]:
@@ -85,7 +87,44 @@ def _sw1_panels(axes, layers: list[str], methods: list[str], records: dict) -> N
         ax.set_xlabel("training step")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-    axes[0].legend(frameon=False, handlelength=3)
+    _method_legend(axes[0], methods, styles)
+
+
+def _method_legend(ax, methods: list[str], styles: dict[str, dict]) -> None:
+    """The methods' legend, every sample drawn alike: one line width and length (the
+    plotted widths differ, and matplotlib scales dashes with the width), each method's
+    colour and dash pattern, placed by :func:`_centred_dashes`."""
+    from matplotlib import rcParams
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.lines import Line2D
+
+    size = FontProperties(size=rcParams["legend.fontsize"]).get_size_in_points()
+    half = LEGEND_LENGTH * size / (2 * LEGEND_WIDTH)  # half a sample, in dash units
+    handles = [
+        Line2D([], [], color=styles[m]["color"], lw=LEGEND_WIDTH, ls=_centred_dashes(m, half))
+        for m in methods
+    ]
+    ax.legend(handles, [label(m) for m in methods], frameon=False, handlelength=LEGEND_LENGTH)
+
+
+def _centred_dashes(method: str, half: float) -> str | tuple[float, tuple[int, ...]]:
+    """A legend sample's line style: solid, or the method's :data:`DASHES` with the
+    offset that puts the middle of one of its segments at the sample's middle, so the
+    sample is symmetric and its two ends look alike; of those, the one whose ends show
+    the largest share of a dash (``half``: half the sample's length in dash units)."""
+    pattern = tuple(DASHES[method])
+    if not pattern:
+        return "-"
+    starts = [sum(pattern[:i]) for i in range(len(pattern))]
+
+    def end_share(centre: float) -> float:
+        x = (centre + half) % sum(pattern) or sum(pattern)  # phase at the end, in (0, P]
+        i = max(j for j, start in enumerate(starts) if start < x)
+        return (x - starts[i]) / pattern[i] if i % 2 == 0 else 0.0
+
+    centres = [start + seg / 2 for start, seg in zip(starts, pattern, strict=True)]
+    centre = max(centres, key=end_share)
+    return ((centre - half) % sum(pattern), pattern)
 
 
 def _accuracy_panel(ax, methods: list[str], summary: list[dict]) -> None:
