@@ -79,3 +79,82 @@ def test_train_help_states_every_default() -> None:
     methods = ",".join(DEFAULT_TRAIN_METHODS)
     for shown in ("(default: 0.1)", "(default: 0.001)", f"(default: {methods})"):
         assert shown in " ".join(text.split())
+
+
+# -- a mistyped flag or command: named, with the closest valid one ------------------------
+
+
+def _refused(argv: list[str], capsys: pytest.CaptureFixture) -> str:
+    """Run the command; it must exit 2 and print nothing on stdout. Returns stderr."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out = capsys.readouterr()
+    assert exc.value.code == 2 and out.out == ""
+    return out.err
+
+
+def test_mistyped_top_level_flag_suggests_version(capsys: pytest.CaptureFixture) -> None:
+    for argv in (["--verison"], ["--verison", "bench"], ["--vresion", "train", "--tiny"]):
+        err = _refused(argv, capsys)
+        assert err.startswith("usage: per-triton [-h] [--version] COMMAND")  # top-level usage
+        assert (
+            f"per-triton: error: unrecognized arguments: {argv[0]} (did you mean --version?)" in err
+        )
+        assert "required: COMMAND" not in err  # not argparse's misleading "missing command"
+
+
+@pytest.mark.parametrize(
+    ("argv", "typo", "meant"),
+    [
+        (["bench", "--quik"], "--quik", "--quick"),
+        (["bench", "--suit", "cpu"], "--suit cpu", "--suite"),  # the value stays in the message
+        (["bench", "--devise=cpu"], "--devise=cpu", "--device"),
+        (["train", "--tinny"], "--tinny", "--tiny"),
+        (["train", "--epoch", "2"], "--epoch 2", "--epochs"),
+        (["dashboard", "--prot", "8600"], "--prot 8600", "--port"),
+    ],
+)
+def test_mistyped_subcommand_flag_suggests_with_that_subcommands_usage(
+    argv: list[str], typo: str, meant: str, capsys: pytest.CaptureFixture
+) -> None:
+    err = _refused(argv, capsys)
+    command = argv[0]
+    assert err.startswith(f"usage: per-triton {command} ")
+    assert (
+        f"per-triton {command}: error: unrecognized arguments: {typo} (did you mean {meant}?)"
+        in err
+    )
+
+
+def test_two_typos_get_one_suggestion_each(capsys: pytest.CaptureFixture) -> None:
+    err = _refused(["train", "--tinny", "--epoch", "2"], capsys)
+    assert "(did you mean --tiny for --tinny, --epochs for --epoch?)" in err
+
+
+def test_a_flag_like_none_gets_no_suggestion(capsys: pytest.CaptureFixture) -> None:
+    err = _refused(["bench", "--zzzzzz"], capsys)
+    assert "unrecognized arguments: --zzzzzz\n" in err and "did you mean" not in err
+    err = _refused(["--zzzzzz"], capsys)
+    assert "unrecognized arguments: --zzzzzz\n" in err and "did you mean" not in err
+
+
+def test_mistyped_command_suggests_the_closest(capsys: pytest.CaptureFixture) -> None:
+    err = _refused(["bnch", "--quick"], capsys)
+    assert (
+        "invalid choice: 'bnch' (choose from bench, dashboard, train); did you mean bench?" in err
+    )
+    err = _refused(["xyz"], capsys)
+    assert "invalid choice: 'xyz'" in err and "did you mean" not in err
+
+
+def test_console_command_suggests_too() -> None:
+    """The real entry point (argv from sys.argv), as a user runs it."""
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "per_triton.cli", "bench", "--quik"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("usage: per-triton bench ")
+    assert "unrecognized arguments: --quik (did you mean --quick?)" in proc.stderr

@@ -3,15 +3,18 @@
 Each subcommand lives in ``per_triton/cli/<name>.py`` and exposes
 ``add_arguments(parser)`` and ``run(args) -> int``; this file only wires them.
 ``per-triton --version`` prints the installed version; a flag a subcommand does not
-know is reported with that subcommand's usage (exit 2), not the top-level one.
+know is reported with that subcommand's usage (exit 2), not the top-level one, and a
+mistyped flag or command with the closest valid one ("did you mean --version?").
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 
 from per_triton import __version__
+from per_triton.cli._args import check_command_line, unrecognized
 
 SUBCOMMANDS = {
     "bench": "run the pytest-benchmark suites and write result JSON",
@@ -42,9 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``) and run the chosen subcommand.
 
     Returns the subcommand's exit status. Raises ``SystemExit(2)`` with the
-    subcommand's usage for an argument it does not know.
+    subcommand's usage for an argument it does not know (naming the closest flag it
+    has), and with the top-level usage for an unknown top-level flag or command.
     """
-    args, unknown = build_parser().parse_known_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    check_command_line(parser, argv)
+    args, unknown = parser.parse_known_args(argv)
     if unknown:
-        args._parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        args._parser.error(unrecognized(args._parser, unknown))
     return int(args._run(args) or 0)

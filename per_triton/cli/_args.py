@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 from collections.abc import Callable, Sequence
 
@@ -120,3 +121,50 @@ def port(text: str) -> int:
     if value > 65535:
         raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535, got {value}")
     return value
+
+
+def closest_flag(parser: argparse.ArgumentParser, token: str) -> str | None:
+    """The flag of ``parser`` closest to the unknown ``token`` (``--quik`` -> ``--quick``),
+    by :func:`difflib.get_close_matches`; None for a value or when nothing is close."""
+    if not token.startswith("-") or token == "-":
+        return None
+    flags = [flag for action in parser._actions for flag in action.option_strings]
+    found = difflib.get_close_matches(token.split("=", 1)[0], flags, n=1)
+    return found[0] if found else None
+
+
+def unrecognized(parser: argparse.ArgumentParser, tokens: Sequence[str]) -> str:
+    """argparse's "unrecognized arguments" message, with the closest flag of ``parser``
+    for each mistyped one: ``unrecognized arguments: --quik (did you mean --quick?)``."""
+    message = f"unrecognized arguments: {' '.join(tokens)}"
+    hints = [(t.split("=", 1)[0], closest_flag(parser, t)) for t in tokens]
+    hints = [(typo, flag) for typo, flag in hints if flag]
+    if len(hints) == 1:
+        return f"{message} (did you mean {hints[0][1]}?)"
+    if hints:
+        return f"{message} (did you mean {', '.join(f'{f} for {t}' for t, f in hints)}?)"
+    return message
+
+
+def check_command_line(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """Refuse, with a suggestion, an unknown top-level flag or command in ``argv`` (the
+    tokens before the command): ``per-triton --verison`` -> did you mean --version?
+
+    argparse alone would only say that the command is missing, or list the choices.
+    Calls ``parser.error`` (exit 2); returns when the top level is fine.
+    """
+    flags = {flag for action in parser._actions for flag in action.option_strings}
+    commands = next(a.choices for a in parser._actions if a.dest == "command")
+    for token in argv:
+        if token.startswith("-") and token != "-":
+            if token.split("=", 1)[0] not in flags:
+                parser.error(unrecognized(parser, [token]))
+            continue
+        if token not in commands:
+            found = difflib.get_close_matches(token, list(commands), n=1)
+            hint = f"; did you mean {found[0]}?" if found else ""
+            parser.error(
+                f"argument COMMAND: invalid choice: {token!r} "
+                f"(choose from {', '.join(commands)}){hint}"
+            )
+        return
