@@ -13,7 +13,7 @@ What lives here:
   the CPU, warm-up excluded;
 - the 20th / 50th / 80th percentiles stored in every result's ``extra_info``;
 - the ``machine_info`` extras (GPU name, torch / triton / CUDA versions, commit,
-  command) and the folder a result file goes to (``bench/results/<gpu-or-cpu>/``).
+  command) and the folder a result file goes to (``<results>/<gpu-or-cpu>/``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import torch
 
 from per_triton.paths import REPO_ROOT, default_output_dir
 
-#: Where result files go by default (``bench/results`` of a checkout).
+#: Where result files go by default (``bench/results/local`` of a checkout, git-ignored).
 RESULTS_ROOT = default_output_dir()
 
 ENV_DEVICE = "PER_TRITON_BENCH_DEVICE"

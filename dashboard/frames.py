@@ -15,7 +15,12 @@ PAPER_SERIES = "paper, TITAN X (their model)"
 PAPER_SECONDS = {"vanilla": 0.071, "bn": 0.083, "vcl": 0.087, "per": 0.093}
 
 #: Where a run's file came from, in words for people (``Run.source`` is the key).
-ORIGIN = {"committed": "results folder", "extra": "--extra", "uploaded": "uploaded"}
+ORIGIN = {
+    "committed": "results folder",
+    "local": "your run (local/)",
+    "extra": "--extra",
+    "uploaded": "uploaded",
+}
 
 METHOD_ORDER = list(METHODS)  # per_triton.experiments.methods is the source
 PROVIDER_ORDER = list(PROVIDERS)  # per_triton.bench.providers is the source

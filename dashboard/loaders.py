@@ -13,6 +13,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from per_triton.paths import LOCAL_RESULTS
+
 from .parse import parse_benchmark_file, parse_closeness_lines, parse_summary
 from .schema import ClosenessRecord, Problem, Run, Source, SummaryRow
 
@@ -47,8 +49,9 @@ class Closeness:
 
 
 def benchmark_files(results_dir: Path) -> list[Path]:
-    """The ``*.json`` files under ``results_dir``, except the closeness folder and the
-    files ``per-triton train`` writes (``config.json``, ``summary.json``, ``overhead.json``)."""
+    """The ``*.json`` files under ``results_dir`` (its ``local/`` folder too), except the
+    closeness folder and the files ``per-triton train`` writes (``config.json``,
+    ``summary.json``, ``overhead.json``)."""
     if not results_dir.is_dir():
         return []
     skip = results_dir / CLOSENESS_DIR
@@ -66,10 +69,11 @@ def _read_benchmark(path: str, name: str, source: str, mtime_ns: int, size: int)
         data = Path(path).read_bytes()
     except OSError as err:
         return Results(problems=[Problem(name, f"cannot be read ({err.strerror})")])
-    if source == "committed" and _cpu_suite_file(data):
+    in_folder = source in ("committed", "local")  # found in the results folder, not named
+    if in_folder and _cpu_suite_file(data):
         return Results()  # the CPU sweep: read by scripts/cpu_sweep_table.py, not plotted here
     run, problems = parse_benchmark_file(name, data, source)  # type: ignore[arg-type]
-    if run is None and source == "committed" and _script_result(data):
+    if run is None and in_folder and _script_result(data):
         return Results()  # a script's own result file beside the benchmarks: not a problem
     return Results(runs=[run] if run else [], problems=problems)
 
@@ -108,20 +112,29 @@ def _read(path: Path, name: str, source: Source) -> Results:
     return _read_benchmark(str(path), name, source, stat.st_mtime_ns, stat.st_size)
 
 
-def load_results(results_dir: Path | None, extras: Sequence[Path] = ()) -> Results:
-    """The committed runs under ``results_dir`` plus the extra files named.
+def folder_source(name: str) -> Source:
+    """Where a file found in the results folder came from, by its relative ``name``:
+    ``local/...`` is the user's own run (``per-triton bench`` writes there in a checkout),
+    anything else was committed."""
+    return "local" if name.split("/", 1)[0] == LOCAL_RESULTS else "committed"
 
-    An extra file that is already one of the committed files is not read twice.
+
+def load_results(results_dir: Path | None, extras: Sequence[Path] = ()) -> Results:
+    """The runs under ``results_dir`` (committed, and the user's own under ``local/``)
+    plus the extra files named.
+
+    An extra file that is already one of the folder's files is not read twice.
     """
     out = Results()
-    committed: set[Path] = set()
+    in_folder: set[Path] = set()
     if results_dir is not None:
         for path in benchmark_files(results_dir):
-            committed.add(path.resolve())
-            out.extend(_read(path, path.relative_to(results_dir).as_posix(), "committed"))
+            in_folder.add(path.resolve())
+            name = path.relative_to(results_dir).as_posix()
+            out.extend(_read(path, name, folder_source(name)))
     for path in extras:
         if path.is_file():
-            if path.resolve() in committed:
+            if path.resolve() in in_folder:
                 continue
             out.extend(_read(path, path.name, "extra"))
         else:

@@ -152,7 +152,9 @@ class SummaryRow(TypedDict):
 
 # --- what the loaders return ------------------------------------------------------
 
-Source = Literal["committed", "extra", "uploaded"]
+#: "committed": in the results folder; "local": in its ``local/`` folder (the user's own
+#: runs, :data:`per_triton.paths.LOCAL_RESULTS`); "extra": given with --extra.
+Source = Literal["committed", "local", "extra", "uploaded"]
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@
 ``python -m per_triton.dashboard.screenshot --out-dir docs/img`` starts
 ``per-triton dashboard`` on a free local port and saves a 1400 px wide screenshot of
 each page of :data:`per_triton.dashboard.pages.PAGES` (``dashboard-<name>.png``), the
-whole page from top to bottom, once its charts have drawn and the app is idle. Needs the
+whole page from top to bottom, once its charts have drawn and the app is idle. The
+images show the committed results only: a ``local/`` folder of ``--results`` (the user's
+own runs) is left out. Needs the
 ``playwright`` package and Debian's Chromium (``scripts/install_browser.sh``); no
 browser is downloaded.
 """
@@ -13,16 +15,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from per_triton.dashboard.pages import PAGES
+from per_triton.paths import LOCAL_RESULTS, committed_results
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -32,6 +37,16 @@ CHROMIUM_ARGS = [
 CHART = '[data-testid="stVegaLiteChart"]'
 RUNNING = '[data-testid="stStatusWidget"]'
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
+
+
+def committed_copy(results: Path, into: Path) -> Path:
+    """A copy of the results folder ``results`` in ``into``, without its ``local/`` folder
+    (the user's own runs, which a checkout's bench/results may hold): what the images and
+    the tests on the committed results read. Returns the copy's path."""
+    top = results.resolve()
+    out = into / "results"
+    shutil.copytree(top, out, ignore=lambda d, _: [LOCAL_RESULTS] if Path(d) == top else [])
+    return out
 
 
 def free_port() -> int:
@@ -156,8 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"argument --pages: unknown page(s) {', '.join(unknown)}")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     errors = 0
+    results = args.results or committed_results()
     with (
-        serve(args.results, args.extra) as url,
+        tempfile.TemporaryDirectory() as tmp,
+        serve(results and committed_copy(results, Path(tmp)), args.extra) as url,
         browser_page(width=args.width, height=900) as page,
     ):
         for name in names:

@@ -20,6 +20,7 @@ __all__ = [
     "BENCH_DIR",
     "DASHBOARD_APP",
     "ENV_RESULTS",
+    "LOCAL_RESULTS",
     "PACKAGE_DIR",
     "REPO_ROOT",
     "committed_results",
@@ -47,6 +48,10 @@ DASHBOARD_APP = PACKAGE_DIR / "dashboard" / "app.py"
 ENV_RESULTS = "PER_TRITON_RESULTS"
 #: Folder, under the working directory, that an installed (non-checkout) bench writes to.
 INSTALLED_OUTPUT = "per-triton-results"
+#: Folder, inside a results folder, of the user's own runs: where ``per-triton bench`` and
+#: ``per-triton train`` write in a checkout (``bench/results/local``, ignored by git), and
+#: what the dashboard labels as the user's runs, never as committed ones.
+LOCAL_RESULTS = "local"
 
 
 def committed_results() -> Path | None:
@@ -64,14 +69,15 @@ def committed_results() -> Path | None:
 
 
 def default_output_dir() -> Path:
-    """Where ``per-triton bench`` writes when no ``--out`` is given.
+    """Where ``per-triton bench`` (and ``per-triton train``) write when no ``--out`` is given.
 
-    ``$PER_TRITON_RESULTS`` if set; ``bench/results`` of a checkout; else
-    ``./per-triton-results`` (an installed package is not written into).
+    ``$PER_TRITON_RESULTS`` if set; ``bench/results/local`` of a checkout (ignored by
+    git, so a run leaves the checkout clean; the dashboard shows it as the user's own);
+    else ``./per-triton-results`` (an installed package is not written into).
     """
     env = os.environ.get(ENV_RESULTS)
     if env:
         return Path(env)
     if REPO_ROOT is not None:
-        return REPO_ROOT / "bench" / "results"
+        return REPO_ROOT / "bench" / "results" / LOCAL_RESULTS
     return Path.cwd() / INSTALLED_OUTPUT

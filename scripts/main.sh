@@ -13,8 +13,10 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh bench,dashboard,train
 venv="$(cd "${PER_TRITON_VENV:-.venv}" && pwd)"
 export VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH"  # this process and its children only
-mkdir -p runs
-run_file="runs/run-$(date -u +%Y%m%dT%H%M%SZ).json"
+# the user's own runs: bench/results/local/ is git-ignored (the checkout stays clean) and
+# the dashboard lists its files as "your run", beside the committed results
+mkdir -p bench/results/local
+run_file="bench/results/local/run-$(date -u +%Y%m%dT%H%M%SZ).json"
 status=0
 if "$venv/bin/python" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     echo "[main] CUDA found: kernel and training suites on the GPU"

@@ -15,15 +15,22 @@ from streamlit.testing.v1 import AppTest
 from per_triton.bench.providers import PROVIDERS
 from per_triton.dashboard.context import ENV_EXTRA, ENV_RESULTS
 from per_triton.dashboard.pages import PAGES
+from per_triton.dashboard.screenshot import committed_copy
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 FIXTURES = Path(__file__).parent / "fixtures" / "dashboard"
 GOOD = FIXTURES / "results"
 BAD = FIXTURES / "bad"
-COMMITTED = Path(__file__).resolve().parents[1] / "bench" / "results"
+CHECKOUT_RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
 CHARTS = {p.name: p.charts for p in PAGES}  # training: ours, paper, ratio
 TABLES = {p.name: p.tables for p in PAGES}
 (DEFAULT,) = (p.name for p in PAGES if p.default)
+
+
+@pytest.fixture(scope="module")
+def committed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The committed bench/results, without the runs a developer keeps in its local/."""
+    return committed_copy(CHECKOUT_RESULTS, tmp_path_factory.mktemp("committed"))
 
 
 def run_page(page: str, results: Path, monkeypatch: pytest.MonkeyPatch, extra: str = "") -> AppTest:
@@ -58,9 +65,11 @@ def test_page_draws_its_charts(page: str, monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
-def test_page_draws_the_charts_its_screenshot_waits_for(page, monkeypatch: pytest.MonkeyPatch):
+def test_page_draws_the_charts_its_screenshot_waits_for(
+    page, committed: Path, monkeypatch: pytest.MonkeyPatch
+):
     """``committed_charts``: what screenshot.py waits for on the committed results."""
-    assert len(charts(run_page(page.name, COMMITTED, monkeypatch))) == page.committed_charts
+    assert len(charts(run_page(page.name, committed, monkeypatch))) == page.committed_charts
 
 
 def test_training_filters_change_the_data(monkeypatch: pytest.MonkeyPatch):
@@ -207,16 +216,16 @@ def test_files_written_by_train_are_skipped_silently(
     assert not at.warning, [w.value for w in at.warning]
 
 
-def test_committed_results_load_without_problems():
+def test_committed_results_load_without_problems(committed: Path):
     """Every committed file is either a run the dashboard plots or a result it knows to
     leave to people and scripts (CPU sweep files, script outputs, SASS reports): a
     newcomer's dashboard lists no problems. An uploaded CPU-sweep file is still a problem."""
-    from per_triton import paths
     from per_triton.dashboard import loaders
 
-    results = loaders.load_results(paths.committed_results())
+    results = loaders.load_results(committed)
     assert results.runs and not results.problems, [str(p) for p in results.problems]
-    sweep = sorted((paths.committed_results() / "cpu").glob("after4-*-r1.json"))[0]
+    assert {run.source for run in results.runs} == {"committed"}
+    sweep = sorted((committed / "cpu").glob("after4-*-r1.json"))[0]
     run, problems = loaders.parse_benchmark_file(sweep.name, sweep.read_bytes(), "upload")
     assert problems and (run is None or not (run.training or run.kernel))
 
@@ -258,11 +267,12 @@ def test_kernels_unreadable_static_report_is_named(tmp_path: Path, monkeypatch: 
     assert not at.dataframe
 
 
-def test_committed_static_report_covers_every_architecture(monkeypatch: pytest.MonkeyPatch):
-    from per_triton import paths
+def test_committed_static_report_covers_every_architecture(
+    committed: Path, monkeypatch: pytest.MonkeyPatch
+):
     from per_triton.kernels import configs
 
-    at = run_page("kernels", paths.committed_results(), monkeypatch)
+    at = run_page("kernels", committed, monkeypatch)
     shown = at.dataframe[0].value
     assert set(shown["arch"]) == set(configs.ARCHS)
     assert (shown["spill bytes"] == 0).all()

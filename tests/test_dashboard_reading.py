@@ -84,12 +84,17 @@ def test_training_header_marks_cpu_runs_beside_gpu_runs(tmp_path: Path, monkeypa
 def test_runs_page_names_where_each_file_came_from(tmp_path: Path, monkeypatch):
     extra = tmp_path / "my-run.json"
     extra.write_bytes(SMOKE.read_bytes())
-    at = run_page("runs", GOOD, monkeypatch, extra=str(extra))
+    results = tmp_path / "results"
+    shutil.copytree(GOOD, results)
+    (results / "local" / "cpu").mkdir(parents=True)  # where per-triton bench writes
+    shutil.copy(SMOKE, results / "local" / "cpu" / "training-quick-x.json")
+    at = run_page("runs", results, monkeypatch, extra=str(extra))
     runs = at.dataframe[0]
     assert "from" in list(runs.proto.column_order)
     origin = dict(zip(runs.value["file"], runs.value["from"], strict=True))
     assert origin["my-run.json"] == "--extra"
     assert origin["fixture-a/training.json"] == "results folder"
+    assert origin["local/cpu/training-quick-x.json"] == "your run (local/)"
     shown = texts(at.main) + " ".join(str(v) for v in runs.value["from"])
     assert "committed" not in shown.lower()
 

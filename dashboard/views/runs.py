@@ -17,9 +17,9 @@ if not results.runs:
     )
 
 st.caption(
-    f"Result files in the results folder `{conf.results_dir}` (the project's own runs "
-    "and any that `per-triton bench` wrote there), given with `--extra`, or uploaded: "
-    "the column *from* says which."
+    f"Result files in the results folder `{conf.results_dir}` (the project's runs, and "
+    "yours in its `local/` folder, where `per-triton bench` writes in a checkout), given "
+    "with `--extra`, or uploaded: the column *from* says which."
 )
 table = frames.runs_frame(results.runs)
 # a table that fits at 1400 px: versions in one column, the date to the minute; every

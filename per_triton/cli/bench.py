@@ -11,8 +11,8 @@ per_triton / plain-torch ratio table, also written as Markdown beside the JSON
 (``<stem>.md``).
 
 The file goes to ``<out>/<gpu-or-cpu>/<suite>[-quick]-<UTC time>.json`` (``<out>``
-defaults to :func:`per_triton.paths.default_output_dir`: ``bench/results`` in a
-checkout), or exactly to ``--out`` when it ends in ``.json``. The suites are
+defaults to :func:`per_triton.paths.default_output_dir`: ``bench/results/local``, ignored
+by git, in a checkout), or exactly to ``--out`` when it ends in ``.json``. The suites are
 ``per_triton.bench`` (the ``bench/`` folder), so an installed wheel runs them too.
 Timing is synchronised: CUDA events on a GPU (bench/common.py).
 """
@@ -59,8 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out",
         type=Path,
         default=None,
-        help="results folder (default: bench/results in a checkout, else ./per-triton-results; "
-        "the file goes to <out>/<gpu-or-cpu>/) or a file path ending in .json",
+        help="results folder (default: bench/results/local in a checkout, git-ignored, else "
+        "./per-triton-results; the file goes to <out>/<gpu-or-cpu>/) or a file path ending "
+        "in .json",
     )
     parser.add_argument(
         "--busy",

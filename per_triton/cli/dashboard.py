@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="DIR",
         help="folder of result files (default: $PER_TRITON_RESULTS, else the committed "
-        "bench/results, shipped in the wheel too)",
+        "bench/results, shipped in the wheel too; files in its local/ folder are listed "
+        "as your own runs)",
     )
     parser.add_argument(
         "--extra",

@@ -4,7 +4,8 @@ Trains :class:`per_triton.experiments.models.small_cnn.SmallCNN` on scikit-learn
 digits (no download) with each method of ``--methods`` and each seed, on the
 same data order and schedule (:func:`per_triton.experiments.digits_experiment.train_one`), while
 :class:`per_triton.api.monitor.LayerMonitor` records every conv block's pre-activation
-closeness to N(0, I). Writes, under ``--out``: ``<method>.jsonl`` (closeness
+closeness to N(0, I). Writes, under ``--out`` (default: ``bench/results/local/closeness``
+in a checkout, ignored by git): ``<method>.jsonl`` (closeness
 records, :mod:`per_triton.api.monitor_schema`), ``summary.json`` (test accuracy and
 loss per method and seed) and ``config.json``; ``--figure`` draws SW1 per layer
 over training and the accuracy of each method (:mod:`per_triton.experiments.closeness_figure`);
@@ -23,6 +24,7 @@ from typing import NoReturn
 
 import torch
 
+from per_triton import paths
 from per_triton.cli._args import (
     TRAIN_SEED_TEXT,
     StoreInDict,
@@ -55,6 +57,9 @@ TINY = {
     "monitor_every": 2,
 }
 TINY_LIMIT = 256
+#: The run's folder under :func:`per_triton.paths.default_output_dir` without --out: the
+#: committed run's name, so `per-triton dashboard --results bench/results/local` shows it.
+DEFAULT_RUN = "closeness"
 #: What each size flag (a key of TINY) sets.
 SIZES = {
     "epochs": "passes over the training set",
@@ -137,8 +142,10 @@ def _add_output_flags(parser: argparse.ArgumentParser) -> None:
     """Where the run writes, what else it measures, and how it runs."""
     parser.add_argument(
         "--out",
-        default="closeness-run",
-        help="output folder for <method>.jsonl, summary.json, config.json (default: %(default)s)",
+        default=None,
+        help="output folder for <method>.jsonl, summary.json, config.json (default: "
+        f"bench/results/local/{DEFAULT_RUN} in a checkout, git-ignored, else "
+        f"./per-triton-results/{DEFAULT_RUN})",
     )
     parser.add_argument(
         "--figure", default=None, help="also write the closeness figure to this PNG (default: none)"
@@ -232,6 +239,8 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     methods, seeds = args.methods, args.seeds
+    if args.out is None:
+        args.out = str(paths.default_output_dir() / DEFAULT_RUN)
     _validate(args, cfg)
     data = load_digits(limit=cfg.limit).to(cfg.device)
     if data.train_x.shape[0] < cfg.batch_size:  # TRAIN_SIZE out of date
