@@ -54,14 +54,17 @@ def kernel_frame(runs: list[Run]) -> pd.DataFrame:
 
 
 def runs_frame(runs: list[Run]) -> pd.DataFrame:
-    """One row per result file: where it came from and what produced it."""
+    """One row per result file: where it came from, its suites, device (the GPU's name
+    or ``cpu``) and CPU sampler, and what produced it."""
     return pd.DataFrame(
         [
             {
                 "file": r.name,
                 "source": r.source,
                 "from": ORIGIN[r.source],
-                "gpu": r.gpu,
+                "suite": r.suites,
+                "device": r.gpu,
+                "sampler": r.sampler,
                 "torch": r.torch,
                 "triton": r.triton,
                 "cuda": r.cuda,
@@ -70,6 +73,7 @@ def runs_frame(runs: list[Run]) -> pd.DataFrame:
                 "benchmarks": r.benchmarks,
                 "training rows": len(r.training),
                 "kernel rows": len(r.kernel),
+                "cpu rows": len(r.cpu),
                 "command": r.command,
             }
             for r in runs

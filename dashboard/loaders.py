@@ -69,26 +69,11 @@ def _read_benchmark(path: str, name: str, source: str, mtime_ns: int, size: int)
         data = Path(path).read_bytes()
     except OSError as err:
         return Results(problems=[Problem(name, f"cannot be read ({err.strerror})")])
-    in_folder = source in ("committed", "local")  # found in the results folder, not named
-    if in_folder and _cpu_suite_file(data):
-        return Results()  # the CPU sweep: read by scripts/cpu_sweep_table.py, not plotted here
     run, problems = parse_benchmark_file(name, data, source)  # type: ignore[arg-type]
+    in_folder = source in ("committed", "local")  # found in the results folder, not named
     if run is None and in_folder and _script_result(data):
         return Results()  # a script's own result file beside the benchmarks: not a problem
     return Results(runs=[run] if run else [], problems=problems)
-
-
-def _cpu_suite_file(data: bytes) -> bool:
-    """True for a result file of the ``cpu`` suite (per_triton against plain torch on the
-    CPU): ratios for the docs' tables, not times per iteration to plot."""
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        return False
-    benches = doc.get("benchmarks") if isinstance(doc, dict) else None
-    return bool(benches) and all(
-        isinstance(b, dict) and (b.get("extra_info") or {}).get("suite") == "cpu" for b in benches
-    )
 
 
 def _script_result(data: bytes) -> bool:

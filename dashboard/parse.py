@@ -17,6 +17,7 @@ from per_triton.api.monitor_schema import STAT_KEYS, check_record
 from .schema import (
     BenchmarkFile,
     ClosenessRecord,
+    CpuRow,
     KernelRow,
     Problem,
     Run,
@@ -117,6 +118,27 @@ def kernel_row(extra: dict) -> KernelRow:
     )
 
 
+def cpu_row(extra: dict) -> CpuRow:
+    """The row kept of one cpu-suite benchmark (per_triton's CPU path / plain torch)."""
+    return CpuRow(
+        b=_int(extra, "b"),
+        d=_int(extra, "d"),
+        s=_int(extra, "s"),
+        threads=_int(extra, "threads"),
+        sampler=_optional(_text, extra, "sampler"),
+        per_triton_median_s=_float(extra, "per_triton_median_s", positive=True),
+        torch_median_s=_float(extra, "torch_median_s", positive=True),
+        ratio=_float(extra, "ratio", positive=True),
+    )
+
+
+def _sampler(machine: dict, rows: list[CpuRow]) -> str:
+    """The file's CPU sampler: ``machine_info.sampler``, else those its rows record."""
+    if isinstance(machine.get("sampler"), str) and machine["sampler"]:
+        return machine["sampler"]
+    return ", ".join(sorted({r["sampler"] for r in rows if r["sampler"]})) or "-"
+
+
 def _machine_text(info: dict, key: str) -> str:
     value = info.get(key)
     return "-" if value is None else str(value)
@@ -166,10 +188,15 @@ def parse_benchmark_file(
                 run.training.append(training_row(extra))
             elif suite == "kernel":
                 run.kernel.append(kernel_row(extra))
+            elif suite == "cpu":
+                run.cpu.append(cpu_row(extra))
             else:
-                raise FormatError(f"extra_info.suite is {suite!r}, not 'training' or 'kernel'")
+                raise FormatError(
+                    f"extra_info.suite is {suite!r}, not 'training', 'kernel' or 'cpu'"
+                )
         except FormatError as err:
             skipped.append(f"benchmark {label!r}: {err}")
+    run.sampler = _sampler(machine, run.cpu)
     problems = [Problem(name, msg) for msg in skipped[:MAX_PROBLEMS_PER_FILE]]
     if len(skipped) > MAX_PROBLEMS_PER_FILE:
         more = len(skipped) - MAX_PROBLEMS_PER_FILE

@@ -134,6 +134,20 @@ class KernelRow(TypedDict):
     p80_s: float
 
 
+class CpuRow(TypedDict):
+    """What the dashboard keeps of one cpu-suite benchmark (per_triton's CPU path against
+    plain torch, side by side): listed on the Runs page, not plotted."""
+
+    b: int
+    d: int
+    s: int
+    threads: int
+    sampler: str | None  # the CPU stream's sampler, where the file records it
+    per_triton_median_s: float
+    torch_median_s: float
+    ratio: float  # per_triton / torch medians
+
+
 # --- closeness records (bench/results/closeness/) ---------------------------------
 
 
@@ -183,8 +197,16 @@ class Run:
     dirty: bool
     datetime: str
     benchmarks: int
+    sampler: str = "-"  # the CPU sampler(s) the file records, "-" where none
     training: list[TrainingRow] = field(default_factory=list)
     kernel: list[KernelRow] = field(default_factory=list)
+    cpu: list[CpuRow] = field(default_factory=list)
+
+    @property
+    def suites(self) -> str:
+        """The suites of its usable benchmarks ("training", "kernel, training", "cpu")."""
+        rows = {"cpu": self.cpu, "kernel": self.kernel, "training": self.training}
+        return ", ".join(name for name, found in rows.items() if found) or "-"
 
     @property
     def label(self) -> str:

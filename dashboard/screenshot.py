@@ -44,7 +44,7 @@ def committed_copy(results: Path, into: Path) -> Path:
     (the user's own runs, which a checkout's bench/results may hold): what the images and
     the tests on the committed results read. Returns the copy's path."""
     top = results.resolve()
-    out = into / "results"
+    out = into / "bench" / "results"
     shutil.copytree(top, out, ignore=lambda d, _: [LOCAL_RESULTS] if Path(d) == top else [])
     return out
 

@@ -114,8 +114,22 @@ def test_kernels_filters_change_the_data(monkeypatch: pytest.MonkeyPatch):
 
 def test_runs_table_and_comparison(monkeypatch: pytest.MonkeyPatch):
     at = run_page("runs", GOOD, monkeypatch)
-    runs = at.dataframe[0].value
-    assert len(runs) == 4 and {"gpu", "torch", "triton", "cuda", "commit", "command"} <= set(runs)
+    runs = at.dataframe[0]
+    assert list(runs.proto.column_order)[:5] == ["file", "from", "suite", "device", "sampler"]
+    shown = runs.value.set_index("file")
+    assert len(shown) == 5 and {"torch", "triton", "cuda", "commit", "command"} <= set(shown)
+    # every suite, its device (the GPU's name or cpu) and the sampler a cpu file records
+    assert shown.loc["cpu/sweep.json", ["suite", "device", "sampler"]].tolist() == [
+        "cpu", "cpu", "c-cached",
+    ]  # fmt: skip
+    assert shown.loc["fixture-a/kernel.json", ["suite", "device", "sampler"]].tolist() == [
+        "kernel", "Fixture GPU A (synthetic)", "-",
+    ]  # fmt: skip
+    assert shown.loc["cpu/smoke.json", "suite"] == "training"
+    assert shown.loc["cpu/sweep.json", "commit"] == "c" * 12
+    assert shown.loc["cpu/sweep.json", "date"] == "2026-11-20 10:05"
+    # the cpu suite's ratios are not compared as times
+    assert not [x for x in at.selectbox(key="runs_a").options if "sweep" in x]
     compared = table(at, 1)
     assert set(compared["suite"]) == {"training"} and len(compared) == 7
     assert compared["ratio_b_over_a"].round(6).eq(1.5).all()
@@ -217,17 +231,18 @@ def test_files_written_by_train_are_skipped_silently(
 
 
 def test_committed_results_load_without_problems(committed: Path):
-    """Every committed file is either a run the dashboard plots or a result it knows to
-    leave to people and scripts (CPU sweep files, script outputs, SASS reports): a
-    newcomer's dashboard lists no problems. An uploaded CPU-sweep file is still a problem."""
+    """Every committed file is either a run the dashboard lists (training, kernel and cpu
+    suites) or a result it knows to leave to people and scripts (script outputs, SASS
+    reports): a newcomer's dashboard lists no problems."""
     from per_triton.dashboard import loaders
 
     results = loaders.load_results(committed)
     assert results.runs and not results.problems, [str(p) for p in results.problems]
     assert {run.source for run in results.runs} == {"committed"}
-    sweep = sorted((committed / "cpu").glob("after4-*-r1.json"))[0]
-    run, problems = loaders.parse_benchmark_file(sweep.name, sweep.read_bytes(), "upload")
-    assert problems and (run is None or not (run.training or run.kernel))
+    by_name = {run.name: run for run in results.runs}
+    sweeps = sorted(p.relative_to(committed).as_posix() for p in committed.glob("cpu/*-r1.json"))
+    assert sweeps and all(by_name[name].suites == "cpu" for name in sweeps)
+    assert by_name["cpu/no-compiler-5acd757-r1.json"].sampler == "c-cached"
 
 
 def _matrix_record(triton: str, arch: str, regs: int) -> dict:

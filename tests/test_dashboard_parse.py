@@ -52,7 +52,7 @@ def test_fixture_files_parse_completely():
     names = sorted(p.relative_to(GOOD).as_posix() for p in files)
     # the closeness folder (jsonl + summary.json) is not read as benchmark files
     assert names == [
-        "cpu/smoke.json", "fixture-a/kernel.json", "fixture-a/training.json",
+        "cpu/smoke.json", "cpu/sweep.json", "fixture-a/kernel.json", "fixture-a/training.json",
         "fixture-b/training.json",
     ]  # fmt: skip
     run = _runs(TRAINING_A)[0]
@@ -62,6 +62,31 @@ def test_fixture_files_parse_completely():
     assert len(run.training) == run.benchmarks == 2 * 2 * 2 * 7 and run.kernel == []
     cpu = _runs(GOOD / "cpu" / "smoke.json")[0]
     assert cpu.gpu == "cpu" and cpu.cuda == "-"
+    assert (cpu.suites, cpu.sampler) == ("training", "-")  # a training run on the CPU
+    assert _runs(GOOD / "fixture-a" / "kernel.json")[0].suites == "kernel"
+
+
+def test_cpu_suite_file_is_a_run_with_its_sampler():
+    doc = json.loads((GOOD / "cpu" / "sweep.json").read_text())
+    run = _runs(GOOD / "cpu" / "sweep.json")[0]
+    assert (run.suites, run.sampler, run.gpu) == ("cpu", "c-cached", "cpu")
+    assert run.training == [] and run.kernel == [] and len(run.cpu) == run.benchmarks == 4
+    first = doc["benchmarks"][0]["extra_info"]
+    assert run.cpu[0] == {k: first[k] for k in run.cpu[0]}  # the file's values, unchanged
+    assert {(r["b"], r["d"], r["s"], r["threads"]) for r in run.cpu} == {
+        (8, 650, 64, 1), (8, 650, 64, 2), (32, 4096, 256, 1), (32, 4096, 256, 2),
+    }  # fmt: skip
+    # older files record the sampler only per benchmark, or not at all
+    del doc["machine_info"]["sampler"]
+    doc["benchmarks"][1]["extra_info"]["sampler"] = "torch"
+    run, problems = parse_benchmark_file("s.json", json.dumps(doc), "committed")
+    assert problems == [] and run.sampler == "c-cached, torch"
+    for bench in doc["benchmarks"]:
+        del bench["extra_info"]["sampler"]
+    assert parse_benchmark_file("s.json", json.dumps(doc), "committed")[0].sampler == "-"
+    doc["benchmarks"][2]["extra_info"]["ratio"] = "fast"
+    run, problems = parse_benchmark_file("s.json", json.dumps(doc), "committed")
+    assert len(run.cpu) == 3 and len(problems) == 1 and "'ratio'" in problems[0].message
 
 
 @pytest.mark.parametrize(
@@ -93,7 +118,7 @@ def test_malformed_file_gives_one_problem_naming_it(data: bytes, expected: str):
         pytest.param("median_s", float("nan"), "'median_s' must be a finite", id="nan"),
         pytest.param("median_s", -1.0, "'median_s' must be positive", id="negative"),
         pytest.param("p20_s", 10.0, "p20_s <= median_s <= p80_s", id="unordered"),
-        pytest.param("suite", "other", "not 'training' or 'kernel'", id="foreign-suite"),
+        pytest.param("suite", "other", "not 'training', 'kernel' or 'cpu'", id="foreign-suite"),
     ],
 )
 def test_bad_benchmark_is_skipped_and_named(field: str, value: object, expected: str):

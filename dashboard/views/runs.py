@@ -1,4 +1,5 @@
-"""Runs page: the result files found, and two runs compared benchmark by benchmark."""
+"""Runs page: every result file found (training, kernel and cpu suites; committed, the
+user's own, --extra and uploaded), and two runs compared benchmark by benchmark."""
 
 from __future__ import annotations
 
@@ -22,21 +23,23 @@ st.caption(
     "with `--extra`, or uploaded: the column *from* says which."
 )
 table = frames.runs_frame(results.runs)
-# a table that fits at 1400 px: versions in one column, the date to the minute; every
-# column stays in the CSV, and the (long) commands are listed in full below
+# a table that fits at 1400 px, every row shown: the date to the minute; every column
+# stays in the CSV, and the (long) commands, with the versions, are listed in full below
 shown = table.assign(
     versions=[frames.versions(r) for r in results.runs],
     date=[r.datetime[:16].replace("T", " ") for r in results.runs],
 )
+SHOWN = ["file", "from", "suite", "device", "sampler", "commit", "date", "benchmarks"]
 st.dataframe(
-    shown,
-    hide_index=True,
-    column_order=["file", "from", "gpu", "versions", "commit", "date", "benchmarks"],
-    width="stretch",
-    key="runs_table",
+    shown, hide_index=True, column_order=SHOWN, width="stretch", height="content", key="runs_table"
 )
-with st.expander("The command that produced each file", expanded=True):
-    st.markdown("\n".join(f"- `{r.name}`: `{r.command or '(not recorded)'}`" for r in results.runs))
+with st.expander("The command that produced each file, and its versions", expanded=True):
+    st.markdown(
+        "\n".join(
+            f"- `{r.name}`: `{r.command or '(not recorded)'}` ({frames.versions(r)})"
+            for r in results.runs
+        )
+    )
 st.download_button(
     "Download table (CSV)",
     table.to_csv(index=False).encode("utf-8"),
@@ -47,11 +50,16 @@ st.download_button(
 )
 
 st.subheader("Compare two runs")
-by_label = {run.label: run for run in results.runs}
+# times per iteration or per kernel call: the cpu suite's ratios are for the docs' tables
+timed = [run for run in results.runs if run.training or run.kernel]
+by_label = {run.label: run for run in timed}
 labels = list(by_label)
 if len(labels) < 2:
-    widgets.stop_with("Only one result file: add another (--extra or upload) to compare two runs.")
-first, second = frames.comparable_pair(results.runs)
+    widgets.stop_with(
+        "Fewer than two training or kernel result files: add one (--extra or upload) to "
+        "compare two runs."
+    )
+first, second = frames.comparable_pair(timed)
 # one row each: a run's name (gpu | file) is shown whole at 1000 px
 a = st.selectbox("Run A", labels, index=first, key="runs_a")
 b = st.selectbox("Run B", labels, index=second, key="runs_b")
