@@ -186,18 +186,28 @@ def test_ddp_script_runs_under_torchrun(tmp_path: Path) -> None:
         launcher = [sys.executable, "-m", "torch.distributed.run"]
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    done = subprocess.run(
-        launcher + shlex.split(DDP_COMMAND)[1:],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    for _attempt in range(3):
+        done = subprocess.run(
+            launcher + shlex.split(DDP_COMMAND)[1:],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        epochs = re.findall(r"^epoch (\d): task loss [\d.]+, PER [\d.]+$", done.stdout, re.M)
+        assert epochs == ["0", "1", "2"], done.stdout + done.stderr
+        assert "2 ranks, identical weights: True" in done.stdout, done.stdout + done.stderr
+        if done.returncode == 0 or not _gloo_exit_abort(done.stdout + done.stderr):
+            break
     assert done.returncode == 0, done.stdout + done.stderr
-    epochs = re.findall(r"^epoch (\d): task loss [\d.]+, PER [\d.]+$", done.stdout, re.M)
-    assert epochs == ["0", "1", "2"]
-    assert "2 ranks, identical weights: True" in done.stdout
+
+
+def _gloo_exit_abort(output: str) -> bool:
+    """torch's gloo backend aborts a rank at exit now and then, after a complete run
+    ("terminate called without an active exception", SIGABRT): about 1 run in 15 here,
+    a DDP script without per-triton too (docs/troubleshooting.md). Only that is retried."""
+    return "terminate called without an active exception" in output and "SIGABRT" in output
 
 
 # -- shell blocks name what exists ------------------------------------------------------
