@@ -14,6 +14,7 @@ import torch
 
 from . import tolerances
 from .assertions import assert_close
+from .ranks import run_torchrun
 from .recipe_support import (
     COEFF,
     ROOT,
@@ -48,10 +49,14 @@ dist.destroy_process_group()
 """
 
 
-def _torchrun(tmp_path, script: str) -> subprocess.CompletedProcess:
+def _torchrun(tmp_path, script: str, complete) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", script]
-    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    return run_torchrun(cmd, complete, cwd=tmp_path, env=env, timeout=120)
+
+
+def _both_ranks_done(done: subprocess.CompletedProcess) -> bool:
+    return "rank 0 done" in done.stdout and "rank 1 done" in done.stdout
 
 
 class _Params(torch.nn.Module):
@@ -67,7 +72,7 @@ class _Params(torch.nn.Module):
 def test_recipe_gradient_matches_float64_reference(tmp_path, page):
     (tmp_path / "recipe.py").write_text(recipe_code(page))
     (tmp_path / "run.py").write_text(RUNNER.format(n=2 * K * BATCH, args=ARGS))
-    done = _torchrun(tmp_path, "run.py")
+    done = _torchrun(tmp_path, "run.py", lambda _done: (tmp_path / "params.pt").exists())
     assert done.returncode == 0, done.stderr[-3000:]
     got = sgd_step_grads(mlp(), _Params(torch.load(tmp_path / "params.pt")), LR)
     x, y = data(2 * K * BATCH)
@@ -79,6 +84,6 @@ def test_recipe_gradient_matches_float64_reference(tmp_path, page):
 @pytest.mark.parametrize("page", ["ddp", "fsdp2"])
 def test_recipe_script_runs(tmp_path, page):
     (tmp_path / "train.py").write_text(recipe_code(page))
-    done = _torchrun(tmp_path, "train.py")
+    done = _torchrun(tmp_path, "train.py", _both_ranks_done)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "rank 0 done" in done.stdout and "rank 1 done" in done.stdout
+    assert _both_ranks_done(done)
