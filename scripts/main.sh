@@ -13,6 +13,23 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh bench,dashboard,train
 venv="$(cd "${PER_TRITON_VENV:-.venv}" && pwd)"
 export VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH"  # this process and its children only
+# the dashboard's port is checked before the benchmark, so a taken port costs no run
+if [ -z "${NO_DASHBOARD:-}" ] && ! "$venv/bin/python" - "${PORT:-8501}" <<'PY'
+import sys
+from per_triton.cli._args import port
+from per_triton.cli.dashboard import port_problem
+try:
+    number = port(sys.argv[1])
+except Exception as err:  # argparse's ArgumentTypeError: the message names the rule
+    sys.exit(f"[main] PORT={sys.argv[1]!r}: {err}; set PORT=8600, say (or NO_DASHBOARD=1)")
+problem = port_problem("127.0.0.1", number)
+if problem:
+    sys.exit(f"[main] PORT={number}: {problem.split(': ', 1)[-1].split('; ')[0]}; "
+             "set PORT=8600, say, or NO_DASHBOARD=1 to skip the dashboard")
+PY
+then
+    exit 2
+fi
 # the user's own runs: bench/results/local/ is git-ignored (the checkout stays clean) and
 # the dashboard lists its files as "your run", beside the committed results
 mkdir -p bench/results/local

@@ -2,10 +2,11 @@
 
 torch's gloo backend now and then aborts one rank at exit, after the script finished
 and ``destroy_process_group()`` returned ("terminate called without an active
-exception", SIGABRT): about 1 launch in 15 of a two-rank CPU script here, a DDP script
-without per-triton too (docs/troubleshooting.md). :func:`run_torchrun` relaunches only when that
-abort is the failure and ``complete(done)`` says the script's own work was all done;
-any other failure is returned as it is.
+exception", SIGABRT): 1 launch in 15 to 1 in 3 of a two-rank CPU script here (more on a
+loaded machine), a DDP script without per-triton too (docs/troubleshooting.md).
+:func:`run_torchrun` relaunches only when that abort is the failure and
+``complete(done)`` says the script's own work was all done; any other failure is
+returned as it is.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable, Sequence
 __all__ = ["ATTEMPTS", "gloo_exit_abort", "run_torchrun"]
 
 #: launches at most, the first included
-ATTEMPTS = 3
+ATTEMPTS = 5
 
 
 def gloo_exit_abort(done: subprocess.CompletedProcess) -> bool:

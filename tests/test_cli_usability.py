@@ -158,3 +158,40 @@ def test_console_command_suggests_too() -> None:
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith("usage: per-triton bench ")
     assert "unrecognized arguments: --quik (did you mean --quick?)" in proc.stderr
+
+
+def _main_sh_port_check() -> str:
+    """The port check scripts/main.sh runs (its ``<<'PY'`` block) before the benchmark."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "scripts" / "main.sh").read_text()
+    return text.split("<<'PY'\n", 1)[1].split("\nPY\n", 1)[0]
+
+
+@pytest.mark.parametrize("value", ["busy", "abc", "0"])
+def test_main_sh_refuses_a_bad_or_taken_port_before_the_benchmark(value: str) -> None:
+    import subprocess
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        given = str(sock.getsockname()[1]) if value == "busy" else value
+        done = subprocess.run(
+            [sys.executable, "-", given],
+            input=_main_sh_port_check(),
+            capture_output=True,
+            text=True,
+        )
+    assert done.returncode == 1
+    assert f"PORT={given}" in done.stderr or f"PORT={given!r}" in done.stderr
+    assert "set PORT=8600" in done.stderr and "NO_DASHBOARD=1" in done.stderr
+
+
+def test_main_sh_port_check_passes_a_free_port() -> None:
+    import subprocess
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        free = str(sock.getsockname()[1])
+    done = subprocess.run([sys.executable, "-", free], input=_main_sh_port_check(), text=True)
+    assert done.returncode == 0
