@@ -17,14 +17,14 @@ export VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH"  # this process and its childr
 if [ -z "${NO_DASHBOARD:-}" ] && ! "$venv/bin/python" - "${PORT:-8501}" <<'PY'
 import sys
 from per_triton.cli._args import port
-from per_triton.cli.dashboard import port_problem
+from per_triton.cli.dashboard import listen_problem
 try:
     number = port(sys.argv[1])
 except Exception as err:  # argparse's ArgumentTypeError: the message names the rule
     sys.exit(f"[main] PORT={sys.argv[1]!r}: {err}; set PORT=8600, say (or NO_DASHBOARD=1)")
-problem = port_problem("127.0.0.1", number)
+problem = listen_problem("127.0.0.1", number)
 if problem:
-    sys.exit(f"[main] PORT={number}: {problem.split(': ', 1)[-1].split('; ')[0]}; "
+    sys.exit(f"[main] PORT={number}: {problem}; "
              "set PORT=8600, say, or NO_DASHBOARD=1 to skip the dashboard")
 PY
 then

@@ -25,8 +25,8 @@ st.caption(
 table = frames.runs_frame(results.runs)
 # a table that fits at 1400 px, every row shown: the date to the minute; every column
 # stays in the CSV, and the (long) commands, with the versions, are listed in full below
+versions = [frames.versions(r) for r in results.runs]  # listed with the commands below
 shown = table.assign(
-    versions=[frames.versions(r) for r in results.runs],
     date=[r.datetime[:16].replace("T", " ") for r in results.runs],
 )
 SHOWN = ["file", "from", "suite", "device", "sampler", "commit", "date", "benchmarks"]
@@ -36,8 +36,8 @@ st.dataframe(
 with st.expander("The command that produced each file, and its versions", expanded=True):
     st.markdown(
         "\n".join(
-            f"- `{r.name}`: `{r.command or '(not recorded)'}` ({frames.versions(r)})"
-            for r in results.runs
+            f"- `{r.name}`: `{r.command or '(not recorded)'}` ({v})"
+            for r, v in zip(results.runs, versions, strict=True)
         )
     )
 st.download_button(

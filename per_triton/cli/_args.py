@@ -123,13 +123,17 @@ def port(text: str) -> int:
     return value
 
 
+def _flags(parser: argparse.ArgumentParser) -> list[str]:
+    """Every option string of ``parser`` (``-h``, ``--help``, ``--quick``, ...)."""
+    return [flag for action in parser._actions for flag in action.option_strings]
+
+
 def closest_flag(parser: argparse.ArgumentParser, token: str) -> str | None:
     """The flag of ``parser`` closest to the unknown ``token`` (``--quik`` -> ``--quick``),
     by :func:`difflib.get_close_matches`; None for a value or when nothing is close."""
     if not token.startswith("-") or token == "-":
         return None
-    flags = [flag for action in parser._actions for flag in action.option_strings]
-    found = difflib.get_close_matches(token.split("=", 1)[0], flags, n=1)
+    found = difflib.get_close_matches(token.split("=", 1)[0], _flags(parser), n=1)
     return found[0] if found else None
 
 
@@ -153,7 +157,7 @@ def check_command_line(parser: argparse.ArgumentParser, argv: Sequence[str]) -> 
     argparse alone would only say that the command is missing, or list the choices.
     Calls ``parser.error`` (exit 2); returns when the top level is fine.
     """
-    flags = {flag for action in parser._actions for flag in action.option_strings}
+    flags = set(_flags(parser))
     commands = next(a.choices for a in parser._actions if a.dest == "command")
     for token in argv:
         if token.startswith("-") and token != "-":

@@ -68,22 +68,28 @@ def build_command(args: argparse.Namespace) -> list[str]:
     ]  # fmt: skip
 
 
-def port_problem(host: str, number: int) -> str | None:
-    """Why Streamlit could not listen on ``host:number`` (checked before it starts), or None."""
-    try:
-        infos = socket.getaddrinfo(host, number, type=socket.SOCK_STREAM)
-    except socket.gaierror as err:
-        return f"--host: cannot resolve {host!r}: {err.strerror}"
+def listen_problem(host: str, number: int) -> str | None:
+    """Why nothing can listen on ``host:number`` now ("cannot listen on 127.0.0.1:8501
+    (Address already in use)"), or None; binds as Streamlit (tornado) would."""
+    infos = socket.getaddrinfo(host, number, type=socket.SOCK_STREAM)
     family, kind, proto, _, address = infos[0]
     with socket.socket(family, kind, proto) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Streamlit (tornado) does
         try:
             sock.bind(address)
         except OSError as err:
-            return (
-                f"--port: cannot listen on {host}:{number} ({err.strerror or err}); "
-                "is another dashboard running? pick another port with --port"
-            )
+            return f"cannot listen on {host}:{number} ({err.strerror or err})"
+    return None
+
+
+def port_problem(host: str, number: int) -> str | None:
+    """Why Streamlit could not listen on ``host:number`` (checked before it starts), or None."""
+    try:
+        problem = listen_problem(host, number)
+    except socket.gaierror as err:
+        return f"--host: cannot resolve {host!r}: {err.strerror}"
+    if problem:
+        return f"--port: {problem}; is another dashboard running? pick another port with --port"
     return None
 
 
