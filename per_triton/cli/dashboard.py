@@ -70,7 +70,8 @@ def build_command(args: argparse.Namespace) -> list[str]:
 
 def listen_problem(host: str, number: int) -> str | None:
     """Why nothing can listen on ``host:number`` now ("cannot listen on 127.0.0.1:8501
-    (Address already in use)"), or None; binds as Streamlit (tornado) would."""
+    (Address already in use)"), or None; binds as Streamlit (tornado) would.
+    Raises ``socket.gaierror`` when ``host`` does not resolve."""
     infos = socket.getaddrinfo(host, number, type=socket.SOCK_STREAM)
     family, kind, proto, _, address = infos[0]
     with socket.socket(family, kind, proto) as sock:
